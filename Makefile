@@ -1,0 +1,31 @@
+# qfx: two commands on a fresh machine, `make demo` and `make test`; each sets up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# The CPU build of torch, installed before the project so that the project's
+# `torch>=2.3` range is already met and no multi-GB CUDA build is pulled in.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/quantize_digits.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_quantize.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,141 @@
+"""Custom autograd functions: the straight-through cast and the learnable binary point.
+
+Each docstring states its forward and backward formulas.  Notation:
+``W`` word length, ``I`` integer bits, ``F = W - I``, ``s = 2**-F`` the LSB
+(the step), ``Q`` the exact ``ap_fixed`` cast of :mod:`qfx.functional`,
+``in(x)`` 1 where ``x`` lies in the range after rounding and 0 where it
+overflowed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .format import FixedType
+from .functional import cast_codes
+from .khot import khot_cast_codes
+
+__all__ = ["fixed_cast", "learned_int_bits_cast"]
+
+_LN2 = math.log(2.0)
+
+# Power of the step that divides the binary-point gradient; see _LearnedIntBitsCast.
+_STEP_POWER = 1.5
+
+
+class _FixedCast(torch.autograd.Function):
+    """Forward ``q = Q(x)``.  Backward ``dL/dx = dL/dq * in(x)`` (straight-through inside the range)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, t: FixedType, frac_bits) -> torch.Tensor:
+        codes, inside = cast_codes(x.detach(), t, frac_bits, need_mask=ctx.needs_input_grad[0])
+        ctx.save_for_backward(inside)
+        return _scale_codes(codes, t if frac_bits is None else frac_bits)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inside,) = ctx.saved_tensors
+        return (grad if inside is None else grad * inside), None, None
+
+
+def fixed_cast(x: torch.Tensor, t: FixedType, frac_bits: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``Q(x)`` with a straight-through gradient; ``frac_bits`` (broadcast against ``x``) overrides ``t``'s binary point."""
+    return _FixedCast.apply(x, t, frac_bits)
+
+
+def _scale_codes(codes: torch.Tensor, t_or_frac) -> torch.Tensor:
+    """``codes * 2**-F`` in place; ``F`` from a type or a tensor of per-channel binary points."""
+    if isinstance(t_or_frac, FixedType):
+        return codes.mul_(t_or_frac.lsb)
+    return codes.mul_(torch.exp2(-t_or_frac.to(codes.dtype)))
+
+
+class _LearnedIntBitsCast(torch.autograd.Function):
+    """Cast with a trained binary point.
+
+    Forward:  ``I_r = round(I)`` (``I`` the float parameter, one per tensor or
+    channel), ``q = Q_{W, I_r}(x)``, or the nearest K-hot value when ``khot=K``.
+
+    Backward, with round treated as identity (straight-through):
+
+    * ``dL/dx = dL/dq * in(x)``;
+    * ``dL/dI = s**-1.5 * sum dL/dq * dq/dI`` (the sum over the elements that
+      share the binary point), with ``dq/dI = ln 2 * s * dq/ds`` and the LSQ
+      step gradient ``dq/ds = round(x/s) - x/s`` inside the range and the
+      clipping code ``clamp(x/s, code_min, code_max)`` outside.  Hence
+      ``dq/dI = ln 2 * (q - x)`` inside and ``ln 2 * clamp(x, min, max)``
+      outside (the saturated value, also for WRAP types).
+
+    Why this gradient: inside the range the summed term is ``ln 2 * (q-x)**2 / s``
+    on average, which, in expectation over the rounding error, is the
+    derivative of the rounding-noise power ``s**2/12`` with respect to
+    ``log2 s``; outside it is the derivative of the clipping error.
+    Descending it balances rounding noise against clipping, the trade-off the
+    binary point decides (LSQ, Esser et al. 2020; thresholds trained in the
+    log2 domain, Jain et al. 2020).
+
+    Why ``s**-1.5``: for a reconstruction loss the noise terms shrink as
+    ``s**2`` and the clipping terms roughly as ``s``.  Unscaled, a binary
+    point that must come down six bits ends with gradients 4,096 times
+    smaller than it started with, and Adam, which remembers early gradient
+    magnitudes, stalls; divided by ``s**2`` the same happens to one that must
+    climb.  A positive factor shared by all the terms of one binary point
+    leaves the sign of its gradient, and so the balance point, unchanged;
+    ``s**-1.5`` keeps both kinds of move going.  Clipping terms stay much
+    larger than noise terms, so a binary point that clips is pushed out
+    quickly and one that only rounds drifts in slowly, and the rounded
+    binary point settles on the side that does not clip.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, int_bits: torch.Tensor, t: FixedType, khot: Optional[int]) -> torch.Tensor:
+        frac_bits = t.width - torch.round(int_bits.detach())
+        if khot is None:
+            codes, inside = cast_codes(x.detach(), t, frac_bits, need_mask=True)
+        else:
+            codes, inside = khot_cast_codes(x.detach(), t, khot, frac_bits)
+        q = _scale_codes(codes, frac_bits).to(x.dtype)
+        ctx.save_for_backward(x, q, inside, frac_bits)
+        ctx.t = t
+        ctx.int_bits_shape, ctx.int_bits_dtype = int_bits.shape, int_bits.dtype
+        return q
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, q, inside, frac_bits = ctx.saved_tensors
+        t = ctx.t
+        grad_x = grad if inside is None else grad * inside
+        if not ctx.needs_input_grad[1]:
+            return grad_x, None, None, None
+        step = torch.exp2(-frac_bits.to(x.dtype))
+        if inside is None:
+            dq_di = q - x
+        else:
+            saturated = torch.minimum(torch.maximum(x, t.code_min * step), t.code_max * step)
+            dq_di = torch.where(inside, q - x, saturated)
+        grad_i = _sum_to_shape(grad * dq_di, frac_bits.shape)
+        grad_i = (grad_i * (_LN2 / step.reshape(frac_bits.shape) ** _STEP_POWER)).reshape(ctx.int_bits_shape)
+        return grad_x, grad_i.to(ctx.int_bits_dtype), None, None
+
+
+def _sum_to_shape(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum ``g`` over the dimensions that broadcasting expanded from ``shape``."""
+    lead = g.dim() - len(shape)
+    dims = list(range(lead)) + [lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1]
+    return g.sum(dim=dims, keepdim=True).reshape(shape) if dims else g.reshape(shape)
+
+
+def learned_int_bits_cast(x: torch.Tensor, int_bits: torch.Tensor, t: FixedType,
+                          view_shape: Optional[tuple[int, ...]] = None, khot: Optional[int] = None) -> torch.Tensor:
+    """``Q_{W, round(I)}(x)`` with gradients to ``x`` and to the float parameter ``int_bits``.
+
+    With ``khot=K`` the forward pass is the nearest K-hot value instead of ``t``'s cast.
+    ``view_shape`` reshapes a per-channel ``int_bits`` so it broadcasts
+    against ``x`` (e.g. ``(1, C, 1, 1)``); the gradient comes back in
+    ``int_bits``'s own shape.
+    """
+    shaped = int_bits if view_shape is None else int_bits.view(view_shape)
+    return _LearnedIntBitsCast.apply(x, shaped, t, khot)

@@ -1,0 +1,349 @@
+"""The exact ``ap_fixed`` cast on tensors.
+
+``quantize(x, t)`` returns what ``t(x)`` gives in C++ for every element of
+``x``: the value is scaled to units of the LSB (``v = x * 2**F``, exact: a
+power-of-two scale), rounded to an integer code by one small function per
+rounding mode, then brought into range by one function per overflow mode.
+Everything stays in the tensor's floating dtype, which holds every code of
+``t`` exactly as long as ``t.width`` fits its mantissa (24 bits for float32,
+53 for float64); wider formats are refused rather than computed wrongly.
+
+The overflow modes that work on bit patterns (``WRAP`` with saturation bits
+and ``WRAP_SM``) run in int64 on the overflowing elements only.  Bounds of
+the whole tensor (one ``aminmax`` pass, which also finds NaN and Inf) tell
+when no element can overflow, so the common case skips that work entirely.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Union
+
+import torch
+
+from .format import FixedType, Overflow, Rounding
+
+__all__ = ["quantize", "to_codes", "from_codes", "cast_codes", "mantissa_bits"]
+
+FixedLike = Union[FixedType, str]
+FracBits = Union[int, torch.Tensor]
+
+
+def mantissa_bits(dtype: torch.dtype) -> int:
+    """Integer bits a floating dtype holds exactly (24 for float32, 53 for float64)."""
+    return {torch.float32: 24, torch.float64: 53}[dtype]
+
+
+# Largest and smallest binary exponents whose powers are normal numbers.
+_EXPONENT_RANGE = {torch.float32: (-126, 127), torch.float64: (-1022, 1023)}
+
+
+# ------------------------------------------------------------- rounding modes
+# Each takes v = x * 2**F and returns its integer code under the mode; they
+# may work in place.  The ±0.5 forms are exact while |v| < 2**(mantissa-1);
+# _round_codes keeps larger v, which are integers already, as they are.
+
+def _rnd(v: torch.Tensor) -> torch.Tensor:
+    return v.add_(0.5).floor_()
+
+
+def _rnd_zero(v: torch.Tensor) -> torch.Tensor:
+    return v.abs().sub_(0.5).ceil_().copysign_(v)
+
+
+def _rnd_min_inf(v: torch.Tensor) -> torch.Tensor:
+    return v.sub_(0.5).ceil_()
+
+
+def _rnd_inf(v: torch.Tensor) -> torch.Tensor:
+    return v.abs().add_(0.5).floor_().copysign_(v)
+
+
+def _rnd_conv(v: torch.Tensor) -> torch.Tensor:
+    return v.round_()  # IEEE round-half-even
+
+
+def _trn(v: torch.Tensor) -> torch.Tensor:
+    return v.floor_()
+
+
+def _trn_zero(v: torch.Tensor) -> torch.Tensor:
+    return v.trunc_()
+
+
+_ROUNDERS: dict[Rounding, Callable[[torch.Tensor], torch.Tensor]] = {
+    Rounding.RND: _rnd,
+    Rounding.RND_ZERO: _rnd_zero,
+    Rounding.RND_MIN_INF: _rnd_min_inf,
+    Rounding.RND_INF: _rnd_inf,
+    Rounding.RND_CONV: _rnd_conv,
+    Rounding.TRN: _trn,
+    Rounding.TRN_ZERO: _trn_zero,
+}
+_HALF_ROUNDERS = {Rounding.RND, Rounding.RND_ZERO, Rounding.RND_MIN_INF, Rounding.RND_INF}
+
+
+def _round_codes(v: torch.Tensor, rounding: Rounding, big: bool) -> torch.Tensor:
+    """Integer codes of ``v`` under ``rounding``; ``big`` says some |v| may reach 2**(mantissa-1)."""
+    if big and rounding in _HALF_ROUNDERS:
+        limit = 2.0 ** (mantissa_bits(v.dtype) - 1)
+        return torch.where(v.abs() >= limit, v, _ROUNDERS[rounding](v.clone()))
+    return _ROUNDERS[rounding](v)
+
+
+# ------------------------------------------------------------- overflow modes
+# Each takes the rounded codes n (possibly some out of range) and returns the
+# codes ap_fixed stores.  The context gives, when asked, the mask of codes
+# outside the range and the scaled source for the bits it dropped.
+
+class _Overflowing:
+    """Codes that may lie outside the range of ``t``, with what the overflow modes may ask of them."""
+
+    def __init__(self, n: torch.Tensor, t: FixedType, scaled_source: Callable[[], torch.Tensor],
+                 big: bool) -> None:
+        self.n, self.t, self.big = n, t, big
+        self._scaled_source = scaled_source
+        self._inside: Optional[torch.Tensor] = None
+
+    @property
+    def inside(self) -> torch.Tensor:
+        """Where the rounded code is representable (SAT_SYM: and not the most negative code)."""
+        if self._inside is None:
+            t, n = self.t, self.n
+            self._inside = (n >= t.code_min) & (n <= t.code_max)
+            if t.overflow is Overflow.SAT_SYM and t.signed:
+                self._inside &= n != t.code_min
+        return self._inside
+
+    def scaled_source(self) -> torch.Tensor:
+        """``x * 2**F`` before rounding."""
+        return self._scaled_source()
+
+
+def _sat(o: _Overflowing) -> torch.Tensor:
+    return o.n.clamp_(o.t.code_min, o.t.code_max)
+
+
+def _sat_zero(o: _Overflowing) -> torch.Tensor:
+    return o.n.masked_fill_(~o.inside, 0.0)
+
+
+def _sat_sym(o: _Overflowing) -> torch.Tensor:
+    return o.n.clamp_(-o.t.code_max if o.t.signed else 0, o.t.code_max)
+
+
+def _wrap(o: _Overflowing) -> torch.Tensor:
+    t, n = o.t, o.n
+    if t.sat_bits:
+        return _replace_outside(o, _wrap_sat_bits)
+    modulus = 2.0 ** t.width
+    if not t.signed:
+        return n.remainder_(modulus)
+    half = modulus / 2
+    if o.big:  # n + half would not be exact: reduce first, then move the top half down
+        n = n.remainder_(modulus)
+        return torch.where(n >= half, n - modulus, n)
+    return n.add_(half).remainder_(modulus).sub_(half)
+
+
+def _wrap_sm(o: _Overflowing) -> torch.Tensor:
+    return _replace_outside(o, _wrap_sm_bits)
+
+
+def _wrap_sat_bits(w: torch.Tensor, neg: torch.Tensor, lead: torch.Tensor, t: FixedType) -> torch.Tensor:
+    """``AP_WRAP`` with N saturation bits: the top N bits of the wrapped word saturate."""
+    width, n_bits = t.width, t.sat_bits
+    top = ((1 << n_bits) - 1) << (width - n_bits)
+    if not t.signed:  # ap_ufixed sets the top N bits whichever way it overflowed
+        return w | top
+    return _saturate_top_bits(w, neg, t)
+
+
+def _wrap_sm_bits(w: torch.Tensor, neg: torch.Tensor, lead: torch.Tensor, t: FixedType) -> torch.Tensor:
+    """``AP_WRAP_SM``: sign-magnitude wrap, inverting the word where its sign came out wrong."""
+    width, n_bits = t.width, t.sat_bits
+    mask = (1 << width) - 1
+    msb = (w >> (width - 1)) & 1
+    if n_bits == 0:
+        # ap_fixed compares the first dropped bit of the unrounded source with the new sign.
+        return torch.where(lead != msb, ~w & mask, w)
+    if n_bits == 1:
+        return torch.where(neg.long() != msb, ~w & mask, w)
+    lowest_saturated = (w >> (width - n_bits)) & 1
+    w = torch.where(lowest_saturated == neg.long(), ~w & mask, w)
+    return _saturate_top_bits(w, neg, t)
+
+
+def _saturate_top_bits(w: torch.Tensor, neg: torch.Tensor, t: FixedType) -> torch.Tensor:
+    """Signed words: positive overflow gets sign 0 and the next N-1 bits 1; negative, sign 1 and 0s."""
+    top = ((1 << t.sat_bits) - 1) << (t.width - t.sat_bits)
+    sign = 1 << (t.width - 1)
+    return torch.where(neg, (w & ~top) | sign, (w & ~top) | (top & ~sign))
+
+
+def _replace_outside(o: _Overflowing, rule: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """Apply a bit-pattern overflow rule, in int64, to the codes outside the range."""
+    t, n = o.t, o.n
+    outside = ~o.inside
+    if not bool(outside.any()):
+        return n
+    period = 2.0 ** (t.width + 1)
+    code = n[outside]
+    bits = torch.remainder(code, period).to(torch.int64)  # bits 0..W of the two's complement code
+    lead = torch.zeros_like(bits)
+    if rule is _wrap_sm_bits and t.sat_bits == 0:
+        floor_v = torch.floor(o.scaled_source()[outside])
+        lead = (torch.remainder(floor_v, period).to(torch.int64) >> t.width) & 1
+    w = rule(bits & ((1 << t.width) - 1), code < 0, lead, t)
+    if t.signed:
+        w = w - ((w >> (t.width - 1)) & 1) * (1 << t.width)
+    n[outside] = w.to(n.dtype)
+    return n
+
+
+_OVERFLOWS: dict[Overflow, Callable[[_Overflowing], torch.Tensor]] = {
+    Overflow.SAT: _sat,
+    Overflow.SAT_ZERO: _sat_zero,
+    Overflow.SAT_SYM: _sat_sym,
+    Overflow.WRAP: _wrap,
+    Overflow.WRAP_SM: _wrap_sm,
+}
+
+
+# ------------------------------------------------------------------ checks
+def _check_dtype(x: torch.Tensor, t: FixedType, frac_lo: int, frac_hi: int) -> None:
+    if x.dtype not in _EXPONENT_RANGE:
+        raise TypeError(f"qfx casts float32 or float64 tensors, got {x.dtype}; convert with x.double() "
+                        "(exact for widths up to 53 bits) or x.float() (up to 24 bits)")
+    bits = mantissa_bits(x.dtype)
+    if t.width > bits:
+        hint = ("pass x.double(), exact for widths up to 53 bits" if x.dtype == torch.float32
+                else "widths above 53 bits have no exact floating-point form; use a narrower type")
+        raise ValueError(f"{t} has {t.width} bits but {x.dtype} holds only {bits}-bit integers exactly; {hint}")
+    e_min, e_max = _EXPONENT_RANGE[x.dtype]
+    if -frac_hi < e_min or t.width - frac_lo > e_max + 1:
+        raise ValueError(f"{t} (frac_bits {frac_lo}..{frac_hi}) lies outside the exponent range of {x.dtype}; "
+                         "use float64 or a binary point nearer the word")
+
+
+def _bounds(x: torch.Tensor) -> tuple[float, float]:
+    """Smallest and largest element, refusing NaN and Inf with a count of each."""
+    if x.numel() == 0:
+        return 0.0, 0.0
+    lo, hi = torch.aminmax(x)
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f"cannot cast a tensor of shape {tuple(x.shape)} to fixed point: it holds {n_nan} NaN "
+                         f"and {n_inf} infinite values, which ap_fixed cannot encode; clean it first "
+                         "(e.g. torch.nan_to_num)")
+    return lo, hi
+
+
+def _frac_range(frac_bits: FracBits) -> tuple[int, int]:
+    if isinstance(frac_bits, torch.Tensor):
+        return int(frac_bits.min()), int(frac_bits.max())
+    return int(frac_bits), int(frac_bits)
+
+
+def _pow2(frac_bits: FracBits, like: torch.Tensor) -> Union[float, torch.Tensor]:
+    if isinstance(frac_bits, torch.Tensor):
+        return torch.exp2(frac_bits.to(like.dtype))
+    return math.ldexp(1.0, frac_bits)
+
+
+# ---------------------------------------------------------------- the cast
+def cast_codes(x: torch.Tensor, t: FixedType, frac_bits: Optional[FracBits] = None,
+               need_mask: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Integer codes of ``t(x)`` (as floats of ``x.dtype``) and, if asked, where ``x`` was in range.
+
+    ``frac_bits`` overrides ``t.frac_bits``; a tensor broadcasts against ``x``
+    (one binary point per channel).  The mask is ``None`` when no element can
+    be out of range.  This is the engine under :func:`quantize` and the
+    quantizer modules; most callers want those.
+    """
+    frac_bits = t.frac_bits if frac_bits is None else frac_bits
+    frac_lo, frac_hi = _frac_range(frac_bits)
+    _check_dtype(x, t, frac_lo, frac_hi)
+    lo, hi = _bounds(x)
+    if isinstance(frac_bits, torch.Tensor):
+        frac_bits = frac_bits.to(device=x.device)
+
+    # Bounds of v = x * 2**F over every binary point in use.
+    scales = (math.ldexp(1.0, frac_lo), math.ldexp(1.0, frac_hi))
+    v_lo = min(lo * s for s in scales)
+    v_hi = max(hi * s for s in scales)
+    bits = mantissa_bits(x.dtype)
+    if not math.isfinite(v_lo) or not math.isfinite(v_hi) or max(-v_lo, v_hi) >= 2.0 ** (bits + t.width + 2):
+        x = _fold_huge(x, t, frac_lo)
+        lo, hi = _bounds(x)
+        v_lo, v_hi = min(lo * s for s in scales), max(hi * s for s in scales)
+    big = max(-v_lo, v_hi) >= 2.0 ** (bits - 1)
+
+    v = x * _pow2(frac_bits, x)
+    if frac_lo < 0 and t.rounding is Rounding.TRN:
+        # x * 2**F can underflow to -0.0 for tiny negative x when F < 0, losing the floor to -1.
+        v = torch.where((x < 0) & (v == 0), torch.full_like(v, -0.5), v)
+    n = _round_codes(v, t.rounding, big)
+
+    bound_codes = _round_codes(torch.tensor([v_lo, v_hi], dtype=x.dtype), t.rounding, big)
+    n_lo, n_hi = float(bound_codes[0]), float(bound_codes[1])
+    sym = t.overflow is Overflow.SAT_SYM and t.signed
+    may_overflow = n_hi > t.code_max or n_lo < t.code_min or (sym and n_lo <= t.code_min)
+    if not may_overflow:
+        return n, None
+
+    overflowing = _Overflowing(n, t, lambda: x * _pow2(frac_bits, x), big)
+    inside = overflowing.inside if need_mask else None  # taken before the overflow mode rewrites n
+    return _OVERFLOWS[t.overflow](overflowing), inside
+
+
+def _fold_huge(x: torch.Tensor, t: FixedType, frac_lo: int) -> torch.Tensor:
+    """Replace values far beyond the range by smaller ones that every mode treats the same.
+
+    ``sign * (2**(I+2) + fmod(|x|, 2**(I+1)))`` keeps the sign, stays out of
+    range and keeps the low ``W+1`` bits of the code (the ones any overflow
+    mode reads), while ``x * 2**F`` stays finite.
+    """
+    int_bits = t.width - frac_lo  # the widest binary point: its period is a multiple of every other's
+    period = math.ldexp(1.0, int_bits + 1)
+    far = x.abs() >= 2 * period
+    folded = torch.fmod(x.abs(), period).add_(2 * period).copysign_(x)
+    return torch.where(far, folded, x)
+
+
+def quantize(x: torch.Tensor, t: FixedLike) -> torch.Tensor:
+    """Cast to ``t`` exactly as ``ap_fixed`` does; differentiable (straight-through).
+
+    Forward:  ``q = overflow_t(round_t(x * 2**F)) * 2**-F`` with ``F = t.frac_bits``,
+    equal element for element to ``t(x)`` compiled against Xilinx's
+    ``ap_fixed.h``.  float64 in, float64 out (widths up to 53); float32 in,
+    float32 out (widths up to 24).  NaN and Inf are refused.
+
+    Backward: ``dq/dx = 1`` where ``x`` lies in ``t``'s range after rounding,
+    ``0`` where it overflowed (saturated, zeroed or wrapped).
+    """
+    from .autograd import fixed_cast  # autograd builds on this module
+
+    return fixed_cast(x, FixedType.coerce(t))
+
+
+def to_codes(x: torch.Tensor, t: FixedLike) -> torch.Tensor:
+    """The integer codes (int64) that ``t(x)`` stores: ``quantize(x, t) == codes * 2**-F``."""
+    t = FixedType.coerce(t)
+    codes, _ = cast_codes(x.detach(), t)
+    return codes.to(torch.int64)
+
+
+def from_codes(codes: torch.Tensor, t: FixedLike, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Values ``codes * 2**-F`` of integer codes of ``t``, in ``dtype``; codes outside ``t``'s range are refused."""
+    t = FixedType.coerce(t)
+    if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+        raise TypeError(f"from_codes expects an integer tensor of codes, got {codes.dtype}")
+    _check_dtype(torch.empty(0, dtype=dtype), t, t.frac_bits, t.frac_bits)
+    if codes.numel():
+        lo, hi = (int(c) for c in torch.aminmax(codes))
+        if lo < t.code_min or hi > t.code_max:
+            raise ValueError(f"codes span [{lo}, {hi}] but {t} holds [{t.code_min}, {t.code_max}]")
+    return codes.to(dtype).mul_(t.lsb)

@@ -1,0 +1,24 @@
+"""Every example runs (small settings) and prints what it promises."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_quantize_digits_runs() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "quantize_digits.py"), "--steps", "300"],
+                            capture_output=True, text=True, timeout=300, check=True)
+    out = result.stdout
+    assert "ap_ufixed<8,0,AP_RND_CONV>" in out
+    assert "K-hot" in out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(tuple("01234567"))
+            and "ap_fixed<6," in line]
+    assert len(rows) == 8
+    # learned binary point of each row within one bit of the best found by search
+    for row in rows:
+        learned = int(row[2].split(",")[1])
+        assert abs(learned - int(row[3])) <= 1, row
