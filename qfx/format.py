@@ -237,12 +237,16 @@ class FixedType:
     def sum_type(self, count: int) -> "FixedType":
         """Narrowest type that holds any sum of ``count`` values of this type exactly.
 
-        ``ceil(log2(count))`` carry bits: smaller than chaining ``add_type``
-        ``count - 1`` times, which grows one bit per addition.
+        Signed: ``ceil(log2(count))`` carry bits, since ``count * min`` must fit.
+        Unsigned: just enough bits for ``count * max``.  Both are narrower than
+        chaining ``add_type`` ``count - 1`` times, which grows a bit per addition.
         """
         if count < 1:
             raise ValueError(f"sum_type needs count >= 1, got {count}")
-        carry = (count - 1).bit_length()
+        if self.signed:
+            carry = (count - 1).bit_length()
+        else:
+            carry = max(0, (count * self.code_max).bit_length() - self.width)
         return FixedType(self.width + carry, self.int_bits + carry, signed=self.signed)
 
     def accum_type(self, other: "FixedType", count: int) -> "FixedType":

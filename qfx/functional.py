@@ -40,11 +40,14 @@ _EXPONENT_RANGE = {torch.float32: (-126, 127), torch.float64: (-1022, 1023)}
 
 # ------------------------------------------------------------- rounding modes
 # Each takes v = x * 2**F and returns its integer code under the mode; they
-# may work in place.  The ±0.5 forms are exact while |v| < 2**(mantissa-1);
-# _round_codes keeps larger v, which are integers already, as they are.
+# may work in place.  v + 0.5 is not always exact (0.5 - 2**-54 + 0.5 rounds
+# to 1), so the half-up and half-down modes round 2v to an integer m first:
+# floor(v + 0.5) == floor((floor(2v) + 1) / 2), every step exact.  |v| - 0.5
+# is exact for |v| >= 0.5 and harmless below.  All are exact while
+# |v| < 2**(mantissa-1); _round_codes keeps larger v, integers already, as is.
 
 def _rnd(v: torch.Tensor) -> torch.Tensor:
-    return v.add_(0.5).floor_()
+    return v.mul_(2.0).floor_().add_(1.0).mul_(0.5).floor_()
 
 
 def _rnd_zero(v: torch.Tensor) -> torch.Tensor:
@@ -52,11 +55,11 @@ def _rnd_zero(v: torch.Tensor) -> torch.Tensor:
 
 
 def _rnd_min_inf(v: torch.Tensor) -> torch.Tensor:
-    return v.sub_(0.5).ceil_()
+    return v.mul_(2.0).ceil_().sub_(1.0).mul_(0.5).ceil_()
 
 
 def _rnd_inf(v: torch.Tensor) -> torch.Tensor:
-    return v.abs().add_(0.5).floor_().copysign_(v)
+    return v.abs().mul_(2.0).floor_().add_(1.0).mul_(0.5).floor_().copysign_(v)
 
 
 def _rnd_conv(v: torch.Tensor) -> torch.Tensor:
@@ -129,7 +132,9 @@ def _sat_zero(o: _Overflowing) -> torch.Tensor:
 
 
 def _sat_sym(o: _Overflowing) -> torch.Tensor:
-    return o.n.clamp_(-o.t.code_max if o.t.signed else 0, o.t.code_max)
+    # ap_fixed stores min | 1 on underflow: -max, except a 1-bit word, where that is min itself.
+    low = (o.t.code_min | 1) if o.t.signed else 0
+    return o.n.clamp_(low, o.t.code_max)
 
 
 def _wrap(o: _Overflowing) -> torch.Tensor:
@@ -187,18 +192,27 @@ def _replace_outside(o: _Overflowing, rule: Callable[..., torch.Tensor]) -> torc
     outside = ~o.inside
     if not bool(outside.any()):
         return n
-    period = 2.0 ** (t.width + 1)
     code = n[outside]
-    bits = torch.remainder(code, period).to(torch.int64)  # bits 0..W of the two's complement code
+    bits = _low_bits(code, t.width + 1)
     lead = torch.zeros_like(bits)
     if rule is _wrap_sm_bits and t.sat_bits == 0:
-        floor_v = torch.floor(o.scaled_source()[outside])
-        lead = (torch.remainder(floor_v, period).to(torch.int64) >> t.width) & 1
+        lead = _low_bits(torch.floor(o.scaled_source()[outside]), t.width + 1) >> t.width
     w = rule(bits & ((1 << t.width) - 1), code < 0, lead, t)
     if t.signed:
         w = w - ((w >> (t.width - 1)) & 1) * (1 << t.width)
     n[outside] = w.to(n.dtype)
     return n
+
+
+def _low_bits(integers: torch.Tensor, count: int) -> torch.Tensor:
+    """Bits ``0..count-1`` of the two's complement of integer-valued floats, as int64.
+
+    ``fmod`` keeps the sign and never leaves the float's precision (a
+    ``remainder`` into ``[0, 2**count)`` could need more bits than float32
+    has); int64 then supplies the two's complement.
+    """
+    reduced = torch.fmod(integers, 2.0 ** count).to(torch.int64)
+    return reduced & ((1 << count) - 1)
 
 
 _OVERFLOWS: dict[Overflow, Callable[[_Overflowing], torch.Tensor]] = {
@@ -281,22 +295,46 @@ def cast_codes(x: torch.Tensor, t: FixedType, frac_bits: Optional[FracBits] = No
         v_lo, v_hi = min(lo * s for s in scales), max(hi * s for s in scales)
     big = max(-v_lo, v_hi) >= 2.0 ** (bits - 1)
 
-    v = x * _pow2(frac_bits, x)
-    if frac_lo < 0 and t.rounding is Rounding.TRN:
-        # x * 2**F can underflow to -0.0 for tiny negative x when F < 0, losing the floor to -1.
-        v = torch.where((x < 0) & (v == 0), torch.full_like(v, -0.5), v)
+    v = _scale(x, t, frac_bits, frac_lo, frac_hi)
     n = _round_codes(v, t.rounding, big)
 
-    bound_codes = _round_codes(torch.tensor([v_lo, v_hi], dtype=x.dtype), t.rounding, big)
-    n_lo, n_hi = float(bound_codes[0]), float(bound_codes[1])
+    # The codes of the extreme elements bound every code: scaling and rounding are monotone.
+    edges = torch.tensor([lo, hi], dtype=x.dtype)
+    bound_codes = torch.cat([_round_codes(_scale(edges, t, f, f, f), t.rounding, big) for f in {frac_lo, frac_hi}])
+    n_lo, n_hi = float(bound_codes.min()), float(bound_codes.max())
     sym = t.overflow is Overflow.SAT_SYM and t.signed
     may_overflow = n_hi > t.code_max or n_lo < t.code_min or (sym and n_lo <= t.code_min)
     if not may_overflow:
         return n, None
 
-    overflowing = _Overflowing(n, t, lambda: x * _pow2(frac_bits, x), big)
+    overflowing = _Overflowing(n, t, lambda: _scale(x, t, frac_bits, frac_lo, frac_hi), big)
     inside = overflowing.inside if need_mask else None  # taken before the overflow mode rewrites n
     return _OVERFLOWS[t.overflow](overflowing), inside
+
+
+def _scale(x: torch.Tensor, t: FixedType, frac_bits: FracBits, frac_lo: int, frac_hi: int) -> torch.Tensor:
+    """``v = x * 2**F`` in units of the LSB, as ``ap_fixed_base(double)`` reads ``x``."""
+    v = x * _pow2(frac_bits, x)
+    if frac_lo < 0 and t.rounding is Rounding.TRN:
+        # x * 2**F can underflow to -0.0 for tiny negative x when F < 0, losing the floor to -1.
+        v = torch.where((x < 0) & (v == 0), torch.full_like(v, -0.5), v)
+    if x.dtype == torch.float64 and frac_hi >= 1022:
+        v = _as_header_reads_subnormals(x, v, frac_bits)
+    return v
+
+
+def _as_header_reads_subnormals(x: torch.Tensor, v: torch.Tensor, frac_bits: FracBits) -> torch.Tensor:
+    """Scale subnormal doubles as ``ap_fixed_base(double)`` reads them: with the hidden bit set.
+
+    The header takes mantissa ``m`` of a subnormal as ``(2**52 + m) * 2**-1075``,
+    i.e. ``2**-1023 + x/2``, instead of ``m * 2**-1074``.  Only binary points
+    at ``F >= 1022`` can tell the difference.
+    """
+    subnormal = (x != 0) & (x.abs() < 2.0 ** -1022)
+    if not bool(subnormal.any()):
+        return v
+    read = (x.abs() * _pow2(frac_bits - 1, x)).add_(_pow2(frac_bits - 1023, x)).copysign_(x)
+    return torch.where(subnormal, read, v)
 
 
 def _fold_huge(x: torch.Tensor, t: FixedType, frac_lo: int) -> torch.Tensor:
@@ -308,8 +346,12 @@ def _fold_huge(x: torch.Tensor, t: FixedType, frac_lo: int) -> torch.Tensor:
     """
     int_bits = t.width - frac_lo  # the widest binary point: its period is a multiple of every other's
     period = math.ldexp(1.0, int_bits + 1)
-    far = x.abs() >= 2 * period
-    folded = torch.fmod(x.abs(), period).add_(2 * period).copysign_(x)
+    magnitude = x.abs()
+    far = magnitude >= 2 * period
+    # Past 2**mantissa periods a value is a multiple of the period; fmod there may overflow to NaN.
+    multiple = magnitude >= period * 2.0 ** mantissa_bits(x.dtype)
+    remainder = torch.where(multiple, 0.0, torch.fmod(magnitude, period))
+    folded = remainder.add_(2 * period).copysign_(x)
     return torch.where(far, folded, x)
 
 

@@ -1,5 +1,22 @@
-"""Quantizer modules (and, as they come, quantized layers)."""
+"""Quantizer modules and the quantized layers built from them.
 
+Every layer's class docstring states its numerics: the forward formula,
+the dtype path that makes eval mode bit-exact with ``ap_fixed``, and what
+training mode does differently.
+"""
+
+from .batchnorm import QBatchNorm1d, QBatchNorm2d
+from .config import LayerQConfig, constant_type, make_quantizer
+from .elementwise import QAdd, QLeakyReLU, QReLU, QReLU6
+from .input import QInput
+from .layer import FixedConstant, QuantizedLayer
+from .linear import QConv1d, QConv2d, QLinear
+from .pooling import QAdaptiveAvgPool2d, QAvgPool2d, QFlatten, QMaxPool2d
 from .quantizers import FixedQuantizer, KHotQuantizer
 
-__all__ = ["FixedQuantizer", "KHotQuantizer"]
+__all__ = [
+    "FixedQuantizer", "KHotQuantizer", "LayerQConfig", "make_quantizer", "constant_type",
+    "QuantizedLayer", "FixedConstant",
+    "QInput", "QLinear", "QConv1d", "QConv2d", "QBatchNorm1d", "QBatchNorm2d",
+    "QReLU", "QReLU6", "QLeakyReLU", "QAdd", "QMaxPool2d", "QAvgPool2d", "QAdaptiveAvgPool2d", "QFlatten",
+]

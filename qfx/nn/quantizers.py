@@ -66,6 +66,13 @@ class _BinaryPointQuantizer(nn.Module):
             with torch.no_grad():
                 self.int_bits.fill_(float(self.base_type.int_bits))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A channel count not yet seen from data comes from the checkpoint, as for torch's lazy modules.
+        saved = state_dict.get(prefix + "int_bits")
+        if saved is not None and isinstance(self.int_bits, (UninitializedParameter, UninitializedBuffer)):
+            self.int_bits.materialize(saved.shape, dtype=torch.float32)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _view_shape(self, x: torch.Tensor) -> Optional[tuple[int, ...]]:
         if self.granularity == "tensor":
             return None

@@ -1,0 +1,534 @@
+"""Float model to qfx model: :class:`QConfig` and :func:`quantize_model`.
+
+:class:`QConfig` holds the defaults of a whole network (word lengths of
+weights, biases, activations, accumulators and BatchNorm constants, the
+rounding and overflow modes, K-hot multiplier-free arithmetic, learned binary
+points) and the per-layer overrides; :meth:`QConfig.resolve` turns them into
+the :class:`~qfx.nn.LayerQConfig` of one layer.
+
+:func:`quantize_model` traces the float model with ``torch.fx``, replaces
+every supported module and function by its quantized layer, inserts a
+:class:`~qfx.nn.QInput` at each graph input and sets every layer's
+``input_width`` from its producer's output format.  What it cannot convert it
+refuses, naming the operation and where it is in the graph; nothing is
+skipped silently.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import operator
+from typing import Any, Mapping, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .format import FixedType, Overflow, Rounding
+from .nn import (LayerQConfig, QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QBatchNorm1d, QBatchNorm2d, QConv1d,
+                 QConv2d, QFlatten, QInput, QLeakyReLU, QLinear, QMaxPool2d, QReLU, QReLU6, QuantizedLayer)
+
+__all__ = ["QConfig", "quantize_model", "UnsupportedOperationError", "SUPPORTED_MODULES", "SUPPORTED_FUNCTIONS"]
+
+FormatSpec = Union[int, FixedType, str]
+
+# Starting binary points of formats given by width only; calibration or training moves them.
+_DEFAULT_INT_BITS = {"weight": 1, "bias": 4, "activation": 3, "input": 3, "scale": 2, "shift": 3}
+
+
+def _parse_multiplier_free(value: Union[None, str, Mapping[str, Optional[str]]]) -> tuple[Optional[int], Optional[int]]:
+    """``(weight_khot, scale_khot)`` from ``None``, ``"khot:K"`` or ``{"weights": ..., "batchnorm": ...}``."""
+
+    def parse_one(spec: Optional[str], where: str) -> Optional[int]:
+        if spec is None or spec is False:
+            return None
+        if isinstance(spec, str) and spec.lower().startswith("khot:"):
+            try:
+                k = int(spec[5:])
+            except ValueError:
+                k = 0
+            if k >= 1:
+                return k
+        raise ValueError(f"QConfig.multiplier_free{where}: expected None or 'khot:K' with an integer K >= 1, "
+                         f"got {spec!r}")
+
+    if value is None or isinstance(value, str):
+        k = parse_one(value, "")
+        return k, k
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"weights", "batchnorm"}
+        if unknown:
+            raise ValueError(f"QConfig.multiplier_free: unknown keys {sorted(unknown)}; "
+                             "the keys are 'weights' and 'batchnorm'")
+        return parse_one(value.get("weights"), "['weights']"), parse_one(value.get("batchnorm"), "['batchnorm']")
+    raise TypeError(f"QConfig.multiplier_free must be None, 'khot:K' or a dict, got {value!r}")
+
+
+_LAYER_FIELDS = {f.name for f in dataclasses.fields(LayerQConfig)}
+
+
+@dataclasses.dataclass(frozen=True)
+class QConfig:
+    """Quantization defaults for a whole network, with per-layer overrides.
+
+    Formats (``weight``, ``bias``, ``activation``, ``input``, ``accum``,
+    ``scale``, ``shift``) are each either a word length (an ``int``: the
+    format is ``ap_fixed<W, I0, rounding, overflow>`` with a default
+    starting binary point ``I0`` that calibration or training moves) or a
+    full format (a :class:`~qfx.FixedType` or its C++ spelling, taken as is).
+
+    Attributes:
+        weight: Linear/Conv weights (default 8 bits).
+        bias: Linear/Conv biases (default 16 bits).
+        activation: every layer's output (default 8 bits).
+        input: the network input (``QInput``); ``None`` means ``activation``.
+        accum: the accumulator of Linear/Conv before the output cast;
+            ``None`` (default) keeps the exact ``ap_fixed`` sum type.
+        scale, shift: BatchNorm's folded per-channel scale and shift
+            (element-wise constants; default 8 bits each).
+        rounding, overflow: modes of formats given as widths (default
+            ``RND_CONV``, ``SAT``).
+        weight_granularity: ``"tensor"`` or ``"channel"`` binary points for weights.
+        learn_int_bits: train every binary point.
+        multiplier_free: K-hot constants, so products become ``K - 1`` adds of
+            shifted inputs.  ``None`` (default): ordinary multipliers;
+            ``"khot:K"``: K-hot weights *and* BatchNorm scales;
+            ``{"weights": "khot:K", "batchnorm": "khot:K"}``: each separately
+            (a missing key or ``None`` leaves that one a multiplier).
+        overrides: per-layer changes, ``{key: changes}``.  ``key`` is a module
+            name (the fx qualified name, e.g. ``"layer1.0.conv1"``; a prefix
+            such as ``"layer1"`` covers everything under it; a function node's
+            name such as ``"add_1"`` or ``"relu"``) or a type (a float module
+            class such as ``nn.Conv2d``, or a qfx layer class such as
+            ``qfx.nn.QAdd``, which also covers residual ``+`` and ``F.relu``
+            converted to ``QReLU``).  ``changes`` is a dict whose keys are
+            fields of this class (``{"weight": 4, "multiplier_free": "khot:1"}``)
+            and/or of :class:`~qfx.nn.LayerQConfig` (``{"output": "ap_fixed<12,4>"}``,
+            applied last), or a whole ``LayerQConfig`` used as is.  Type
+            overrides apply first, in the order given, then name overrides,
+            shorter (outer) names first, so the most specific one wins.
+    """
+
+    weight: FormatSpec = 8
+    bias: FormatSpec = 16
+    activation: FormatSpec = 8
+    input: Optional[FormatSpec] = None
+    accum: Optional[FormatSpec] = None
+    scale: FormatSpec = 8
+    shift: FormatSpec = 8
+    rounding: Union[Rounding, str] = Rounding.RND_CONV
+    overflow: Union[Overflow, str] = Overflow.SAT
+    weight_granularity: str = "tensor"
+    learn_int_bits: bool = False
+    multiplier_free: Union[None, str, Mapping[str, Optional[str]]] = None
+    overrides: Mapping[Union[str, type], Union[Mapping[str, Any], LayerQConfig]] = dataclasses.field(
+        default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rounding", Rounding.coerce(self.rounding))
+        object.__setattr__(self, "overflow", Overflow.coerce(self.overflow))
+        _parse_multiplier_free(self.multiplier_free)  # validate early
+        own = {f.name for f in dataclasses.fields(self)} - {"overrides"}
+        for key, changes in self.overrides.items():
+            if not isinstance(key, (str, type)):
+                raise TypeError(f"QConfig.overrides keys are module names or types, got {key!r}")
+            if isinstance(changes, LayerQConfig):
+                continue
+            if not isinstance(changes, Mapping):
+                raise TypeError(f"QConfig.overrides[{key!r}] must be a dict of changes or a LayerQConfig, "
+                                f"got {changes!r}")
+            unknown = set(changes) - own - _LAYER_FIELDS
+            if unknown:
+                raise ValueError(f"QConfig.overrides[{key!r}]: unknown fields {sorted(unknown)}; QConfig fields "
+                                 f"are {sorted(own)}, LayerQConfig fields {sorted(_LAYER_FIELDS)}")
+        self.layer_config()  # validate the formats
+
+    def _format(self, spec: FormatSpec, kind: str) -> FixedType:
+        if isinstance(spec, bool) or not isinstance(spec, (int, FixedType, str)):
+            raise TypeError(f"QConfig.{kind} must be a width (int), a FixedType or a C++ spelling, got {spec!r}")
+        if isinstance(spec, int):
+            return FixedType(spec, _DEFAULT_INT_BITS.get(kind, spec // 2), rounding=self.rounding,
+                             overflow=self.overflow)
+        return FixedType.coerce(spec)
+
+    def layer_config(self) -> LayerQConfig:
+        """The :class:`~qfx.nn.LayerQConfig` of these defaults, without overrides."""
+        weight_khot, scale_khot = _parse_multiplier_free(self.multiplier_free)
+        return LayerQConfig(
+            weight=self._format(self.weight, "weight"), bias=self._format(self.bias, "bias"),
+            accum=None if self.accum is None else self._format(self.accum, "accum"),
+            output=self._format(self.activation, "activation"),
+            scale=self._format(self.scale, "scale"), shift=self._format(self.shift, "shift"),
+            weight_khot=weight_khot, scale_khot=scale_khot, weight_granularity=self.weight_granularity,
+            learn_int_bits=self.learn_int_bits)
+
+    def input_config(self) -> LayerQConfig:
+        """The config of a ``QInput``: ``output`` is ``input`` (or ``activation``)."""
+        cfg = self.layer_config()
+        return cfg if self.input is None else cfg.replace(output=self._format(self.input, "input"))
+
+    def _matching(self, name: str, types: tuple[type, ...]) -> list:
+        by_type = [changes for key, changes in self.overrides.items()
+                   if isinstance(key, type) and any(issubclass(t, key) for t in types if t is not None)]
+        named = [(key, changes) for key, changes in self.overrides.items()
+                 if isinstance(key, str) and (name == key or name.startswith(key + "."))]
+        named.sort(key=lambda item: item[0].count(".") + (item[0] == name))
+        return by_type + [changes for _, changes in named]
+
+    def resolve(self, name: str, float_type: Optional[type] = None, qfx_type: Optional[type] = None,
+                is_input: bool = False) -> LayerQConfig:
+        """The ``LayerQConfig`` of the layer called ``name`` (its float and qfx types), overrides applied."""
+        config, layer_changes, fixed = self, {}, None
+        for changes in self._matching(name, (float_type, qfx_type)):
+            if isinstance(changes, LayerQConfig):
+                fixed, layer_changes = changes, {}
+                continue
+            own = {k: v for k, v in changes.items() if k in {f.name for f in dataclasses.fields(QConfig)}}
+            if own:
+                config = dataclasses.replace(config, **own)
+                fixed = None
+            layer_changes.update({k: v for k, v in changes.items() if k not in own})
+        cfg = fixed if fixed is not None else (config.input_config() if is_input else config.layer_config())
+        return cfg.replace(**layer_changes) if layer_changes else cfg
+
+
+class UnsupportedOperationError(TypeError):
+    """A module or function :func:`quantize_model` cannot convert; the message says which and where."""
+
+
+#: Float module classes quantize_model converts (nn.Dropout and nn.Identity are kept as they are).
+SUPPORTED_MODULES: tuple[type, ...] = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+
+#: Functions and methods quantize_model converts, by their spelling in the error message.
+SUPPORTED_FUNCTIONS = ("operator.add (a + b of two tensors)", "torch.add(a, b)", "F.relu", "torch.relu",
+                       "torch.flatten(x, 1)", "x.flatten(1)", "x.view(x.size(0), -1)", "x.reshape(N, -1)",
+                       "x.size()/x.shape (feeding a flatten)")
+
+# A qfx layer is already converted: the tracer must not look inside it.
+_PASSTHROUGH = (nn.Identity, nn.Dropout, QFlatten)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, QuantizedLayer) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx`` trace of ``model`` with qfx layers (and torch's own) as leaves."""
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    name = model.__class__.__name__
+    return fx.GraphModule(tracer.root, graph, name)
+
+
+def _unsupported(what: str, node: fx.Node, module_path: Optional[str] = None, detail: str = "") -> UnsupportedOperationError:
+    where = f"node '{node.name}'" + (f", module path '{module_path}'" if module_path else "")
+    modules = ", ".join(f"nn.{m.__name__}" for m in SUPPORTED_MODULES)
+    functions = ", ".join(SUPPORTED_FUNCTIONS)
+    return UnsupportedOperationError(
+        f"quantize_model: unsupported {what} at {where}{detail}. Supported modules: {modules} "
+        "(AdaptiveAvgPool2d with output_size=1 only); supported functions and methods: "
+        f"{functions}. Replace it by a supported one, or convert that part by hand with qfx.nn layers.")
+
+
+def _describe_target(node: fx.Node) -> str:
+    t = node.target
+    if node.op == "call_method":
+        return f"method '.{t}()'"
+    module = getattr(t, "__module__", None) or ""
+    return f"function '{module + '.' if module else ''}{getattr(t, '__name__', repr(t))}'"
+
+
+def _is_size_of(arg: Any) -> bool:
+    """``arg`` is ``x.size(0)``, ``x.shape[0]`` or an int: a batch dimension in a flatten."""
+    if isinstance(arg, int):
+        return True
+    if not isinstance(arg, fx.Node):
+        return False
+    if arg.op == "call_method" and arg.target == "size" and len(arg.args) == 2 and arg.args[1] == 0:
+        return True
+    if arg.op == "call_function" and arg.target is operator.getitem and arg.args[1] == 0:
+        base = arg.args[0]
+        return (isinstance(base, fx.Node) and ((base.op == "call_function" and base.target is getattr
+                                                 and base.args[1] == "shape")
+                                                or (base.op == "call_method" and base.target == "size"
+                                                    and len(base.args) == 1)))
+    return False
+
+
+def _flatten_dims(node: fx.Node) -> Optional[tuple[int, int]]:
+    """``(start_dim, end_dim)`` when ``node`` flattens all but the batch dimension, else ``None``."""
+    args, kwargs = node.args, node.kwargs
+    if node.op == "call_function" and node.target is torch.flatten or (node.op == "call_method"
+                                                                      and node.target == "flatten"):
+        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
+        return (start, end) if start == 1 and end == -1 else None
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        shape = args[1:]
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        if len(shape) == 2 and shape[1] == -1 and _is_size_of(shape[0]):
+            return (1, -1)
+    if node.op == "call_function" and node.target is torch.reshape and len(args) == 2:
+        shape = tuple(args[1])
+        if len(shape) == 2 and shape[1] == -1 and _is_size_of(shape[0]):
+            return (1, -1)
+    return None
+
+
+_RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
+_ADD_FUNCTIONS = (operator.add, torch.add)
+
+
+def _is_shape_helper(node: fx.Node) -> bool:
+    """``x.size(...)``, ``x.shape`` and indexing into them: shape arithmetic, not data."""
+    if node.op == "call_method" and node.target == "size":
+        return True
+    if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
+        return True
+    if node.op == "call_function" and node.target is operator.getitem:
+        base = node.args[0]
+        return isinstance(base, fx.Node) and _is_shape_helper(base)
+    return False
+
+
+def _fold_batchnorm(gm: fx.GraphModule) -> None:
+    """Fold every BatchNorm that alone consumes a Conv/Linear output into that layer (eval statistics)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], (nn.BatchNorm1d, nn.BatchNorm2d)):
+            continue
+        prev = node.args[0]
+        if not (isinstance(prev, fx.Node) and prev.op == "call_module" and len(prev.users) == 1):
+            continue
+        layer, bn = modules[prev.target], modules[node.target]
+        if not bn.track_running_stats or bn.running_mean is None:
+            continue
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
+            fuse = fuse_conv_bn_eval
+        elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
+            fuse = fuse_linear_bn_eval
+        else:
+            continue
+        modes = layer.training, bn.training
+        layer.eval(), bn.eval()
+        fused = fuse(layer, bn)
+        fused.train(modes[0])
+        _set_submodule(gm, prev.target, fused)
+        modules[prev.target] = fused
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+
+
+def _set_submodule(gm: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, leaf, module)
+
+
+def _fresh_name(gm: nn.Module, base: str) -> str:
+    name, i = base.replace(".", "_"), 1
+    while hasattr(gm, name):
+        name, i = f"{base}_{i}", i + 1
+    return name
+
+
+def _output_width(layer: nn.Module, input_width: int) -> int:
+    q = getattr(layer, "output_quantizer", None)
+    return input_width if q is None else q.base_type.width
+
+
+_FROM_FLOAT: dict[type, type] = {
+    nn.Linear: QLinear, nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.BatchNorm1d: QBatchNorm1d,
+    nn.BatchNorm2d: QBatchNorm2d, nn.LeakyReLU: QLeakyReLU, nn.AvgPool2d: QAvgPool2d,
+    nn.AdaptiveAvgPool2d: QAdaptiveAvgPool2d, nn.ReLU: QReLU, nn.ReLU6: QReLU6,
+}
+_WITH_INPUT_WIDTH = (QLinear, QConv1d, QConv2d, QBatchNorm1d, QBatchNorm2d, QLeakyReLU, QAvgPool2d,
+                     QAdaptiveAvgPool2d)
+
+
+def _convert_module(module: nn.Module, cfg: LayerQConfig, input_width: int) -> nn.Module:
+    for float_type, qtype in _FROM_FLOAT.items():
+        if type(module) is float_type:
+            if qtype in _WITH_INPUT_WIDTH:
+                return qtype.from_float(module, cfg, input_width=input_width)
+            return qtype.from_float(module, cfg)
+    if type(module) is nn.MaxPool2d:
+        return QMaxPool2d.from_float(module, None)  # the maximum keeps the input's format: no cast
+    if type(module) is nn.Flatten:
+        return QFlatten.from_float(module)
+    raise KeyError(type(module))
+
+
+def _qfx_type(module: nn.Module) -> Optional[type]:
+    if type(module) is nn.MaxPool2d:
+        return QMaxPool2d
+    if type(module) is nn.Flatten:
+        return QFlatten
+    return _FROM_FLOAT.get(type(module))
+
+
+def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_input: Any = None, *,
+                   fold_batchnorm: bool = False) -> fx.GraphModule:
+    """The fixed-point equivalent of the float ``model``, as a ``torch.fx.GraphModule``.
+
+    The model is copied (the float model is left untouched) and traced with
+    ``torch.fx.symbolic_trace`` semantics (qfx layers already present are
+    leaves).  Then:
+
+    * each graph input gets a :class:`~qfx.nn.QInput` (``config.input``),
+      named ``<input>_quant``;
+    * each supported module is replaced, under the same qualified name, by its
+      qfx layer built with ``from_float`` (weights, biases and BatchNorm
+      statistics copied) and the :class:`~qfx.nn.LayerQConfig` that
+      ``config.resolve`` gives for that name and type;
+    * residual adds (``a + b``, ``torch.add``) become :class:`~qfx.nn.QAdd`
+      and ``F.relu``/``torch.relu`` :class:`~qfx.nn.QReLU`, as new submodules
+      named after the node (``add``, ``add_1``, ``relu``...);
+    * flattens to ``(N, -1)`` (``torch.flatten(x, 1)``, ``x.flatten(1)``,
+      ``x.view(x.size(0), -1)``, ``x.reshape(...)``) become :class:`~qfx.nn.QFlatten`;
+    * ``nn.MaxPool2d`` keeps its input's format (no cast), ``nn.Dropout`` is
+      kept (active in training, the identity in eval) and ``nn.Identity`` too;
+    * every layer's ``input_width`` is its producer's output width.
+
+    Anything else raises :class:`UnsupportedOperationError` naming the
+    operation, its node and module path, and what is supported.
+
+    ``fold_batchnorm=True`` first folds each BatchNorm that directly follows
+    a Conv/Linear (its only user) into that layer's weight and bias, using
+    the running statistics: this changes the numerics (one quantized weight
+    instead of a quantized weight, an activation cast and a quantized
+    scale/shift) and makes the BatchNorm untrainable as such; it is what
+    most hardware does.  Without it, BatchNorm becomes :class:`~qfx.nn.QBatchNorm2d`.
+
+    ``example_input`` (a tensor, or a tuple for several inputs), when given,
+    is run through the result once in eval mode: tensor shapes are recorded
+    in the graph (``node.meta["tensor_meta"]``), which :func:`qfx.bit_cost`
+    and :func:`qfx.summary` use, and global average pools learn their window.
+    The result is in the training mode of ``model``; its binary points are
+    the configuration's starting ones until :func:`qfx.calibrate` or
+    training moves them.
+    """
+    config = config or QConfig()
+    model = copy.deepcopy(model)
+    try:
+        gm = trace(model)
+    except Exception as error:  # data-dependent control flow and the like
+        raise UnsupportedOperationError(f"quantize_model: torch.fx could not trace {type(model).__name__}: "
+                                        f"{error}") from error
+    if fold_batchnorm:
+        _fold_batchnorm(gm)
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+    width: dict[fx.Node, int] = {}
+
+    def input_width_of(node: fx.Node, arg: Any) -> int:
+        if not isinstance(arg, fx.Node) or arg not in width:
+            raise _unsupported("input (not the output of a converted layer)", node,
+                               detail=f": its argument {arg!r} has no fixed-point format")
+        return width[arg]
+
+    def insert_module(node: fx.Node, name: str, layer: nn.Module, args: tuple) -> fx.Node:
+        name = _fresh_name(gm, name)
+        gm.add_submodule(name, layer)
+        with graph.inserting_after(node):
+            new = graph.call_module(name, args)
+        node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+        return new
+
+    for node in list(graph.nodes):
+        if node.op == "placeholder":
+            cfg = config.resolve(node.name, None, QInput, is_input=True)
+            new = insert_module(node, f"{node.name}_quant", QInput(cfg), (node,))
+            width[new] = cfg.output.width
+        elif node.op == "output":
+            continue
+        elif node.op == "get_attr":
+            raise _unsupported(f"attribute access '{node.target}' (a parameter or buffer used directly)", node)
+        elif node.op == "call_module":
+            module = modules[node.target]
+            if isinstance(module, QuantizedLayer) or isinstance(module, _PASSTHROUGH):
+                first = node.args[0] if node.args else None
+                out = input_width_of(node, first) if isinstance(module, _PASSTHROUGH) else None
+                if isinstance(module, QuantizedLayer) and not isinstance(module, QFlatten):
+                    out = _output_width(module, input_width_of(node, first))
+                width[node] = out
+                continue
+            qtype = _qfx_type(module)
+            if qtype is None:
+                raise _unsupported(f"module {type(module).__module__}.{type(module).__name__}", node, node.target)
+            if len(node.args) != 1 or node.kwargs:
+                raise _unsupported(f"call of nn.{type(module).__name__} with {len(node.args)} arguments", node,
+                                   node.target)
+            in_width = input_width_of(node, node.args[0])
+            cfg = config.resolve(node.target, type(module), qtype)
+            try:
+                layer = _convert_module(module, cfg, in_width)
+            except (TypeError, ValueError) as error:
+                raise UnsupportedOperationError(f"quantize_model: cannot convert nn.{type(module).__name__} at "
+                                                f"node '{node.name}', module path '{node.target}': {error}") from error
+            _set_submodule(gm, node.target, layer)
+            width[node] = _output_width(layer, in_width)
+        elif node.op in ("call_function", "call_method"):
+            target = node.target
+            if _is_shape_helper(node):
+                continue  # removed with the flatten it feeds; refused if anything else uses it
+            dims = _flatten_dims(node)
+            if dims is not None:
+                in_width = input_width_of(node, node.args[0])
+                new = insert_module(node, node.name, QFlatten(*dims), (node.args[0],))
+                graph.erase_node(node)
+                width[new] = in_width
+            elif node.op == "call_function" and target in _ADD_FUNCTIONS:
+                a, b = (node.args + (None, None))[:2]
+                alpha = node.kwargs.get("alpha", 1)
+                extra = set(node.kwargs) - {"alpha"}
+                if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) or alpha != 1 or extra \
+                        or len(node.args) != 2:
+                    raise _unsupported(f"{_describe_target(node)} with arguments {node.args} {dict(node.kwargs)}",
+                                       node, detail=" (only the sum of two tensors is supported)")
+                width_a, width_b = input_width_of(node, a), input_width_of(node, b)
+                cfg = config.resolve(node.name, None, QAdd)
+                new = insert_module(node, node.name, QAdd(cfg), (a, b))
+                graph.erase_node(node)
+                width[new] = cfg.output.width
+            elif node.op == "call_function" and target in _RELU_FUNCTIONS:
+                in_width = input_width_of(node, node.args[0])
+                cfg = config.resolve(node.name, nn.ReLU, QReLU)
+                new = insert_module(node, node.name, QReLU(cfg), (node.args[0],))
+                graph.erase_node(node)
+                width[new] = cfg.output.width
+            else:
+                raise _unsupported(_describe_target(node), node)
+        else:  # pragma: no cover - fx has no other ops
+            raise _unsupported(f"graph operation {node.op!r}", node)
+
+    graph.eliminate_dead_code()
+    for node in graph.nodes:  # a shape helper still used by something that is not a flatten
+        if _is_shape_helper(node) and not all(u.op == "call_module" for u in node.users):
+            user = next(iter(node.users))
+            raise _unsupported(_describe_target(user), user, detail=f" (it uses the shape '{node.name}')")
+    graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    gm.train(model.training)
+    if example_input is not None:
+        record_shapes(gm, example_input)
+    return gm
+
+
+def record_shapes(gm: fx.GraphModule, example_input: Any) -> None:
+    """Run ``example_input`` once through ``gm`` in eval mode and record every node's tensor shape."""
+    from torch.fx.passes.shape_prop import ShapeProp
+    inputs = example_input if isinstance(example_input, (tuple, list)) else (example_input,)
+    training = gm.training
+    gm.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(*inputs)
+    finally:
+        gm.train(training)

@@ -1,0 +1,266 @@
+"""Hardware cost of a quantized model in bit-operations: :func:`bit_cost`, and :func:`summary`.
+
+The cost model counts, per inference (one sample of the batch), each
+operator's bit-level work:
+
+* a ``Wa x Wb`` multiplier costs ``Wa * Wb``; a product by a K-hot constant
+  is ``K - 1`` additions of shifted copies of the input, each as wide as the
+  accumulator (``(K - 1) * W_acc``; K = 1 is a shift, free);
+* an adder costs its width.  The ``fan_in - 1`` additions of a dot product
+  are ``W_acc`` wide (``W_acc`` = ``cfg.accum``'s width, else the exact sum
+  type ``W_in + W_w + ceil(log2 fan_in)``); an addition of two operands
+  with different binary points (a bias onto a dot product, the shift of a
+  BatchNorm, a residual add) is ``max(I_a, I_b) + max(F_a, F_b) + 1`` wide,
+  the ``ap_fixed`` result type of the ``+``;
+* comparisons (ReLU, max pooling) cost the input width; reshapes, dropout,
+  identity and the input cast cost nothing; the output casts (rounding
+  increments) are not counted.
+
+Word lengths are fixed integers in qfx (the quantizers learn binary points,
+not widths), so they enter the cost as constants: narrower formats give a
+smaller cost, but there is no gradient with respect to a width.  What the
+gradient does see is the binary points: the alignment adders above depend on
+the integer bits ``I`` of both operands (a bias whose binary point lies far
+from the products' needs a wide adder), so with ``learn_int_bits=True``
+``bit_cost`` is differentiable with respect to every learned binary point that
+feeds such an adder (the input's, the weights', the bias's, BatchNorm's
+scale and shift, both operands of a residual add).  Integer bits enter as
+``round(I)`` in the value and with a straight-through gradient
+(``d round(I) / dI = 1``), so the value is exactly the cost of the current
+formats.  Multiplier costs and carry bits do not depend on ``I`` and carry
+no gradient.  Adding ``lambda * bit_cost(model)`` to a loss therefore pulls
+binary points of operands that are added together towards each other.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Optional
+
+import torch
+from torch import fx, nn
+
+from .convert import record_shapes, trace
+from .nn import (QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QFlatten, QInput, QLeakyReLU, QMaxPool2d, QReLU,
+                 QReLU6, QuantizedLayer)
+from .nn.batchnorm import _QBatchNorm
+from .nn.layer import describe_format
+from .nn.linear import _QDotProduct
+from .nn.quantizers import KHotQuantizer
+
+__all__ = ["bit_cost", "layer_costs", "summary", "LayerCost"]
+
+
+class LayerCost(NamedTuple):
+    """One layer's cost: its qualified name, the module and the bit-operations per inference (a 0-d tensor)."""
+
+    name: str
+    module: nn.Module
+    cost: torch.Tensor
+
+
+class _Operand(NamedTuple):
+    width: int
+    int_bits: Optional[torch.Tensor]  # straight-through rounded, 0-d; None when unknown
+
+
+def _int_bits(q) -> Optional[torch.Tensor]:
+    """``round(I)`` clipped to the range, with the gradient of ``I`` (straight-through)."""
+    try:
+        q.effective_int_bits()
+    except RuntimeError:
+        return None
+    raw = q.int_bits
+    rounded = q.effective_int_bits().to(raw.dtype)
+    return raw + (rounded - raw).detach()
+
+
+def _align_width(int_a: torch.Tensor, frac_a: torch.Tensor, int_b: torch.Tensor,
+                 frac_b: torch.Tensor) -> torch.Tensor:
+    """Width of the exact adder of two fixed-point operands: ``max(I) + max(F) + 1``."""
+    return torch.maximum(int_a, int_b) + torch.maximum(frac_a, frac_b) + 1
+
+
+def _graph(model: nn.Module, example_input: Any) -> fx.GraphModule:
+    gm = model if isinstance(model, fx.GraphModule) else trace(model)
+    if example_input is not None:
+        record_shapes(gm, example_input)
+    return gm
+
+
+def _shape(node: fx.Node) -> Optional[torch.Size]:
+    meta = node.meta.get("tensor_meta")
+    return getattr(meta, "shape", None)
+
+
+def _per_sample(node: fx.Node) -> float:
+    shape = _shape(node)
+    if shape is None:
+        raise ValueError(f"bit_cost: no tensor shape recorded for node '{node.name}'; pass example_input "
+                         "(to bit_cost/summary, or to quantize_model)")
+    return math.prod(shape[1:]) if len(shape) > 1 else 1.0
+
+
+def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
+    """The cost of every quantized layer of ``model``, in graph order (see the module docstring)."""
+    gm = _graph(model, example_input)
+    modules = dict(gm.named_modules())
+    operand: dict[fx.Node, _Operand] = {}
+    costs: list[LayerCost] = []
+    zero = torch.zeros(())
+
+    def operand_of(arg: Any) -> _Operand:
+        if isinstance(arg, fx.Node) and arg in operand:
+            return operand[arg]
+        return _Operand(0, None)
+
+    def int_or_zero(value: Optional[torch.Tensor]) -> torch.Tensor:
+        return zero if value is None else value
+
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            if node.op == "placeholder":
+                operand[node] = _Operand(0, None)
+            continue
+        layer = modules[node.target]
+        x = operand_of(node.args[0] if node.args else None)
+        out_q = getattr(layer, "output_quantizer", None)
+        operand[node] = x if out_q is None else _Operand(out_q.base_type.width, _int_bits(out_q))
+        if not isinstance(layer, QuantizedLayer):
+            continue  # Dropout, Identity: nothing computed
+        w_in = getattr(layer, "input_width", None) or x.width
+        cost = zero
+        if isinstance(layer, (QInput, QFlatten)):
+            pass
+        elif isinstance(layer, _QDotProduct):
+            elems = _per_sample(node)
+            fan_in = layer.fan_in
+            wq = layer.weight_quantizer
+            w_w = wq.base_type.width
+            carry = (fan_in - 1).bit_length()
+            exact_width = w_in + w_w + carry
+            w_acc = layer.accum_quantizer.base_type.width if layer.accum_quantizer is not None else exact_width
+            macs = elems * fan_in
+            if isinstance(wq, KHotQuantizer):
+                cost = cost + macs * (wq.k - 1) * w_acc
+            else:
+                cost = cost + macs * w_in * w_w
+            cost = cost + elems * (fan_in - 1) * w_acc
+            if layer.bias is not None:
+                i_acc = int_or_zero(x.int_bits) + int_or_zero(_int_bits(wq)) + carry  # per channel if wq is
+                f_acc = exact_width - i_acc
+                i_b = int_or_zero(_int_bits(layer.bias_quantizer))
+                f_b = layer.bias_quantizer.base_type.width - i_b
+                widths = _align_width(i_acc, f_acc, i_b, f_b)
+                cost = cost + elems * widths.mean()
+        elif isinstance(layer, _QBatchNorm):
+            elems = _per_sample(node)
+            sq, shq = layer.scale_quantizer, layer.shift_quantizer
+            w_s = sq.base_type.width
+            if isinstance(sq, KHotQuantizer):
+                cost = cost + elems * (sq.k - 1) * (w_in + w_s)
+            else:
+                cost = cost + elems * w_in * w_s
+            i_p = int_or_zero(x.int_bits) + int_or_zero(_int_bits(sq))
+            f_p = (w_in + w_s) - i_p
+            i_sh = int_or_zero(_int_bits(shq))
+            f_sh = shq.base_type.width - i_sh
+            cost = cost + elems * _align_width(i_p, f_p, i_sh, f_sh).mean()
+        elif isinstance(layer, QAdd):
+            elems = _per_sample(node)
+            a, b = operand_of(node.args[0]), operand_of(node.args[1])
+            i_a, i_b = int_or_zero(a.int_bits), int_or_zero(b.int_bits)
+            cost = cost + elems * _align_width(i_a, a.width - i_a, i_b, b.width - i_b)
+        elif isinstance(layer, (QReLU, QReLU6)):
+            cost = cost + _per_sample(node) * w_in
+        elif isinstance(layer, QLeakyReLU):
+            cost = cost + _per_sample(node) * w_in * layer.slope_quantizer.base_type.width
+        elif isinstance(layer, QMaxPool2d):
+            k = layer.kernel_size
+            area = k * k if isinstance(k, int) else math.prod(k)
+            cost = cost + _per_sample(node) * (area - 1) * w_in
+        elif isinstance(layer, (QAvgPool2d, QAdaptiveAvgPool2d)):
+            window = layer.window
+            if isinstance(layer, QAdaptiveAvgPool2d):
+                shape = _shape(node.args[0])
+                window = math.prod(shape[-2:]) if shape is not None else window
+            w_sum = w_in + (window - 1).bit_length()
+            cost = cost + _per_sample(node) * ((window - 1) * w_sum + w_sum * layer.divisor_quantizer.base_type.width)
+        else:
+            raise TypeError(f"bit_cost: no cost model for {type(layer).__name__} at '{node.target}'")
+        costs.append(LayerCost(node.target, layer, cost))
+    return costs
+
+
+def bit_cost(model: nn.Module, example_input: Any = None) -> torch.Tensor:
+    """Bit-operations per inference of the quantized ``model``: a 0-d tensor, differentiable where it can be.
+
+    ``model`` is a :func:`qfx.quantize_model` result (shapes recorded when it
+    was given ``example_input``) or any module of qfx layers that ``torch.fx``
+    can trace; ``example_input`` records (again) the tensor shapes.  See the
+    module docstring for the cost model and what the gradient is.
+    """
+    total = torch.zeros(())
+    for item in layer_costs(model, example_input):
+        total = total + item.cost
+    return total
+
+
+def _fmt_int_bits(q) -> str:
+    try:
+        bits = q.effective_int_bits()
+    except RuntimeError:
+        return "?"
+    if bits.dim() == 0:
+        return str(int(bits))
+    lo, hi = int(bits.min()), int(bits.max())
+    return str(lo) if lo == hi else f"{lo}..{hi}"
+
+
+def summary(model: nn.Module, example_input: Any = None, print_fn=print) -> str:
+    """A table of every layer: each tensor's format, its integer bits (learned or fixed) and the layer's cost.
+
+    The cost column is empty where no shapes are known (give ``example_input``
+    here or to :func:`qfx.quantize_model`).  The table is printed with
+    ``print_fn`` (``None``: not printed) and returned.
+    """
+    gm = _graph(model, example_input)
+    try:
+        costs = {c.name: float(c.cost.detach()) for c in layer_costs(gm)}
+    except ValueError:
+        costs = {}
+    header = ("layer", "type", "tensor", "format", "int bits", "cost (bit-ops)")
+    rows = []
+    modules = dict(gm.named_modules())
+    seen = set()
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target in seen:
+            continue
+        seen.add(node.target)
+        layer = modules[node.target]
+        cost = costs.get(node.target)
+        cost_text = "" if cost is None else f"{cost:,.0f}"
+        quantizers = layer.quantizers() if isinstance(layer, QuantizedLayer) else {}
+        if not quantizers:
+            rows.append((node.target, type(layer).__name__, "-", "(input format kept)", "-", cost_text))
+            continue
+        for i, (tensor, q) in enumerate(quantizers.items()):
+            try:
+                fmt = describe_format(q.fixed_type)
+            except RuntimeError:
+                fmt = str(q.base_type)
+            if isinstance(q, KHotQuantizer):
+                fmt += f" k-hot({q.k})"
+            bits = _fmt_int_bits(q) + (" (learned)" if q.learn_int_bits else "")
+            rows.append((node.target if i == 0 else "", type(layer).__name__ if i == 0 else "", tensor, fmt,
+                         bits, cost_text if i == 0 else ""))
+    total = sum(costs.values()) if costs else None
+    rows.append(("total", "", "", "", "", "" if total is None else f"{total:,.0f}"))
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    text = "\n".join(["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip(), line]
+                     + ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows[:-1]]
+                     + [line, "  ".join(str(c).ljust(w) for c, w in zip(rows[-1], widths)).rstrip()])
+    if print_fn is not None:
+        print_fn(text)
+    return text

@@ -1,0 +1,186 @@
+"""Batch normalization as one multiply-add per element: ``QBatchNorm1d``, ``QBatchNorm2d``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .config import LayerQConfig, make_quantizer
+from .exact import as_float, cast, cast_output, compact, exact_add, exact_dtype
+from .layer import FixedConstant, QuantizedLayer, fixed_constant
+
+__all__ = ["QBatchNorm1d", "QBatchNorm2d"]
+
+_NUMERICS = """
+    Numerics: per channel ``c``, with the statistics folded into two constants::
+
+        scale[c] = gamma[c] / sqrt(var[c] + eps)
+        shift[c] = beta[c] - mean[c] * scale[c]
+        y        = Qout(x * Qs(scale[c]) + Qsh(shift[c]))     # product and sum exact
+
+    ``Qs`` is ``cfg.scale`` (K-hot when ``cfg.scale_khot``: a multiplier-free
+    scale) and ``Qsh`` ``cfg.shift``, each with one binary point per channel;
+    ``Qout`` is ``cfg.output``.  ``x`` must already be fixed-point with one
+    binary point and at most ``input_width`` bits.
+
+    Eval mode (bit-exact): ``mean`` and ``var`` are the running statistics;
+    ``scale`` and ``shift`` are computed in float64 and quantized, and
+    :meth:`constants` returns exactly those quantized constants.  The product
+    runs in float32 when ``input_width + scale width <= 24``, else in float64
+    (an error beyond 53 bits); the shift is added in the same dtype if that
+    is exact (checked with TwoSum), else in float64.  The output is returned
+    in the input's dtype when it holds ``cfg.output``, else in float64.
+
+    Training mode: like ``torch.nn.BatchNorm``, ``mean`` and ``var`` are the
+    batch's (biased variance), and the running statistics are updated with
+    ``momentum`` (unbiased variance; ``momentum=None`` is a cumulative
+    average).  The same formula then runs as fake quantization in the input's
+    dtype, with gradients to ``x`` (also through the statistics), ``gamma``,
+    ``beta`` and, when ``cfg.learn_int_bits``, every binary point.
+"""
+
+
+class _QBatchNorm(QuantizedLayer):
+    """Parameters, running statistics and numerics shared by the 1-d and 2-d layers."""
+
+    _float_type: type = nn.Module
+    _input_dims: tuple[int, ...] = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = True, *, cfg: Optional[LayerQConfig] = None,
+                 input_width: Optional[int] = None) -> None:
+        super().__init__()
+        cfg = cfg or LayerQConfig()
+        self.num_features, self.eps, self.momentum, self.affine = num_features, eps, momentum, affine
+        self.register_parameter("weight", nn.Parameter(torch.ones(num_features)) if affine else None)
+        self.register_parameter("bias", nn.Parameter(torch.zeros(num_features)) if affine else None)
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        #: Word length of the input's format; the converter sets it from the producer's output format.
+        self.input_width = int(cfg.output.width if input_width is None else input_width)
+        self.scale_quantizer = make_quantizer(cfg.scale, cfg.learn_int_bits, cfg.scale_khot, "channel",
+                                              channel_dim=0, num_channels=num_features)
+        self.shift_quantizer = make_quantizer(cfg.shift, cfg.learn_int_bits, None, "channel",
+                                              channel_dim=0, num_channels=num_features)
+        self.output_quantizer = make_quantizer(cfg.output, cfg.learn_int_bits)
+
+    def _shape_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"input_width={self.input_width}")
+
+    # ---------------------------------------------------------- constants
+    def _fold(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mean * scale`` in ``mean``'s dtype."""
+        scale = 1 / torch.sqrt(var + self.eps)
+        if self.weight is not None:
+            scale = self.weight.to(mean.dtype) * scale
+        shift = -mean * scale if self.bias is None else self.bias.to(mean.dtype) - mean * scale
+        return scale, shift
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The float64 scale and shift of eval mode (running statistics), before quantization."""
+        return self._fold(self.running_mean.double(), self.running_var.double())
+
+    def constants(self) -> dict[str, FixedConstant]:
+        """The quantized per-channel ``scale`` and ``shift`` that eval mode uses, with codes and formats."""
+        scale, shift = self.folded()
+        return {"scale": fixed_constant(self.scale_quantizer, scale),
+                "shift": fixed_constant(self.shift_quantizer, shift)}
+
+    # ------------------------------------------------------------ forward
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() not in self._input_dims or x.shape[1] != self.num_features:
+            dims = " or ".join(f"{d}-d" for d in self._input_dims)
+            raise ValueError(f"{self.describe()} expects a {dims} input with {self.num_features} channels in "
+                             f"dimension 1, got shape {tuple(x.shape)}")
+
+    def _batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's mean and biased variance per channel; updates the running statistics."""
+        dims = [0] + list(range(2, x.dim()))
+        count = x.numel() // self.num_features
+        if count < 2:
+            raise ValueError(f"{self.describe()} needs more than one value per channel in training mode to form "
+                             f"batch statistics, got input shape {tuple(x.shape)}; use a larger batch or eval mode")
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            factor = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+            unbiased = var * (count / (count - 1))
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        return mean, var
+
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype eval mode multiplies in (float32 or float64); ``ValueError`` beyond 53 bits."""
+        terms = [("input_width", self.input_width), ("scale width", self.scale_quantizer.base_type.width)]
+        return exact_dtype(terms, self.describe(), "narrow the input format (input_width) or cfg.scale")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        x = as_float(x)
+        view = (1, self.num_features) + (1,) * (x.dim() - 2)
+        if self.training:
+            scale, shift = self._fold(*self._batch_statistics(x))
+            s = cast(self.scale_quantizer, scale).to(x.dtype).view(view)
+            sh = cast(self.shift_quantizer, shift).to(x.dtype).view(view)
+            return cast_output(self.output_quantizer, x * s + sh, x.dtype, exact=False)
+        scale, shift = self.folded()
+        s, sh = cast(self.scale_quantizer, scale), cast(self.shift_quantizer, shift)
+        dtype = self.compute_dtype()
+        product = x.to(dtype) * s.to(dtype).view(view)
+        y = exact_add(product, compact(sh).view(view), f"{self.describe()} adding the shift",
+                      "narrow cfg.shift or bring its binary point nearer the products'")
+        return cast_output(self.output_quantizer, y, x.dtype, exact=True)
+
+    # --------------------------------------------------------- conversion
+    @classmethod
+    def from_float(cls, module: nn.Module, cfg: Optional[LayerQConfig] = None,
+                   input_width: Optional[int] = None) -> "_QBatchNorm":
+        """A quantized batch norm with ``module``'s eps, momentum, affine parameters and running statistics."""
+        if not isinstance(module, cls._float_type):
+            raise TypeError(f"{cls.__name__}.from_float expects an nn.{cls._float_type.__name__}, "
+                            f"got {type(module).__name__}")
+        if not module.track_running_stats or module.running_mean is None:
+            raise ValueError(f"{cls.__name__}.from_float: the BatchNorm has track_running_stats=False, but the "
+                             "hardware needs fixed constants from running statistics; train it with "
+                             "track_running_stats=True")
+        layer = cls(module.num_features, module.eps, module.momentum, module.affine, cfg=cfg,
+                    input_width=input_width)
+        with torch.no_grad():
+            for name in ("weight", "bias"):
+                if module.affine:
+                    setattr(layer, name, nn.Parameter(getattr(module, name).detach().clone()))
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(layer, name, getattr(module, name).detach().clone())
+        return layer.to(module.running_mean.device)
+
+
+class QBatchNorm1d(_QBatchNorm):
+    __doc__ = """Batch normalization over ``(N, C)`` or ``(N, C, L)`` fixed-point inputs.
+
+    Args:
+        num_features, eps, momentum, affine: as :class:`torch.nn.BatchNorm1d`
+            (running statistics are always tracked).
+        cfg: the formats; default ``LayerQConfig()``.
+        input_width: word length of the input's format; default ``cfg.output.width``.
+    """ + _NUMERICS
+
+    _float_type = nn.BatchNorm1d
+    _input_dims = (2, 3)
+
+
+class QBatchNorm2d(_QBatchNorm):
+    __doc__ = """Batch normalization over ``(N, C, H, W)`` fixed-point inputs.
+
+    Args:
+        num_features, eps, momentum, affine: as :class:`torch.nn.BatchNorm2d`
+            (running statistics are always tracked).
+        cfg: the formats; default ``LayerQConfig()``.
+        input_width: word length of the input's format; default ``cfg.output.width``.
+    """ + _NUMERICS
+
+    _float_type = nn.BatchNorm2d
+    _input_dims = (4,)

@@ -1,0 +1,94 @@
+"""What every quantized layer shares: its quantizers found by name, ``formats()``, ``constants()``.
+
+A layer holds one quantizer child per tensor it casts, under a fixed name
+(``weight_quantizer``, ``bias_quantizer``, ``accum_quantizer``,
+``scale_quantizer``, ``shift_quantizer``, ``slope_quantizer``,
+``divisor_quantizer``, ``output_quantizer``) so that summaries, calibration
+and export find them without knowing the layer.  A quantizer a layer does not
+use is absent or ``None``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple, Union
+
+import torch
+from torch import nn
+
+from ..format import FixedType
+from .exact import Quantizer, cast
+
+__all__ = ["QuantizedLayer", "FixedConstant", "Format", "QUANTIZER_NAMES"]
+
+#: The tensors a layer may cast, in the order they are computed; ``<name>_quantizer`` casts each.
+QUANTIZER_NAMES = ("weight", "bias", "scale", "shift", "slope", "divisor", "accum", "output")
+
+#: A format: one for the tensor, or a list with one per channel.
+Format = Union[FixedType, list[FixedType]]
+
+
+class FixedConstant(NamedTuple):
+    """A quantized constant ready for export: exact values, their integer codes and their format(s).
+
+    ``values == codes * 2**-F`` exactly, with ``F`` the format's (or, for a
+    per-channel format, channel ``c``'s) fractional bits along dimension 0.
+    """
+
+    values: torch.Tensor  #: float64
+    codes: torch.Tensor  #: int64
+    format: Format
+
+
+def describe_format(f: Format) -> str:
+    """C++ spelling of a format; a per-channel list as one spelling with the range of its integer bits."""
+    if isinstance(f, FixedType):
+        return str(f)
+    bits = sorted({t.int_bits for t in f})
+    spans = str(bits[0]) if len(bits) == 1 else f"{bits[0]}..{bits[-1]}"
+    return re.sub(r"^(ap_u?fixed<\d+,)-?\d+", lambda m: m.group(1) + spans, str(f[0])) + f" x{len(f)} channels"
+
+
+class QuantizedLayer(nn.Module):
+    """Base of the layers of :mod:`qfx.nn`: quantizers by name, their formats and constants."""
+
+    def quantizers(self) -> dict[str, Quantizer]:
+        """The quantizers this layer uses, by tensor name (``"weight"``, ``"output"``, ...)."""
+        found = {}
+        for name in QUANTIZER_NAMES:
+            q = getattr(self, f"{name}_quantizer", None)
+            if q is not None:
+                found[name] = q
+        return found
+
+    def formats(self) -> dict[str, Format]:
+        """The current format of every tensor this layer casts: one ``FixedType``, or a list per channel."""
+        return {name: q.fixed_type for name, q in self.quantizers().items()}
+
+    def constants(self) -> dict[str, FixedConstant]:
+        """The quantized constants (weights, biases, BN scale and shift, ...) as values, codes and formats."""
+        return {}
+
+    def describe(self) -> str:
+        """The layer's class and shape, e.g. ``QLinear(64 -> 10)``, for error messages."""
+        return f"{type(self).__name__}({self._shape_repr()})"
+
+    def _shape_repr(self) -> str:
+        return ""
+
+    def extra_repr(self) -> str:
+        parts = [self._shape_repr()] if self._shape_repr() else []
+        try:
+            parts += [f"{name}={describe_format(f)}" for name, f in self.formats().items()]
+        except RuntimeError:  # a per-channel quantizer not yet sized by a first input
+            pass
+        return ", ".join(parts)
+
+
+def fixed_constant(quantizer: Quantizer, value: torch.Tensor) -> FixedConstant:
+    """Quantize a constant with ``quantizer`` (per channel along dimension 0) and read back its codes."""
+    with torch.no_grad():
+        values = cast(quantizer, value.detach()).double()
+    frac = quantizer.base_type.width - quantizer.effective_int_bits().double().to(values.device)
+    scale = torch.exp2(frac).reshape(frac.shape + (1,) * (values.dim() - frac.dim()))
+    return FixedConstant(values, (values * scale).to(torch.int64), quantizer.fixed_type)

@@ -1,0 +1,275 @@
+"""Range observers and post-training calibration: :func:`calibrate`.
+
+Observers only watch tensors and report their range; they are kept apart
+from the quantizers, which hold the formats.  :func:`calibrate` attaches one
+observer to every activation quantizer (each layer's ``output_quantizer`` and
+``accum_quantizer``) with forward pre-hooks, runs the calibration batches in
+eval mode, and places every binary point with :func:`fit_int_bits`: the
+smallest number of integer bits such that the observed range fits the format.
+Constants (weights, biases, BatchNorm scales and shifts) are fitted to the
+tensors themselves, per channel where the quantizer is per channel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable, Optional, Union
+
+import torch
+from torch import nn
+
+from .format import FixedType
+from .khot import khot_codes
+from .nn.layer import QuantizedLayer
+from .nn.linear import _QDotProduct
+from .nn.batchnorm import _QBatchNorm
+from .nn.quantizers import FixedQuantizer, KHotQuantizer
+
+__all__ = ["Observer", "MinMaxObserver", "PercentileObserver", "fit_int_bits", "calibrate",
+           "calibrate_constants"]
+
+Quantizer = Union[FixedQuantizer, KHotQuantizer]
+
+
+class Observer:
+    """Watches tensors (``observe``) and reports the range to fit (``bounds``): ``(low, high)`` tensors.
+
+    ``channel_dim=None`` gives one range for the tensor; an int gives one per
+    index along that dimension.
+    """
+
+    def __init__(self, channel_dim: Optional[int] = None) -> None:
+        self.channel_dim = channel_dim
+        self.low: Optional[torch.Tensor] = None
+        self.high: Optional[torch.Tensor] = None
+
+    def _reduce(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as ``(channels, values)`` (one row for a per-tensor observer), float64."""
+        x = x.detach().double()
+        if self.channel_dim is None:
+            return x.reshape(1, -1)
+        return x.movedim(self.channel_dim, 0).reshape(x.shape[self.channel_dim], -1)
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Widen the range to cover ``x`` (NaN values are ignored)."""
+        flat = self._flat(x)
+        if flat.numel() == 0:
+            return
+        low, high = self._reduce(flat)
+        self.low = low if self.low is None else torch.minimum(self.low, low)
+        self.high = high if self.high is None else torch.maximum(self.high, high)
+
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The observed ``(low, high)``; per-tensor observers give 0-d tensors."""
+        if self.low is None:
+            raise RuntimeError(f"{type(self).__name__} has observed nothing")
+        if self.channel_dim is None:
+            return self.low[0], self.high[0]
+        return self.low, self.high
+
+    def reset(self) -> None:
+        self.low = self.high = None
+
+
+class MinMaxObserver(Observer):
+    """The exact minimum and maximum seen: a format fitted to them never saturates on the observed data."""
+
+    def _reduce(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.nan_to_num(x, nan=0.0)
+        return x.amin(dim=1), x.amax(dim=1)
+
+
+class PercentileObserver(Observer):
+    """The ``percentile`` and ``100 - percentile`` quantiles of each batch, widened over batches.
+
+    Ignores outliers: a format fitted to it may saturate the rarest values,
+    in exchange for finer resolution.  Large batches are subsampled
+    (``max_samples`` values, evenly strided) for the quantile.
+    """
+
+    def __init__(self, percentile: float = 99.99, channel_dim: Optional[int] = None,
+                 max_samples: int = 1 << 20) -> None:
+        super().__init__(channel_dim)
+        if not 50 < percentile <= 100:
+            raise ValueError(f"percentile must lie in (50, 100], got {percentile}")
+        self.percentile, self.max_samples = float(percentile), int(max_samples)
+
+    def _reduce(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.nan_to_num(x, nan=0.0)
+        if x.shape[1] > self.max_samples:
+            x = x[:, :: math.ceil(x.shape[1] / self.max_samples)]
+        q = torch.tensor([1 - self.percentile / 100, self.percentile / 100], dtype=x.dtype, device=x.device)
+        low, high = torch.quantile(x, q, dim=1)
+        return low, high
+
+
+def _code_bounds(quantizer: Quantizer) -> tuple[int, int]:
+    """The smallest and largest code the quantizer can produce (K-hot: the extreme allowed codes)."""
+    t = quantizer.base_type
+    if isinstance(quantizer, KHotQuantizer):
+        try:
+            codes = khot_codes(t, quantizer.k)
+            return int(codes[0]), int(codes[-1])
+        except ValueError:  # every code allowed
+            pass
+    return t.code_min, t.code_max
+
+
+def fit_int_bits(quantizer: Quantizer, low: Union[float, torch.Tensor],
+                 high: Union[float, torch.Tensor]) -> torch.Tensor:
+    """The smallest integer bits ``I`` (per entry) with ``[low, high]`` inside the format's range.
+
+    Range of ``I``: the quantizer's ``int_bits_range``; a range that fits
+    nowhere gets the largest ``I`` (it will saturate), an all-zero range the
+    smallest.  ``low <= min`` and ``high <= max`` are checked without
+    rounding, so no rounding mode can carry an observed value past the range.
+    """
+    low = torch.as_tensor(low, dtype=torch.float64)
+    high = torch.as_tensor(high, dtype=torch.float64)
+    code_min, code_max = _code_bounds(quantizer)
+    lo, hi = quantizer.int_bits_range
+    width = quantizer.base_type.width
+    result = torch.full(torch.broadcast_shapes(low.shape, high.shape), float(hi), dtype=torch.float64)
+    found = torch.zeros(result.shape, dtype=torch.bool)
+    for bits in range(lo, hi + 1):
+        lsb = math.ldexp(1.0, bits - width)
+        fits = (low >= code_min * lsb) & (high <= code_max * lsb) & ~found
+        result = torch.where(fits, torch.full_like(result, float(bits)), result)
+        found |= fits
+        if bool(found.all()):
+            break
+    return result.float()
+
+
+def _fit(quantizer: Optional[Quantizer], value: torch.Tensor) -> None:
+    """Fit ``quantizer``'s binary point(s) to the constant ``value`` (per channel along dim 0 if per channel)."""
+    if quantizer is None:
+        return
+    value = value.detach().double()
+    if quantizer.granularity == "channel":
+        flat = value.reshape(value.shape[0], -1)
+        low, high = flat.amin(dim=1), flat.amax(dim=1)
+    else:
+        low, high = value.min(), value.max()
+    quantizer.set_int_bits(fit_int_bits(quantizer, low, high))
+
+
+def calibrate_constants(model: nn.Module) -> None:
+    """Fit the binary points of every weight, bias and BatchNorm scale/shift to the tensors themselves."""
+    for layer in model.modules():
+        if isinstance(layer, _QDotProduct):
+            _fit(layer.weight_quantizer, layer.weight)
+            if layer.bias is not None:
+                _fit(layer.bias_quantizer, layer.bias)
+        elif isinstance(layer, _QBatchNorm):
+            scale, shift = layer.folded()
+            _fit(layer.scale_quantizer, scale)
+            _fit(layer.shift_quantizer, shift)
+
+
+def _default_input_fn(batch: Any) -> tuple:
+    if isinstance(batch, torch.Tensor):
+        return (batch,)
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return (batch[0],)  # the usual (inputs, targets) pair
+    raise TypeError(f"calibrate: cannot read model inputs from a batch of type {type(batch).__name__}; pass "
+                    "input_fn=lambda batch: (tuple of model inputs)")
+
+
+def _activation_quantizers(model: nn.Module) -> dict[str, Quantizer]:
+    found = {}
+    for name, layer in model.named_modules():
+        if isinstance(layer, QuantizedLayer):
+            for tensor in ("accum", "output"):
+                q = getattr(layer, f"{tensor}_quantizer", None)
+                if q is not None:
+                    found[f"{name}.{tensor}" if name else tensor] = q
+    return found
+
+
+def calibrate(model: nn.Module, batches: Iterable[Any], *,
+              observer: Callable[[], Observer] = MinMaxObserver,
+              input_fn: Optional[Callable[[Any], tuple]] = None, constants: bool = True,
+              max_passes: Optional[int] = None, progress: bool = False) -> dict[str, FixedType]:
+    """Post-training quantization: place every binary point of ``model`` from data.
+
+    1. With ``constants=True``, weights, biases and BatchNorm scales and
+       shifts get the smallest integer bits that hold them
+       (:func:`calibrate_constants`), per channel where their quantizer is.
+    2. Every activation quantizer (``output_quantizer``, ``accum_quantizer``)
+       gets an observer (``observer()``, default :class:`MinMaxObserver`)
+       through a forward pre-hook, which sees the exact value about to be
+       cast; ``model`` runs on every batch in eval mode without gradients;
+       each binary point is then set with :func:`fit_int_bits`.
+
+    Upstream binary points change what downstream layers see, so step 2 is
+    repeated until no binary point moves (at most ``max_passes``, default
+    the number of activation quantizers + 1).  After the first pass a
+    binary point only grows, which guarantees the loop ends; with
+    :class:`MinMaxObserver` no activation then saturates on the calibration
+    data.  ``batches`` is iterated once per pass (an iterator is first
+    stored in a list).  A batch is a tensor, or a tuple/list whose first
+    element is the input; ``input_fn(batch)`` returning the tuple of model
+    inputs overrides that.  ``progress=True`` shows a tqdm bar if tqdm is
+    installed.  The model's training flags are restored afterwards.
+
+    Returns the activation formats found, by ``"<layer>.<tensor>"``.
+    """
+    input_fn = input_fn or _default_input_fn
+    if iter(batches) is batches:
+        batches = list(batches)
+    if constants:
+        calibrate_constants(model)
+    quantizers = _activation_quantizers(model)
+    max_passes = len(quantizers) + 1 if max_passes is None else int(max_passes)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    handles = []
+    observers: dict[str, Observer] = {}
+    try:
+        for name, q in quantizers.items():
+            observers[name] = obs = observer()
+
+            def hook(module, args, obs=obs):
+                obs.observe(args[0])
+
+            handles.append(q.register_forward_pre_hook(hook))
+        for index in range(max(max_passes, 1)):
+            for obs in observers.values():
+                obs.reset()
+            with torch.no_grad():
+                for batch in _progress(batches, progress, f"calibrate pass {index + 1}"):
+                    model(*input_fn(batch))
+            changed = False
+            for name, q in quantizers.items():
+                obs = observers[name]
+                if obs.low is None:
+                    continue  # never reached by the data
+                bits = fit_int_bits(q, *obs.bounds())
+                old = q.effective_int_bits().to(bits)
+                if index:
+                    bits = torch.maximum(bits, old)
+                if not torch.equal(bits, old):
+                    changed = True
+                    q.set_int_bits(bits)
+            if not changed:
+                break
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in modes.items():
+            m.training = training
+    return {name: q.fixed_type for name, q in quantizers.items()}
+
+
+def _progress(batches: Iterable[Any], enabled: bool, description: str) -> Iterable[Any]:
+    if not enabled:
+        return batches
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return batches
+    return tqdm(batches, desc=description, leave=False)
