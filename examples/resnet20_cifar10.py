@@ -350,6 +350,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-bits", type=int, default=8)
     p.add_argument("--activation-bits", type=int, default=8)
     p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument("--calib-passes", type=int, default=None,
+                   help="cap on qfx.calibrate passes (default: qfx's, one per activation quantizer + 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=0, help="at most this many steps per epoch (0: all)")
     p.add_argument("--eval-steps", type=int, default=0, help="at most this many evaluation batches (0: all)")
@@ -393,7 +395,7 @@ def main(argv=None) -> int:
     qmodel = qfx.quantize_model(model.cpu(), config, example_input=x_test[:2]).to(device)
     model.to(device)
     calib = [xb for xb, _ in batches(x_train, y_train, args.batch_size, None, args.calib_batches)]
-    qfx.calibrate(qmodel, [xb.to(device) for xb in calib])
+    qfx.calibrate(qmodel, [xb.to(device) for xb in calib], max_passes=args.calib_passes)
     ptq_acc = evaluate(qmodel, x_test, y_test, args, device)
     print(f"fixed point after calibration: {ptq_acc:.4f}")
 
