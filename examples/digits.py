@@ -2,7 +2,7 @@
 
 Runs offline on a laptop CPU in a few minutes (the data ships inside scikit-learn):
 
-    python examples/digits.py [--out out/digits] [--seed 0] [--epochs 40] [--qat-epochs 8] [--quick] [--force]
+    python examples/digits.py [--out out/digits] [--seed 0] [--epochs 30] [--qat-epochs 6] [--quick] [--force]
 
 What it does:
 
@@ -189,6 +189,7 @@ def atomic_write(path: pathlib.Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -236,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/digits", help="output directory (default out/digits)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=40, help="float training epochs")
-    parser.add_argument("--qat-epochs", type=int, default=8, help="QAT fine-tuning epochs per configuration")
+    parser.add_argument("--epochs", type=int, default=30, help="float training epochs")
+    parser.add_argument("--qat-epochs", type=int, default=6, help="QAT fine-tuning epochs per configuration")
     parser.add_argument("--quick", action="store_true", help="fast smoke run (few epochs, small model)")
     parser.add_argument("--force", action="store_true", help="write into a non-empty output directory")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
@@ -251,12 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     torch.manual_seed(args.seed)
     x_tr, y_tr, x_te, y_te = load_data(args.seed)
+    if args.quick:  # smoke run: a quarter of the training images
+        x_tr, y_tr = x_tr[: len(y_tr) // 4], y_tr[: len(y_tr) // 4]
     example = x_te[:2]
     print(f"digits: {len(y_tr)} train / {len(y_te)} test images, 8x8; seed {args.seed}; "
           f"float {args.epochs} epochs, QAT {args.qat_epochs} epochs")
 
     model = DigitsCNN(8, 16) if args.quick else DigitsCNN()
-    train(model, x_tr, y_tr, epochs=args.epochs, lr=1e-2, seed=args.seed, batch_size=64, desc="float",
+    train(model, x_tr, y_tr, epochs=args.epochs, lr=1e-2, seed=args.seed, batch_size=128, desc="float",
           quiet=args.no_progress)
     float_acc = accuracy(model, x_te, y_te)
     print(f"float test accuracy: {100 * float_acc:.2f}%")
@@ -274,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         start_bits = int_bits_by_quantizer(qat)
         torch.manual_seed(args.seed)
         train(qat, x_tr, y_tr, epochs=args.qat_epochs, lr=1e-3, int_bits_lr=2e-2, seed=args.seed + 1,
-              batch_size=64, desc=f"QAT {name}", quiet=args.no_progress)
+              batch_size=128, desc=f"QAT {name}", quiet=args.no_progress)
         qat_acc = accuracy(qat, x_te, y_te)
         cost = float(qfx.bit_cost(qat, example).detach())
 
