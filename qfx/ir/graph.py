@@ -1,0 +1,238 @@
+"""The export IR's data: :class:`Value`, :class:`Constant`, :class:`Node`, :class:`Graph`.
+
+A graph is a list of nodes in topological order.  Every node computes one
+tensor, named like the node, with one :class:`~qfx.format.FixedType` and a
+shape per sample (the batch dimension is implicit).  Weights and other
+constants are integer codes with their format, one per tensor or one per
+channel along dimension 0.  The numerics of each op are defined in
+:mod:`qfx.ir.ops`; nothing here knows PyTorch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from ..format import FixedType
+
+__all__ = ["IRError", "Value", "Constant", "Node", "Graph", "c_identifier"]
+
+
+class IRError(ValueError):
+    """A graph (built, loaded or exported) that breaks the IR's rules; the message names the node."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Value:
+    """A tensor flowing between nodes: its name, shape per sample and fixed-point format."""
+
+    name: str
+    shape: tuple[int, ...]
+    type: FixedType
+
+    @property
+    def size(self) -> int:
+        """Elements per sample."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Constant:
+    """Integer codes of a constant (weights, bias, BatchNorm scale...) and their format(s).
+
+    ``types`` holds one :class:`~qfx.format.FixedType` for the whole tensor,
+    or one per index of dimension 0 (per output channel).  The value of
+    ``codes[c, ...]`` is ``codes[c, ...] * 2**-types[c].frac_bits``.
+    """
+
+    codes: np.ndarray  #: int64
+    types: tuple[FixedType, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codes", np.asarray(self.codes, dtype=np.int64))
+        object.__setattr__(self, "types", tuple(self.types))
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether each index of dimension 0 has its own format."""
+        return len(self.types) > 1
+
+    def type_of(self, channel: int) -> FixedType:
+        """The format of channel ``channel`` (the one format when per tensor)."""
+        return self.types[channel if self.per_channel else 0]
+
+    def frac_bits(self) -> np.ndarray:
+        """Fractional bits per channel (length ``codes.shape[0]``, or 1 when per tensor), as int64."""
+        return np.array([t.frac_bits for t in self.types], dtype=np.int64)
+
+    def frac_bits_along(self, ndim: int, axis: int = 0) -> np.ndarray:
+        """:meth:`frac_bits` shaped to broadcast against an ``ndim``-d array whose ``axis`` is the channel."""
+        shape = [1] * ndim
+        if self.per_channel:
+            shape[axis] = len(self.types)
+        return self.frac_bits().reshape(shape)
+
+    def __repr__(self) -> str:
+        types = str(self.types[0]) if not self.per_channel else f"{len(self.types)} per-channel formats"
+        return f"Constant(shape={tuple(self.codes.shape)}, {types})"
+
+
+@dataclasses.dataclass(eq=False)
+class Node:
+    """One operation: ``op`` applied to the tensors named in ``inputs`` gives ``output``.
+
+    ``attrs`` holds shape parameters (JSON values), ``constants`` the integer
+    constants by role (``weight``, ``bias``, ``scale``...), ``formats`` the
+    intermediate formats by role (``accum``).  ``label`` is the name the
+    user's model gave the layer (a module path such as ``layer1.0.conv1``),
+    kept for display.
+    """
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    output: Value
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    constants: dict[str, Constant] = dataclasses.field(default_factory=dict)
+    formats: dict[str, FixedType] = dataclasses.field(default_factory=dict)
+    label: Optional[str] = None
+
+    def describe(self) -> str:
+        """``node 'conv1' (conv2d, layer 'features.0')`` for messages."""
+        label = f", layer '{self.label}'" if self.label and self.label != self.name else ""
+        return f"node '{self.name}' ({self.op}{label})"
+
+
+@dataclasses.dataclass(eq=False)
+class Graph:
+    """A typed dataflow graph: fixed-point inputs, nodes in topological order, outputs.
+
+    Build one with :func:`qfx.export`, or load one with :func:`qfx.ir.load`;
+    :meth:`check` verifies it (done by both).
+    """
+
+    name: str
+    inputs: list[Value]
+    nodes: list[Node]
+    outputs: list[str]
+
+    # ------------------------------------------------------------- lookup
+    def values(self) -> dict[str, Value]:
+        """Every tensor by name: the inputs, then each node's output."""
+        found = {v.name: v for v in self.inputs}
+        found.update((n.name, n.output) for n in self.nodes)
+        return found
+
+    def value(self, name: str) -> Value:
+        """The tensor called ``name``."""
+        try:
+            return self.values()[name]
+        except KeyError:
+            raise KeyError(f"graph '{self.name}' has no tensor '{name}'") from None
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"graph '{self.name}' has no node '{name}'")
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    @property
+    def output_values(self) -> list[Value]:
+        """The output tensors, in order."""
+        values = self.values()
+        return [values[name] for name in self.outputs]
+
+    def c_names(self) -> dict[str, str]:
+        """A C identifier per tensor name: sanitised, unique, deterministic (see :func:`c_identifier`)."""
+        taken: set[str] = set()
+        names = {}
+        for value in list(self.inputs) + [n.output for n in self.nodes]:
+            names[value.name] = c_identifier(value.name, taken)
+        return names
+
+    def save(self, path: "os.PathLike | str", force: bool = False) -> "os.PathLike":
+        """Write the graph to ``path`` (``.json``) and its arrays beside it; see :func:`qfx.ir.save`."""
+        from .serialize import save
+        return save(self, path, force=force)
+
+    # --------------------------------------------------------- checking
+    def check(self) -> "Graph":
+        """Verify names, order, op arguments, shapes and constant codes; raise :class:`IRError` at the first problem."""
+        from .ops import check_node
+        known: dict[str, Value] = {}
+        for value in self.inputs:
+            _check_name(value.name, "input")
+            if value.name in known:
+                raise IRError(f"graph '{self.name}': input '{value.name}' is defined twice")
+            known[value.name] = value
+        for node in self.nodes:
+            _check_name(node.name, "node")
+            if node.name in known:
+                raise IRError(f"{node.describe()}: its name is already used by another tensor; names must be unique")
+            if node.output.name != node.name:
+                raise IRError(f"{node.describe()}: its output is called '{node.output.name}', but a node's output "
+                              "must carry the node's name")
+            missing = [i for i in node.inputs if i not in known]
+            if missing:
+                raise IRError(f"{node.describe()}: input '{missing[0]}' is not an input of the graph nor the "
+                              "output of an earlier node (nodes must be in topological order)")
+            check_node(node, [known[i] for i in node.inputs])
+            known[node.name] = node.output
+        if not self.outputs:
+            raise IRError(f"graph '{self.name}' has no outputs")
+        for name in self.outputs:
+            if name not in known:
+                raise IRError(f"graph '{self.name}': output '{name}' is not a tensor of the graph")
+        return self
+
+    def __repr__(self) -> str:
+        ops = ", ".join(f"{n.name}:{n.op}" for n in self.nodes)
+        return f"Graph({self.name!r}, inputs={[v.name for v in self.inputs]}, nodes=[{ops}], outputs={self.outputs})"
+
+
+_NAME = re.compile(r"^[^\x00-\x1f]{1,200}$")
+
+
+def _check_name(name: Any, kind: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise IRError(f"{kind} name {name!r} is not allowed: names are 1 to 200 printable characters")
+
+
+_C_KEYWORDS = frozenset("""
+    alignas alignof and and_eq asm auto bitand bitor bool break case catch char char16_t char32_t char8_t class
+    compl concept const consteval constexpr constinit const_cast continue co_await co_return co_yield decltype
+    default delete do double dynamic_cast else enum explicit export extern false float for friend goto if inline
+    int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected public register
+    reinterpret_cast requires return short signed sizeof static static_assert static_cast struct switch template
+    this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile wchar_t
+    while xor xor_eq main input output reg wire module begin end always assign parameter localparam integer
+""".split())
+
+
+def c_identifier(name: str, taken: set[str]) -> str:
+    """A C/C++/Verilog identifier derived from ``name``, unique among ``taken`` (which it joins).
+
+    Characters other than ASCII letters, digits and ``_`` become ``_``, runs
+    of ``_`` shrink to one, a leading digit or a keyword gets a ``t_``
+    prefix, names are at most 48 characters, and a clash takes the suffix
+    ``_2``, ``_3``... in order of appearance.  Nothing of ``name`` other
+    than letters, digits and ``_`` can reach generated code.
+    """
+    base = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", name)).strip("_")[:48] or "t"
+    if base[0].isdigit() or base in _C_KEYWORDS or base.startswith("ap_") or base.startswith("hls"):
+        base = "t_" + base
+    candidate, n = base, 1
+    while candidate.lower() in {t.lower() for t in taken}:
+        n += 1
+        candidate = f"{base}_{n}"
+    taken.add(candidate)
+    return candidate
+

@@ -1,0 +1,253 @@
+"""The IR's operations: their inputs, attributes, constants and shapes, and the checks on them.
+
+Every op computes an exact result from fixed-point operands (the ``ap_fixed``
+result types of ``*`` and ``+``: nothing is lost) and casts it once to its
+output format; :mod:`qfx.ir.interpreter` is the executable definition.
+
+============================  ==========================================================  =======================
+op                            result before the output cast                               constants (attrs)
+============================  ==========================================================  =======================
+``dense``                     ``sum_i x[i] * w[o, i] + b[o]``, then ``accum`` if given    weight, bias?
+``conv1d``, ``conv2d``        the same over each window (zero padding)                    weight, bias?
+                                                                                          (stride, padding,
+                                                                                          dilation, groups)
+``scale_shift``               ``x[c, ...] * scale[c] + shift[c]`` (BatchNorm)             scale, shift
+``relu``                      ``max(x, 0)``
+``relu6``                     ``min(max(x, 0), 6)``
+``leaky_relu``                ``x >= 0 ? x : x * slope``                                  slope
+``add``                       ``a + b``
+``maxpool2d``                 the window's maximum (padding never wins)                   (kernel, stride,
+                                                                                          padding, dilation,
+                                                                                          ceil_mode)
+``avgpool2d``                 ``sum(window) * divisor`` (zero padding counts)             divisor (kernel,
+                                                                                          stride, padding)
+``global_avgpool2d``          ``sum over H, W * divisor``                                 divisor
+``flatten``                   the same codes in the output's shape (no cast)
+============================  ==========================================================  =======================
+
+Shapes are per sample, channels first (``(C, L)``, ``(C, H, W)``, ``(F,)``
+for ``dense``).  Paddings are explicit: ``[[begin, end], ...]`` per spatial
+dimension for convolutions, one symmetric amount per dimension for pooling.
+A ``dense`` or convolution weight and a ``scale``/``shift`` may have one
+format per output channel; ``bias``, ``slope`` and ``divisor`` have one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+from .graph import Constant, IRError, Node, Value
+
+__all__ = ["OPS", "check_node", "conv_output_size", "pool_output_size"]
+
+
+def _ints(node: Node, name: str, count: int, minimum: int) -> list[int]:
+    value = node.attrs.get(name)
+    if not (isinstance(value, (list, tuple)) and len(value) == count
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)):
+        raise IRError(f"{node.describe()}: attribute '{name}' must be a list of {count} integers >= {minimum}, "
+                      f"got {value!r}")
+    return list(value)
+
+
+def _int(node: Node, name: str, minimum: int) -> int:
+    value = node.attrs.get(name)
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= minimum):
+        raise IRError(f"{node.describe()}: attribute '{name}' must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _constant(node: Node, role: str, shape: Optional[tuple[int, ...]], optional: bool = False,
+              per_channel: bool = False) -> Optional[Constant]:
+    """The constant ``role`` of ``node``, checked: shape, formats, codes inside their formats' ranges."""
+    c = node.constants.get(role)
+    if c is None:
+        if optional:
+            return None
+        raise IRError(f"{node.describe()}: constant '{role}' is missing")
+    if shape is not None and tuple(c.codes.shape) != tuple(shape):
+        raise IRError(f"{node.describe()}: constant '{role}' has shape {tuple(c.codes.shape)}, expected {shape}")
+    if c.per_channel and (not per_channel or c.codes.ndim == 0 or len(c.types) != c.codes.shape[0]):
+        raise IRError(f"{node.describe()}: constant '{role}' has {len(c.types)} formats; it takes one"
+                      + (" or one per index of dimension 0" if per_channel else ""))
+    if not c.types:
+        raise IRError(f"{node.describe()}: constant '{role}' has no format")
+    for channel in range(len(c.types)):
+        codes = c.codes[channel] if c.per_channel else c.codes
+        t = c.types[channel]
+        if codes.size and (int(codes.min()) < t.code_min or int(codes.max()) > t.code_max):
+            where = f" channel {channel}" if c.per_channel else ""
+            raise IRError(f"{node.describe()}: constant '{role}'{where} has codes outside the range "
+                          f"[{t.code_min}, {t.code_max}] of its format {t}")
+    return c
+
+
+def _rank(node: Node, value: Value, rank: int) -> None:
+    if len(value.shape) != rank:
+        raise IRError(f"{node.describe()}: input '{value.name}' has shape {value.shape}, expected {rank} "
+                      "dimensions per sample")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Output length of a convolution along one dimension (``pad`` is begin + end)."""
+    return (size + pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pool_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> int:
+    """Output length of pooling along one dimension, as ``torch`` computes it (``pad`` on each side)."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pad:  # the last window must start inside the input or left pad
+        out -= 1
+    return out
+
+
+# ---------------------------------------------------------------- checks
+# Each returns the output shape its inputs imply.
+
+def _dense(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    (x,) = inputs
+    _rank(node, x, 1)
+    w = _constant(node, "weight", None, per_channel=True)
+    if w.codes.ndim != 2 or w.codes.shape[1] != x.shape[0]:
+        raise IRError(f"{node.describe()}: weight shape {tuple(w.codes.shape)} does not take {x.shape[0]} inputs")
+    _constant(node, "bias", (w.codes.shape[0],), optional=True)
+    return (w.codes.shape[0],)
+
+
+def _conv(dims: int) -> Callable[[Node, list[Value]], tuple[int, ...]]:
+    def check(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+        (x,) = inputs
+        _rank(node, x, dims + 1)
+        groups = _int(node, "groups", 1)
+        stride, dilation = _ints(node, "stride", dims, 1), _ints(node, "dilation", dims, 1)
+        padding = node.attrs.get("padding")
+        if not (isinstance(padding, (list, tuple)) and len(padding) == dims
+                and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, int) and v >= 0
+                                                                             for v in p) for p in padding)):
+            raise IRError(f"{node.describe()}: attribute 'padding' must be {dims} pairs [begin, end] of integers "
+                          f">= 0, got {padding!r}")
+        w = _constant(node, "weight", None, per_channel=True)
+        out_ch = w.codes.shape[0] if w.codes.ndim == dims + 2 else 0
+        if w.codes.ndim != dims + 2 or x.shape[0] % groups or out_ch % groups or w.codes.shape[1] * groups != x.shape[0]:
+            raise IRError(f"{node.describe()}: weight shape {tuple(w.codes.shape)} with groups={groups} does not "
+                          f"fit an input of {x.shape[0]} channels")
+        _constant(node, "bias", (out_ch,), optional=True)
+        spatial = tuple(conv_output_size(x.shape[1 + d], w.codes.shape[2 + d], stride[d], sum(padding[d]),
+                                         dilation[d]) for d in range(dims))
+        if min(spatial) < 1:
+            raise IRError(f"{node.describe()}: the kernel does not fit the input {x.shape} with this padding")
+        return (out_ch,) + spatial
+    return check
+
+
+def _scale_shift(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    (x,) = inputs
+    if len(x.shape) < 1:
+        raise IRError(f"{node.describe()}: input '{x.name}' needs a channel dimension")
+    _constant(node, "scale", (x.shape[0],), per_channel=True)
+    _constant(node, "shift", (x.shape[0],), per_channel=True)
+    return x.shape
+
+
+def _elementwise(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    return inputs[0].shape
+
+
+def _leaky_relu(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    _constant(node, "slope", ())
+    return inputs[0].shape
+
+
+def _add(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    a, b = inputs
+    if a.shape != b.shape:
+        raise IRError(f"{node.describe()}: operands '{a.name}' {a.shape} and '{b.name}' {b.shape} differ in shape "
+                      "(no broadcasting)")
+    return a.shape
+
+
+def _pool(node: Node, x: Value, dilation: list[int], ceil_mode: bool) -> tuple[int, ...]:
+    _rank(node, x, 3)
+    kernel, stride = _ints(node, "kernel", 2, 1), _ints(node, "stride", 2, 1)
+    padding = _ints(node, "padding", 2, 0)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise IRError(f"{node.describe()}: padding {padding} must be at most half the kernel {kernel}")
+    spatial = tuple(pool_output_size(x.shape[1 + d], kernel[d], stride[d], padding[d], dilation[d], ceil_mode)
+                    for d in range(2))
+    if min(spatial) < 1:
+        raise IRError(f"{node.describe()}: the window does not fit the input {x.shape}")
+    return (x.shape[0],) + spatial
+
+
+def _maxpool(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    ceil_mode = node.attrs.get("ceil_mode")
+    if not isinstance(ceil_mode, bool):
+        raise IRError(f"{node.describe()}: attribute 'ceil_mode' must be true or false, got {ceil_mode!r}")
+    return _pool(node, inputs[0], _ints(node, "dilation", 2, 1), ceil_mode)
+
+
+def _avgpool(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    _constant(node, "divisor", ())
+    return _pool(node, inputs[0], [1, 1], False)
+
+
+def _global_avgpool(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    (x,) = inputs
+    _rank(node, x, 3)
+    _constant(node, "divisor", ())
+    return (x.shape[0], 1, 1)
+
+
+def _flatten(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    (x,) = inputs
+    if node.output.type != x.type:
+        raise IRError(f"{node.describe()}: flatten keeps its input's format {x.type}, but its output is "
+                      f"{node.output.type}")
+    if math.prod(node.output.shape) != x.size:
+        raise IRError(f"{node.describe()}: output shape {node.output.shape} does not hold the {x.size} elements of "
+                      f"input shape {x.shape}")
+    return node.output.shape
+
+
+#: Each op: (number of inputs, the check returning the output shape, attributes it takes, formats it takes).
+OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozenset, frozenset]] = {
+    "dense": (1, _dense, frozenset(), frozenset({"accum"})),
+    "conv1d": (1, _conv(1), frozenset({"stride", "padding", "dilation", "groups"}), frozenset({"accum"})),
+    "conv2d": (1, _conv(2), frozenset({"stride", "padding", "dilation", "groups"}), frozenset({"accum"})),
+    "scale_shift": (1, _scale_shift, frozenset(), frozenset()),
+    "relu": (1, _elementwise, frozenset(), frozenset()),
+    "relu6": (1, _elementwise, frozenset(), frozenset()),
+    "leaky_relu": (1, _leaky_relu, frozenset(), frozenset()),
+    "add": (2, _add, frozenset(), frozenset()),
+    "maxpool2d": (1, _maxpool, frozenset({"kernel", "stride", "padding", "dilation", "ceil_mode"}), frozenset()),
+    "avgpool2d": (1, _avgpool, frozenset({"kernel", "stride", "padding"}), frozenset()),
+    "global_avgpool2d": (1, _global_avgpool, frozenset(), frozenset()),
+    "flatten": (1, _flatten, frozenset(), frozenset()),
+}
+
+_CONSTANTS = {"dense": {"weight", "bias"}, "conv1d": {"weight", "bias"}, "conv2d": {"weight", "bias"},
+              "scale_shift": {"scale", "shift"}, "leaky_relu": {"slope"}, "avgpool2d": {"divisor"},
+              "global_avgpool2d": {"divisor"}}
+
+
+def check_node(node: Node, inputs: list[Value]) -> None:
+    """Check ``node`` against its op's rules given its input tensors; :class:`IRError` names what is wrong."""
+    if node.op not in OPS:
+        raise IRError(f"{node.describe()}: unknown op '{node.op}'; known ops: {', '.join(sorted(OPS))}")
+    arity, check, attrs, formats = OPS[node.op]
+    if len(inputs) != arity:
+        raise IRError(f"{node.describe()}: takes {arity} input(s), got {len(inputs)}")
+    for kind, given, allowed in (("attribute", node.attrs, attrs), ("constant", node.constants,
+                                                                    _CONSTANTS.get(node.op, set())),
+                                 ("format", node.formats, formats)):
+        extra = sorted(set(given) - set(allowed))
+        if extra:
+            raise IRError(f"{node.describe()}: unexpected {kind} '{extra[0]}' (it takes: "
+                          f"{', '.join(sorted(allowed)) or 'none'})")
+    shape = check(node, inputs)
+    if tuple(shape) != tuple(node.output.shape):
+        raise IRError(f"{node.describe()}: output shape is recorded as {node.output.shape}, but its inputs give "
+                      f"{tuple(shape)}")
+
