@@ -2,19 +2,27 @@
 
 Runs offline on a laptop CPU in a few minutes (the data ships inside scikit-learn):
 
-    python examples/digits.py [--out out/digits] [--seed 0] [--epochs 30] [--qat-epochs 6] [--quick] [--force]
+    python examples/digits.py [--out out/digits] [--seed 0] [--epochs 30] [--qat-epochs 10] [--quick] [--force]
 
 What it does:
 
 1. trains a float CNN (conv-BN-ReLU, max pool, conv-BN-ReLU, average pool,
-   linear) on a fixed, stratified 80/20 train/test split;
+   linear) on a fixed, stratified 80/20 train/test split, of which 15% of
+   the training images are held out as a validation split (the test
+   images are never used to choose anything);
 2. for each configuration (weight bits, activation/element-wise bits) in
    (8,8), (6,6), (4,6) and K-hot (k=2) weights and BatchNorm scales at (8,8):
 
    * PTQ: ``qfx.quantize_model`` + ``qfx.calibrate`` (nothing else);
-   * QAT: ``quantize_model(learn_int_bits=True)``, ``calibrate`` as the start,
-     then a few epochs of fine-tuning in which the weights *and* every binary
-     point (weights, biases, BN scale/shift, activations, pooling) are learned;
+   * QAT: ``quantize_model(learn_int_bits=True)`` loaded with the calibrated
+     PTQ model's state (so it starts exactly where PTQ ends), then a few
+     epochs of fine-tuning in which the weights (at a small learning rate)
+     *and* every binary point (weights, biases, BN scale/shift,
+     activations, pooling) are learned.  After every epoch the model is
+     scored on the validation split in eval mode (bit-exact); the best
+     state is kept, the PTQ start included, so when fine-tuning never
+     beats PTQ on validation, QAT keeps the PTQ weights and formats
+     (the "epoch" column then shows 0);
 
    every op is quantized: input, conv, BatchNorm (as a per-channel
    multiply-add), ReLU, max and average pooling, linear;
@@ -57,6 +65,12 @@ CONFIGS = [
     ("khot2-w8a8", 8, 8, "khot:2"),
 ]
 
+# QAT fine-tunes a trained, calibrated model: weights move little (a twentieth of
+# the float learning rate), binary points faster (they move in whole bits).
+QAT_EPOCHS = 10
+QAT_LR = 5e-4
+QAT_INT_BITS_LR = 2e-2
+
 
 # ----------------------------------------------------------------------------- data and model
 def load_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,6 +81,14 @@ def load_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
     idx = torch.arange(len(y)).numpy()
     train_idx, test_idx = train_test_split(idx, test_size=0.2, stratify=digits.target, random_state=seed)
     return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def split_validation(x: torch.Tensor, y: torch.Tensor, seed: int,
+                     fraction: float = 0.15) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hold out a stratified ``fraction`` of the training images for model selection: (fit x, y, val x, y)."""
+    idx = torch.arange(len(y)).numpy()
+    fit_idx, val_idx = train_test_split(idx, test_size=fraction, stratify=y.numpy(), random_state=seed)
+    return x[fit_idx], y[fit_idx], x[val_idx], y[val_idx]
 
 
 class DigitsCNN(nn.Module):
@@ -100,10 +122,20 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, seed: int,
-          batch_size: int, desc: str, quiet: bool, int_bits_lr: float | None = None) -> None:
-    """Adam with cosine decay; ``int_bits`` parameters (learned binary points) get their own learning rate."""
+          batch_size: int, desc: str, quiet: bool, int_bits_lr: float | None = None,
+          validation: tuple[torch.Tensor, torch.Tensor] | None = None) -> int:
+    """Adam with cosine decay; ``int_bits`` parameters (learned binary points) get their own learning rate.
+
+    With ``validation=(x, y)`` the model is scored (eval mode) before training
+    and after every epoch, and ends in the best-scoring state (accuracy,
+    then lower loss; ties keep the earlier state).  Returns the epoch of
+    that state, 0 for the starting state (always 0 without ``validation``).
+    """
     if epochs <= 0:
-        return
+        return 0
+    best_epoch, best_score, best_state = 0, None, None
+    if validation is not None:
+        best_score, best_state = validation_score(model, *validation), copy.deepcopy(model.state_dict())
     bp = [p for n, p in model.named_parameters() if n.endswith("int_bits")]
     rest = [p for n, p in model.named_parameters() if not n.endswith("int_bits")]
     groups = [{"params": rest, "lr": lr}]
@@ -120,7 +152,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     if tqdm is not None and not quiet:
         bar = tqdm(epoch_iter, desc=desc, leave=False, file=sys.stderr)
         epoch_iter = bar
-    for _ in epoch_iter:
+    for epoch in epoch_iter:
+        model.train()
         for xb, yb in batches(x, y, batch_size, gen):
             opt.zero_grad()
             loss = loss_fn(model(xb), yb)
@@ -129,6 +162,25 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
             sched.step()
         if bar is not None:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if validation is not None:
+            score = validation_score(model, *validation)
+            if score > best_score:
+                best_epoch, best_score, best_state = epoch + 1, score, copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.train()
+    return best_epoch
+
+
+@torch.no_grad()
+def validation_score(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(accuracy, -cross-entropy) in eval mode: larger is better, compared as a tuple."""
+    was_training = model.training
+    model.eval()
+    out = model(x)
+    score = ((out.argmax(1) == y).float().mean().item(), -nn.functional.cross_entropy(out.float(), y).item())
+    model.train(was_training)
+    return score
 
 
 @torch.no_grad()
@@ -238,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="out/digits", help="output directory (default out/digits)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=30, help="float training epochs")
-    parser.add_argument("--qat-epochs", type=int, default=6, help="QAT fine-tuning epochs per configuration")
+    parser.add_argument("--qat-epochs", type=int, default=QAT_EPOCHS, help="QAT fine-tuning epochs per configuration")
     parser.add_argument("--quick", action="store_true", help="fast smoke run (few epochs, small model)")
     parser.add_argument("--force", action="store_true", help="write into a non-empty output directory")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
@@ -254,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     x_tr, y_tr, x_te, y_te = load_data(args.seed)
     if args.quick:  # smoke run: a quarter of the training images
         x_tr, y_tr = x_tr[: len(y_tr) // 4], y_tr[: len(y_tr) // 4]
+    x_tr, y_tr, x_val, y_val = split_validation(x_tr, y_tr, args.seed)
     example = x_te[:2]
-    print(f"digits: {len(y_tr)} train / {len(y_te)} test images, 8x8; seed {args.seed}; "
+    print(f"digits: {len(y_tr)} train / {len(y_val)} validation / {len(y_te)} test images, 8x8; seed {args.seed}; "
           f"float {args.epochs} epochs, QAT {args.qat_epochs} epochs")
 
     model = DigitsCNN(8, 16) if args.quick else DigitsCNN()
@@ -271,13 +324,15 @@ def main(argv: list[str] | None = None) -> int:
         qfx.calibrate(ptq, [x_tr])
         ptq_acc = accuracy(ptq, x_te, y_te)
 
-        # QAT: convert with learned binary points, calibrate as the start, fine-tune
+        # QAT: learned binary points, starting from the calibrated PTQ model's state, fine-tuned with
+        # the best state on the validation split kept (the PTQ start included)
         qat = qfx.quantize_model(model, qconfig(w, a, mf, learn=True), example)
-        qfx.calibrate(qat, [x_tr])
+        qat.load_state_dict(ptq.state_dict())
         start_bits = int_bits_by_quantizer(qat)
         torch.manual_seed(args.seed)
-        train(qat, x_tr, y_tr, epochs=args.qat_epochs, lr=1e-3, int_bits_lr=2e-2, seed=args.seed + 1,
-              batch_size=128, desc=f"QAT {name}", quiet=args.no_progress)
+        best_epoch = train(qat, x_tr, y_tr, epochs=args.qat_epochs, lr=QAT_LR, int_bits_lr=QAT_INT_BITS_LR,
+                           seed=args.seed + 1, batch_size=64, desc=f"QAT {name}", quiet=args.no_progress,
+                           validation=(x_val, y_val))
         qat_acc = accuracy(qat, x_te, y_te)
         cost = float(qfx.bit_cost(qat, example).detach())
 
@@ -285,18 +340,20 @@ def main(argv: list[str] | None = None) -> int:
         checks[f"{name}/qat"] = exact_output_check(qat, x_te)
         results.append({"config": name, "weight_bits": w, "activation_bits": a, "multiplier_free": mf,
                         "float_acc": float_acc, "ptq_acc": ptq_acc, "qat_acc": qat_acc, "bit_cost": cost,
+                        "qat_best_epoch": best_epoch,
                         "output_format": checks[f"{name}/qat"]["format"]})
         if name == "w8a8":
             int_bits_w8a8 = {"calibrated": start_bits, "qat": int_bits_by_quantizer(qat)}
             summary_text = qfx.summary(qat, example, print_fn=None)
 
     print()
-    header = f"{'config':<12} {'float acc':>9} {'PTQ acc':>8} {'QAT acc':>8} {'bit cost (bit-ops)':>19}"
+    header = (f"{'config':<12} {'float acc':>9} {'PTQ acc':>8} {'QAT acc':>8} {'QAT epoch':>9} "
+              f"{'bit cost (bit-ops)':>19}")
     print(header)
     print("-" * len(header))
     for r in results:
         print(f"{r['config']:<12} {100 * r['float_acc']:8.2f}% {100 * r['ptq_acc']:7.2f}% "
-              f"{100 * r['qat_acc']:7.2f}% {r['bit_cost']:19,.0f}")
+              f"{100 * r['qat_acc']:7.2f}% {r['qat_best_epoch']:9d} {r['bit_cost']:19,.0f}")
 
     print("\nbit-exact check, eval mode: qfx.quantize(y, fmt) == y for every test output")
     all_exact = True

@@ -14,8 +14,8 @@ from typing import Optional
 
 import torch
 
-from .format import FixedType
-from .functional import cast_codes
+from .format import FixedType, Overflow
+from .functional import cast_codes, saturating_cast_codes
 from .khot import khot_cast_codes
 
 __all__ = ["fixed_cast", "learned_int_bits_cast"]
@@ -27,29 +27,42 @@ _STEP_POWER = 1.5
 
 
 class _FixedCast(torch.autograd.Function):
-    """Forward ``q = Q(x)``.  Backward ``dL/dx = dL/dq * in(x)`` (straight-through inside the range)."""
+    """Forward ``q = Q(x)``.  Backward ``dL/dx = dL/dq * in(x)`` (straight-through inside the range).
+
+    ``training=True`` casts with :func:`~qfx.functional.saturating_cast_codes`
+    (same values for finite ``x``, fewer passes, NaN not refused).
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, t: FixedType, frac_bits) -> torch.Tensor:
-        codes, inside = cast_codes(x.detach(), t, frac_bits, need_mask=ctx.needs_input_grad[0])
+    def forward(ctx, x: torch.Tensor, t: FixedType, frac_bits, training: bool = False) -> torch.Tensor:
+        if training:
+            codes, inside = saturating_cast_codes(x.detach(), t, frac_bits)
+        else:
+            codes, inside = cast_codes(x.detach(), t, frac_bits, need_mask=ctx.needs_input_grad[0])
         ctx.save_for_backward(inside)
         return _scale_codes(codes, t if frac_bits is None else frac_bits)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (inside,) = ctx.saved_tensors
-        return (grad if inside is None else grad * inside), None, None
+        return (grad if inside is None else grad * inside), None, None, None
 
 
-def fixed_cast(x: torch.Tensor, t: FixedType, frac_bits: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``Q(x)`` with a straight-through gradient; ``frac_bits`` (broadcast against ``x``) overrides ``t``'s binary point."""
-    return _FixedCast.apply(x, t, frac_bits)
+def fixed_cast(x: torch.Tensor, t: FixedType, frac_bits: Optional[torch.Tensor] = None,
+               training: bool = False) -> torch.Tensor:
+    """``Q(x)`` with a straight-through gradient; ``frac_bits`` (broadcast against ``x``) overrides ``t``'s binary point.
+
+    ``training=True`` takes the training-mode cast (see :class:`_FixedCast`).
+    """
+    return _FixedCast.apply(x, t, frac_bits, training)
 
 
 def _scale_codes(codes: torch.Tensor, t_or_frac) -> torch.Tensor:
     """``codes * 2**-F`` in place; ``F`` from a type or a tensor of per-channel binary points."""
     if isinstance(t_or_frac, FixedType):
         return codes.mul_(t_or_frac.lsb)
+    if t_or_frac.dim() == 0:  # one binary point: a Python scalar multiplies fastest
+        return codes.mul_(math.ldexp(1.0, -int(t_or_frac)))
     return codes.mul_(torch.exp2(-t_or_frac.to(codes.dtype)))
 
 
@@ -77,6 +90,11 @@ class _LearnedIntBitsCast(torch.autograd.Function):
     binary point decides (LSQ, Esser et al. 2020; thresholds trained in the
     log2 domain, Jain et al. 2020).
 
+    ``training=True`` casts with :func:`~qfx.functional.saturating_cast_codes`
+    (same values for finite ``x``); for an ``AP_SAT`` type the saturated
+    value outside the range is ``q`` itself, so the backward pass then
+    forms ``dq/dI`` as ``ln 2 * where(in(x), q - x, q)`` in two passes.
+
     Why ``s**-1.5``: for a reconstruction loss the noise terms shrink as
     ``s**2`` and the clipping terms roughly as ``s``.  Unscaled, a binary
     point that must come down six bits ends with gradients 4,096 times
@@ -91,12 +109,16 @@ class _LearnedIntBitsCast(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, int_bits: torch.Tensor, t: FixedType, khot: Optional[int]) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, int_bits: torch.Tensor, t: FixedType, khot: Optional[int],
+                training: bool = False) -> torch.Tensor:
         frac_bits = t.width - torch.round(int_bits.detach())
-        if khot is None:
-            codes, inside = cast_codes(x.detach(), t, frac_bits, need_mask=True)
-        else:
+        ctx.saturating = training and khot is None and t.overflow is Overflow.SAT
+        if khot is not None:
             codes, inside = khot_cast_codes(x.detach(), t, khot, frac_bits)
+        elif training:
+            codes, inside = saturating_cast_codes(x.detach(), t, frac_bits)
+        else:
+            codes, inside = cast_codes(x.detach(), t, frac_bits, need_mask=True)
         q = _scale_codes(codes, frac_bits).to(x.dtype)
         ctx.save_for_backward(x, q, inside, frac_bits)
         ctx.t = t
@@ -109,16 +131,25 @@ class _LearnedIntBitsCast(torch.autograd.Function):
         t = ctx.t
         grad_x = grad if inside is None else grad * inside
         if not ctx.needs_input_grad[1]:
-            return grad_x, None, None, None
+            return grad_x, None, None, None, None
         step = torch.exp2(-frac_bits.to(x.dtype))
         if inside is None:
             dq_di = q - x
+        elif ctx.saturating:  # AP_SAT: outside the range q is the saturated value
+            dq_di = torch.where(inside, q - x, q)
         else:
             saturated = torch.minimum(torch.maximum(x, t.code_min * step), t.code_max * step)
             dq_di = torch.where(inside, q - x, saturated)
-        grad_i = _sum_to_shape(grad * dq_di, frac_bits.shape)
+        grad_i = _sum_products(grad, dq_di, frac_bits.shape)
         grad_i = (grad_i * (_LN2 / step.reshape(frac_bits.shape) ** _STEP_POWER)).reshape(ctx.int_bits_shape)
-        return grad_x, grad_i.to(ctx.int_bits_dtype), None, None
+        return grad_x, grad_i.to(ctx.int_bits_dtype), None, None, None
+
+
+def _sum_products(a: torch.Tensor, b: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``sum(a * b)`` over the dimensions broadcast from ``shape``; one fused dot product for a scalar."""
+    if len(shape) == 0 or all(n == 1 for n in shape):
+        return torch.dot(a.reshape(-1), b.reshape(-1)).reshape(shape)
+    return _sum_to_shape(a * b, shape)
 
 
 def _sum_to_shape(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -129,8 +160,11 @@ def _sum_to_shape(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def learned_int_bits_cast(x: torch.Tensor, int_bits: torch.Tensor, t: FixedType,
-                          view_shape: Optional[tuple[int, ...]] = None, khot: Optional[int] = None) -> torch.Tensor:
+                          view_shape: Optional[tuple[int, ...]] = None, khot: Optional[int] = None,
+                          training: bool = False) -> torch.Tensor:
     """``Q_{W, round(I)}(x)`` with gradients to ``x`` and to the float parameter ``int_bits``.
+
+    ``training=True`` takes the training-mode cast (see :class:`_LearnedIntBitsCast`).
 
     With ``khot=K`` the forward pass is the nearest K-hot value instead of ``t``'s cast.
     ``view_shape`` reshapes a per-channel ``int_bits`` so it broadcasts
@@ -138,4 +172,4 @@ def learned_int_bits_cast(x: torch.Tensor, int_bits: torch.Tensor, t: FixedType,
     ``int_bits``'s own shape.
     """
     shaped = int_bits if view_shape is None else int_bits.view(view_shape)
-    return _LearnedIntBitsCast.apply(x, shaped, t, khot)
+    return _LearnedIntBitsCast.apply(x, shaped, t, khot, training)

@@ -24,7 +24,7 @@ import torch
 
 from .format import FixedType, Overflow, Rounding
 
-__all__ = ["quantize", "to_codes", "from_codes", "cast_codes", "mantissa_bits"]
+__all__ = ["quantize", "to_codes", "from_codes", "cast_codes", "saturating_cast_codes", "mantissa_bits"]
 
 FixedLike = Union[FixedType, str]
 FracBits = Union[int, torch.Tensor]
@@ -311,6 +311,46 @@ def cast_codes(x: torch.Tensor, t: FixedType, frac_bits: Optional[FracBits] = No
     overflowing = _Overflowing(n, t, lambda: _scale(x, t, frac_bits, frac_lo, frac_hi), big)
     inside = overflowing.inside if need_mask else None  # taken before the overflow mode rewrites n
     return _OVERFLOWS[t.overflow](overflowing), inside
+
+
+def saturating_cast_codes(x: torch.Tensor, t: FixedType,
+                          frac_bits: Optional[FracBits] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-mode :func:`cast_codes` for ``AP_SAT`` formats: codes and the in-range mask, in four passes.
+
+    Scale, round, clamp, compare: no bounds pass, no NaN/Inf check and no
+    overflow bookkeeping.  For finite ``x`` the codes equal
+    :func:`cast_codes`'s, because the shortcuts it takes cannot change a
+    code under these conditions (otherwise it simply calls
+    :func:`cast_codes`):
+
+    * ``AP_SAT`` is a clamp of the rounded code, whatever the rounding mode;
+    * ``t.width`` is below the dtype's mantissa, so a scaled value too large
+      for the half-rounding modes to round exactly (``|v| >= 2**(m-1)``)
+      still rounds to beyond the range, on its own side, and is clamped
+      to the same end code; an ``x * 2**F`` that overflows to infinity
+      saturates the same way;
+    * no binary point needs :func:`cast_codes`'s scaling fix-ups (``TRN``
+      with ``F < 0``, float64 subnormals at ``F >= 1022``).
+
+    Unlike :func:`cast_codes`, NaN is not refused: it comes out as NaN
+    (outside the mask), which a training loss makes visible anyway, and
+    infinities saturate.  The mask is where the rounded code lay in range:
+    the straight-through gradient's support.
+    """
+    frac_bits = t.frac_bits if frac_bits is None else frac_bits
+    if isinstance(frac_bits, torch.Tensor) and frac_bits.dim() == 0:
+        frac_bits = int(frac_bits)  # a Python scale: no tensor broadcast in the hot multiply
+    frac_lo, frac_hi = _frac_range(frac_bits)
+    if (t.overflow is not Overflow.SAT or x.dtype not in _EXPONENT_RANGE or t.width >= mantissa_bits(x.dtype)
+            or (frac_lo < 0 and t.rounding is Rounding.TRN) or frac_hi >= 1022):
+        codes, inside = cast_codes(x, t, frac_bits, need_mask=True)
+        return codes, torch.ones_like(codes, dtype=torch.bool) if inside is None else inside
+    _check_dtype(x, t, frac_lo, frac_hi)
+    if isinstance(frac_bits, torch.Tensor):
+        frac_bits = frac_bits.to(device=x.device)
+    n = _ROUNDERS[t.rounding](torch.mul(x, _pow2(frac_bits, x)))
+    codes = torch.clamp(n, t.code_min, t.code_max)
+    return codes, torch.eq(codes, n)
 
 
 def _scale(x: torch.Tensor, t: FixedType, frac_bits: FracBits, frac_lo: int, frac_hi: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import math
 from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from .format import FixedType
 from .khot import khot_codes
@@ -202,19 +202,32 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *,
     2. Every activation quantizer (``output_quantizer``, ``accum_quantizer``)
        gets an observer (``observer()``, default :class:`MinMaxObserver`)
        through a forward pre-hook, which sees the exact value about to be
-       cast; ``model`` runs on every batch in eval mode without gradients;
-       each binary point is then set with :func:`fit_int_bits`.
+       cast; ``model`` runs in eval mode without gradients; each binary
+       point is then set with :func:`fit_int_bits`.
 
-    Upstream binary points change what downstream layers see, so step 2 is
-    repeated until no binary point moves (at most ``max_passes``, default
-    the number of activation quantizers + 1).  After the first pass a
-    binary point only grows, which guarantees the loop ends; with
-    :class:`MinMaxObserver` no activation then saturates on the calibration
-    data.  ``batches`` is iterated once per pass (an iterator is first
-    stored in a list).  A batch is a tensor, or a tuple/list whose first
-    element is the input; ``input_fn(batch)`` returning the tuple of model
-    inputs overrides that.  ``progress=True`` shows a tqdm bar if tqdm is
-    installed.  The model's training flags are restored afterwards.
+    A layer's observed input depends on the formats upstream, so step 2
+    walks a ``torch.fx.GraphModule`` (what :func:`qfx.quantize_model`
+    returns) node by node in topological order, every batch through one
+    node before the next: a layer's quantizers are fitted (the accumulator
+    before the output) on all batches before any downstream layer runs, and
+    the layer then runs once more to give its consumers the values cast to
+    the final formats.  One walk thus reaches the fixed point: observing
+    again with these formats would place every binary point where it is
+    (and with :class:`MinMaxObserver` no activation saturates on the
+    calibration data).  The batches are read once; every node's outputs are
+    kept until their last consumer has run.
+
+    Any other model (not a ``GraphModule``, a quantized layer called at
+    more than one node or from inside a module the graph does not show) is
+    calibrated by whole-model passes instead, repeated until no binary
+    point moves (at most ``max_passes``, default the number of activation
+    quantizers + 1; after the first pass a binary point only grows, so the
+    loop ends).  ``max_passes`` plays no part in the graph walk.
+
+    A batch is a tensor, or a tuple/list whose first element is the input;
+    ``input_fn(batch)`` returning the tuple of model inputs overrides that.
+    ``progress=True`` shows a tqdm bar if tqdm is installed.  The model's
+    training flags are restored afterwards.
 
     Returns the activation formats found, by ``"<layer>.<tensor>"``.
     """
@@ -224,25 +237,101 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *,
     if constants:
         calibrate_constants(model)
     quantizers = _activation_quantizers(model)
-    max_passes = len(quantizers) + 1 if max_passes is None else int(max_passes)
     modes = {m: m.training for m in model.modules()}
     model.eval()
-    handles = []
-    observers: dict[str, Observer] = {}
     try:
-        for name, q in quantizers.items():
-            observers[name] = obs = observer()
+        with torch.no_grad():
+            if _walkable(model, quantizers):
+                _calibrate_graph(model, batches, observer, input_fn, progress)
+            else:
+                max_passes = len(quantizers) + 1 if max_passes is None else int(max_passes)
+                _calibrate_by_passes(model, quantizers, batches, observer, input_fn, max_passes, progress)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return {name: q.fixed_type for name, q in quantizers.items()}
 
-            def hook(module, args, obs=obs):
-                obs.observe(args[0])
 
-            handles.append(q.register_forward_pre_hook(hook))
+def _layer_quantizers(layer: nn.Module) -> list[Quantizer]:
+    """A layer's activation quantizers in the order it applies them: accumulator, then output."""
+    return [q for q in (getattr(layer, "accum_quantizer", None), getattr(layer, "output_quantizer", None))
+            if q is not None]
+
+
+def _walkable(model: nn.Module, quantizers: dict[str, Quantizer]) -> bool:
+    """Whether the graph shows every activation quantizer, each in exactly one ``call_module`` node."""
+    if not isinstance(model, fx.GraphModule):
+        return False
+    calls: dict[str, int] = {}
+    for node in model.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    shown = set()
+    for target, count in calls.items():
+        layer = model.get_submodule(target)
+        if isinstance(layer, QuantizedLayer):
+            owned = _layer_quantizers(layer)
+            if owned and count > 1:
+                return False  # one format, several inputs: needs the union over every call
+            shown.update(id(q) for q in owned)
+    return shown == {id(q) for q in quantizers.values()}
+
+
+def _fit_observed(quantizer: Quantizer, obs: Observer) -> None:
+    if obs.low is not None:  # never reached by the data: left as it is
+        quantizer.set_int_bits(fit_int_bits(quantizer, *obs.bounds()))
+
+
+def _calibrate_graph(model: fx.GraphModule, batches: list, observer: Callable[[], Observer],
+                     input_fn: Callable[[Any], tuple], progress: bool) -> None:
+    """Fit the activation quantizers node by node, all batches through a node before the next (see :func:`calibrate`)."""
+    interpreters = []
+    for batch in batches:
+        interpreter = fx.Interpreter(model, garbage_collect_values=False)
+        interpreter.args_iter = iter(input_fn(batch))
+        interpreters.append(interpreter)
+    nodes = list(model.graph.nodes)
+    last_use = {}  # node -> index of the last node that reads it, to free values early
+    for index, node in enumerate(nodes):
+        for used in node.all_input_nodes:
+            last_use[used] = index
+
+    def run(node: fx.Node) -> list:
+        return [interpreter.run_node(node) for interpreter in interpreters]
+
+    for index, node in enumerate(_progress(nodes, progress, "calibrate")):
+        if node.op == "call_module" and isinstance(model.get_submodule(node.target), QuantizedLayer):
+            for q in _layer_quantizers(model.get_submodule(node.target)):
+                obs = observer()
+                handle = q.register_forward_pre_hook(lambda module, args, obs=obs: obs.observe(args[0]))
+                try:
+                    run(node)
+                finally:
+                    handle.remove()
+                _fit_observed(q, obs)
+        if node.op == "output":
+            break
+        for interpreter, value in zip(interpreters, run(node)):
+            interpreter.env[node] = value
+        for used in node.all_input_nodes:
+            if last_use[used] == index:
+                for interpreter in interpreters:
+                    del interpreter.env[used]
+
+
+def _calibrate_by_passes(model: nn.Module, quantizers: dict[str, Quantizer], batches: list,
+                         observer: Callable[[], Observer], input_fn: Callable[[Any], tuple], max_passes: int,
+                         progress: bool) -> None:
+    """Whole-model passes until no binary point moves (see :func:`calibrate`)."""
+    observers = {name: observer() for name in quantizers}
+    handles = [q.register_forward_pre_hook(lambda module, args, obs=observers[name]: obs.observe(args[0]))
+               for name, q in quantizers.items()]
+    try:
         for index in range(max(max_passes, 1)):
             for obs in observers.values():
                 obs.reset()
-            with torch.no_grad():
-                for batch in _progress(batches, progress, f"calibrate pass {index + 1}"):
-                    model(*input_fn(batch))
+            for batch in _progress(batches, progress, f"calibrate pass {index + 1}"):
+                model(*input_fn(batch))
             changed = False
             for name, q in quantizers.items():
                 obs = observers[name]
@@ -260,9 +349,6 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *,
     finally:
         for handle in handles:
             handle.remove()
-        for m, training in modes.items():
-            m.training = training
-    return {name: q.fixed_type for name, q in quantizers.items()}
 
 
 def _progress(batches: Iterable[Any], enabled: bool, description: str) -> Iterable[Any]:

@@ -153,3 +153,73 @@ def test_calibrate_with_percentile_and_batchnorm_constants():
     qfx.calibrate(q, [x], observer=lambda: PercentileObserver(99.0), progress=True)
     q.eval()
     assert q(x).shape == (8, 3, 4, 4)
+
+
+class _Residual(nn.Module):
+    """conv-BN-ReLU twice with a residual add, then a linear layer: formats depend on every upstream format."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 6 * 6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = torch.relu(self.bn2(self.conv2(y)) + y)
+        return self.fc(torch.flatten(y, 1))
+
+
+def _observe_and_fit(q: nn.Module, batches: list) -> dict[str, torch.Tensor]:
+    """One plain pass, independent of qfx.calibrate: observe every activation quantizer, fit, set."""
+    quantizers = {name: m for name, m in q.named_modules()
+                  if isinstance(m, (FixedQuantizer, KHotQuantizer)) and name.endswith(("output_quantizer",
+                                                                                        "accum_quantizer"))}
+    observers = {name: MinMaxObserver() for name in quantizers}
+    handles = [m.register_forward_pre_hook(lambda mod, args, o=observers[name]: o.observe(args[0]))
+               for name, m in quantizers.items()]
+    q.eval()
+    with torch.no_grad():
+        for b in batches:
+            q(b)
+    for h in handles:
+        h.remove()
+    for name, m in quantizers.items():
+        m.set_int_bits(fit_int_bits(m, *observers[name].bounds()))
+    return {name: m.effective_int_bits().clone() for name, m in quantizers.items()}
+
+
+def test_calibrate_one_walk_is_the_fixed_point_of_repeated_passes():
+    torch.manual_seed(0)
+    model = _Residual()
+    batches = [torch.randn(4, 3, 6, 6) * s for s in (1.0, 3.0, 0.5)]
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics away from the identity
+        for b in batches:
+            model(b * 2 + 1)
+    model.eval()
+    cfg = QConfig(weight=6, activation=6, accum=12)
+
+    walked = quantize_model(model, cfg, example_input=batches[0][:1])
+    qfx.calibrate(walked, batches)
+    walked_bits = {n: m.effective_int_bits().clone() for n, m in walked.named_modules()
+                   if isinstance(m, FixedQuantizer)}
+    # Observing again with the walk's formats moves nothing.
+    again = _observe_and_fit(walked, batches)
+    assert all(torch.equal(bits, walked_bits[name]) for name, bits in again.items())
+
+    # Plain passes from the initial formats converge, after several passes, to the same formats.
+    iterated = quantize_model(model, cfg, example_input=batches[0][:1])
+    calibrate_constants(iterated)
+    previous, passes = None, 0
+    while True:
+        current = _observe_and_fit(iterated, batches)
+        passes += 1
+        if previous is not None and all(torch.equal(current[n], previous[n]) for n in current):
+            break
+        previous = current
+        assert passes < 30
+    assert passes > 2  # the formats really do depend on each other
+    assert all(torch.equal(bits, walked_bits[name]) for name, bits in current.items())

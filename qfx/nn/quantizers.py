@@ -129,7 +129,8 @@ class _BinaryPointQuantizer(nn.Module):
         if self.learn_int_bits:
             with torch.no_grad():  # keep the parameter where rounding and the float range stay meaningful
                 self.int_bits.clamp_(*self.int_bits_range)
-            return learned_int_bits_cast(x, self.int_bits, self.base_type, view, khot=self._khot)
+            return learned_int_bits_cast(x, self.int_bits, self.base_type, view, khot=self._khot,
+                                         training=self.training)
         bits = self.effective_int_bits()
         frac = self.base_type.width - (bits if view is None else bits.view(view))
         return self._fixed_forward(x, frac)
@@ -158,8 +159,9 @@ class FixedQuantizer(_BinaryPointQuantizer):
 
     def _fixed_forward(self, x: torch.Tensor, frac_bits: torch.Tensor) -> torch.Tensor:
         if frac_bits.dim() == 0:
-            return fixed_cast(x, self.base_type.replace(int_bits=self.base_type.width - int(frac_bits)))
-        return fixed_cast(x, self.base_type, frac_bits)
+            t = self.base_type.replace(int_bits=self.base_type.width - int(frac_bits))
+            return fixed_cast(x, t, training=self.training)
+        return fixed_cast(x, self.base_type, frac_bits, training=self.training)
 
 
 class KHotQuantizer(_BinaryPointQuantizer):
