@@ -158,29 +158,24 @@ class _QBatchNorm(QuantizedLayer):
         return layer.to(module.running_mean.device)
 
 
-class QBatchNorm1d(_QBatchNorm):
-    __doc__ = """Batch normalization over ``(N, C)`` or ``(N, C, L)`` fixed-point inputs.
+def _batchnorm_doc(dims: int, shape: str) -> str:
+    return f"""Batch normalization over {shape} fixed-point inputs.
 
     Args:
-        num_features, eps, momentum, affine: as :class:`torch.nn.BatchNorm1d`
+        num_features, eps, momentum, affine: as :class:`torch.nn.BatchNorm{dims}d`
             (running statistics are always tracked).
         cfg: the formats; default ``LayerQConfig()``.
         input_width: word length of the input's format; default ``cfg.output.width``.
     """ + _NUMERICS
 
+
+class QBatchNorm1d(_QBatchNorm):
+    __doc__ = _batchnorm_doc(1, "``(N, C)`` or ``(N, C, L)``")
     _float_type = nn.BatchNorm1d
     _input_dims = (2, 3)
 
 
 class QBatchNorm2d(_QBatchNorm):
-    __doc__ = """Batch normalization over ``(N, C, H, W)`` fixed-point inputs.
-
-    Args:
-        num_features, eps, momentum, affine: as :class:`torch.nn.BatchNorm2d`
-            (running statistics are always tracked).
-        cfg: the formats; default ``LayerQConfig()``.
-        input_width: word length of the input's format; default ``cfg.output.width``.
-    """ + _NUMERICS
-
+    __doc__ = _batchnorm_doc(2, "``(N, C, H, W)``")
     _float_type = nn.BatchNorm2d
     _input_dims = (4,)

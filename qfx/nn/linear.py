@@ -259,31 +259,26 @@ class _QConvNd(_QDotProduct):
         return layer
 
 
-class QConv1d(_QConvNd):
-    __doc__ = """1-D convolution (zero padding) on fixed-point inputs of shape ``(N, C, L)``.
+def _conv_doc(dims: int, shape: str) -> str:
+    return f"""{dims}-D convolution (zero padding) on fixed-point inputs of shape ``{shape}``.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation,
-        groups, bias: as :class:`torch.nn.Conv1d`.
+        groups, bias: as :class:`torch.nn.Conv{dims}d`.
         cfg: the formats; default ``LayerQConfig()``.
         input_width: word length of the input's format; default ``cfg.output.width``.
     """ + _NUMERICS
 
+
+class QConv1d(_QConvNd):
+    __doc__ = _conv_doc(1, "(N, C, L)")
     _dims = 1
     _conv = staticmethod(F.conv1d)
     _float_type = nn.Conv1d
 
 
 class QConv2d(_QConvNd):
-    __doc__ = """2-D convolution (zero padding) on fixed-point inputs of shape ``(N, C, H, W)``.
-
-    Args:
-        in_channels, out_channels, kernel_size, stride, padding, dilation,
-        groups, bias: as :class:`torch.nn.Conv2d`.
-        cfg: the formats; default ``LayerQConfig()``.
-        input_width: word length of the input's format; default ``cfg.output.width``.
-    """ + _NUMERICS
-
+    __doc__ = _conv_doc(2, "(N, C, H, W)")
     _dims = 2
     _conv = staticmethod(F.conv2d)
     _float_type = nn.Conv2d
