@@ -1,0 +1,397 @@
+"""From an IR graph to one C++ translation unit that runs it on integer codes.
+
+The unit includes the header-only library (``include/qfx/emulator.h``),
+declares one ``qfx::Format`` per tensor, the constants as ``constexpr``
+integer arrays, a ``Workspace`` holding every tensor of one sample, and
+``forward``, which calls one kernel per node.  The numerics are those of
+:mod:`qfx.ir.interpreter`: every alignment shift and binary point is worked
+out here, in Python integers, so the kernels only shift, multiply, add and
+cast.
+
+Each node's exact intermediate width (the ``ap_fixed`` result types: input
+width + weight width + ``ceil(log2(fan-in))``, plus the alignment of a bias
+or shift) picks its accumulator: ``int32`` up to 31 bits, ``int64`` up to
+63, ``__int128`` up to 127; a wider node is refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from ..format import FixedType
+from ..ir.graph import Constant, Graph, Node
+
+__all__ = ["EmulatorError", "generate", "accumulator_bits", "MAX_ACCUMULATOR_BITS"]
+
+#: The widest exact intermediate the kernels hold (``__int128``, one bit for the sign).
+MAX_ACCUMULATOR_BITS = 127
+
+_ACCUMULATORS = ((31, "std::int32_t"), (63, "std::int64_t"), (127, "qfx::i128"))
+_ROW = 24  # constants per source line
+
+
+class EmulatorError(ValueError):
+    """A graph the emulator cannot run (a format or an intermediate too wide); the message names the node."""
+
+
+# ----------------------------------------------------------- small helpers
+def _bits(t: FixedType) -> int:
+    """Width of a code of ``t`` read as a signed integer."""
+    return t.width + (0 if t.signed else 1)
+
+
+def _constant_bits(c: Constant) -> int:
+    return max(_bits(t) for t in c.types)
+
+
+def _carry(count: int) -> int:
+    """``ceil(log2(count))``: the carry bits of a sum of ``count`` terms."""
+    return (count - 1).bit_length()
+
+
+def _format(t: FixedType) -> str:
+    return (f"qfx::Format<{t.width}, {t.frac_bits}, {'true' if t.signed else 'false'}, "
+            f"qfx::Rounding::{t.rounding.value}, qfx::Overflow::{t.overflow.value}, {t.sat_bits}>")
+
+
+def _ints(values: Iterable[int]) -> str:
+    items = [str(int(v)) for v in values]
+    rows = [", ".join(items[i:i + _ROW]) for i in range(0, len(items), _ROW)]
+    return "{" + ",\n    ".join(rows) + "}"
+
+
+def _int_type(codes: np.ndarray) -> str:
+    """The narrowest C integer type holding ``codes``."""
+    lo, hi = (int(codes.min()), int(codes.max())) if codes.size else (0, 0)
+    for bits in (8, 16, 32):
+        if -(1 << (bits - 1)) <= lo and hi < (1 << (bits - 1)):
+            return f"std::int{bits}_t"
+    return "std::int64_t"
+
+
+def _csd(code: int) -> list[tuple[int, int]]:
+    """The canonical signed-digit form of ``code``: ``[(position, +1 or -1), ...]``."""
+    digits, position = [], 0
+    while code:
+        if code & 1:
+            digit = 2 - (code & 3)  # +1 when the next bit is 0, -1 when it is 1: no two adjacent digits
+            digits.append((position, digit))
+            code -= digit
+        code >>= 1
+        position += 1
+    return digits
+
+
+def _check_width(node_or_input: str, t: FixedType) -> None:
+    if t.width > (64 if t.signed else 63):
+        raise EmulatorError(f"{node_or_input}: format {t} is wider than the emulator's 64-bit codes (63 bits "
+                            "unsigned); narrow it with a QConfig override")
+
+
+def _accumulator(node: Node, bits: int) -> str:
+    for limit, name in _ACCUMULATORS:
+        if bits <= limit:
+            return name
+    raise EmulatorError(f"{node.describe()}: its exact intermediate needs {bits} bits, more than the "
+                        f"{MAX_ACCUMULATOR_BITS} an __int128 accumulator holds; narrow its input, weight or "
+                        "bias formats (a narrower 'accum' format does not help: the sum is formed exactly first)")
+
+
+# ------------------------------------------------------------- the emitter
+class _Unit:
+    """The pieces of the translation unit, filled node by node."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.names = graph.c_names()
+        self.values = graph.values()
+        self.formats: list[str] = []
+        self.constants: list[str] = []
+        self.calls: list[str] = []
+        self.widths: dict[str, int] = {}
+
+    def fmt(self, tensor: str) -> str:
+        return f"formats::{self.names[tensor]}"
+
+    def ws(self, tensor: str) -> str:
+        return f"ws.{self.names[tensor]}"
+
+    def constant(self, node: Node, role: str, codes: np.ndarray) -> str:
+        """Declare ``codes`` (flattened) as a constexpr array; return its C++ name."""
+        name = f"{self.names[node.name]}__{role}"
+        flat = np.asarray(codes, dtype=np.int64).ravel()
+        self.constants.append(f"constexpr {_int_type(flat)} {name}[{max(flat.size, 1)}] = "
+                              f"{_ints(flat if flat.size else [0])};")
+        return f"constants::{name}"
+
+    def scalar_frac(self, node: Node, role: str) -> tuple[int, int]:
+        c = node.constants[role]
+        return int(c.codes), c.types[0].frac_bits
+
+
+# ------------------------------------------------------------- node emitters
+def _dot(unit: _Unit, node: Node, fan_in: int) -> tuple[str, str]:
+    """Accumulator and epilogue name of a dense or convolution node."""
+    x = unit.values[node.inputs[0]]
+    weight, bias = node.constants["weight"], node.constants.get("bias")
+    channels = weight.codes.shape[0]
+    frac = [x.type.frac_bits + weight.type_of(o).frac_bits for o in range(channels)]
+    dot_bits = _bits(x.type) + _constant_bits(weight) + _carry(fan_in)
+    if bias is not None:
+        fb = bias.types[0].frac_bits
+        common = [max(f, fb) for f in frac]
+        sum_shift = [c - f for c, f in zip(common, frac)]
+        bias_shift = [c - fb for c in common]
+        bits = max(max(dot_bits + s, _bits(bias.types[0]) + b) for s, b in zip(sum_shift, bias_shift)) + 1
+        bias_codes = bias.codes.tolist()
+    else:
+        common, sum_shift, bias_shift, bits, bias_codes = frac, [0] * channels, [0] * channels, dot_bits, \
+            [0] * channels
+    accum = node.formats.get("accum")
+    if accum is not None:
+        _check_width(node.describe() + " accumulator", accum)
+    target = accum or node.output.type
+    drop = [c - target.frac_bits for c in common]
+    acc = _accumulator(node, bits)
+    unit.widths[node.name] = bits
+    name = f"{unit.names[node.name]}__epilogue"
+    accum_type = "qfx::NoAccum"
+    if accum is not None:
+        accum_type = f"{unit.fmt(node.name)}__accum"
+        unit.formats.append(f"using {unit.names[node.name]}__accum = {_format(accum)};")
+    unit.constants.append(
+        f"constexpr qfx::DotEpilogue<{unit.fmt(node.name)}, {accum_type}, {acc}, {channels}> {name} = {{"
+        f"{'true' if bias is not None else 'false'}, {_ints(bias_codes)}, {_ints(sum_shift)}, "
+        f"{_ints(bias_shift)}, {_ints(drop)}}};")
+    return acc, f"constants::{name}"
+
+
+def _dense(unit: _Unit, node: Node) -> str:
+    weight = node.constants["weight"]
+    outs, ins = weight.codes.shape
+    acc, epilogue = _dot(unit, node, ins)
+    w = unit.constant(node, "weight", weight.codes)
+    return f"qfx::dense<{ins}, {outs}, {acc}>({unit.ws(node.inputs[0])}, {w}, {epilogue}, {unit.ws(node.name)});"
+
+
+def _conv(unit: _Unit, node: Node) -> str:
+    weight = node.constants["weight"]
+    x = unit.values[node.inputs[0]]
+    a = node.attrs
+    if node.op == "conv1d":  # a 1-D convolution is a 2-D one of height 1
+        (c, length), (o, _, k) = x.shape, weight.codes.shape
+        shape = [c, 1, length, o, 1, k, 1, a["stride"][0], 0, a["padding"][0][0], 1, a["dilation"][0],
+                 a["groups"], 1, node.output.shape[1]]
+    else:
+        (c, h, w), (o, _, kh, kw) = x.shape, weight.codes.shape
+        shape = [c, h, w, o, kh, kw, *a["stride"], a["padding"][0][0], a["padding"][1][0], *a["dilation"],
+                 a["groups"], *node.output.shape[1:]]
+    fan_in = int(np.prod(weight.codes.shape[1:]))
+    acc, epilogue = _dot(unit, node, fan_in)
+    wname = unit.constant(node, "weight", weight.codes)
+    return (f"qfx::conv2d<qfx::Conv2dShape<{', '.join(map(str, shape))}>, {acc}>({unit.ws(node.inputs[0])}, "
+            f"{wname}, {epilogue}, {unit.ws(node.name)});")
+
+
+def _scale_shift(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    scale, shift = node.constants["scale"], node.constants["shift"]
+    channels = x.shape[0]
+    size = x.size // channels
+    fp = [x.type.frac_bits + scale.type_of(c).frac_bits for c in range(channels)]
+    fs = [shift.type_of(c).frac_bits for c in range(channels)]
+    common = [max(a, b) for a, b in zip(fp, fs)]
+    product_shift = [c - a for c, a in zip(common, fp)]
+    shift_shift = [c - b for c, b in zip(common, fs)]
+    digits = [_csd(int(code)) for code in scale.codes]
+    # Scales of at most two signed digits (K-hot) become shifts and adds, as in the hardware.
+    terms = max(len(d) for d in digits) if max(len(d) for d in digits) <= 2 else 0
+    product_bits = _bits(x.type) + _constant_bits(scale) + (1 if terms else 0)
+    bits = max(max(product_bits + p, _bits(shift.type_of(c)) + s)
+               for c, (p, s) in enumerate(zip(product_shift, shift_shift))) + 1
+    acc = _accumulator(node, bits)
+    unit.widths[node.name] = bits
+    padded = [d + [(0, 0)] * (max(terms, 1) - len(d)) for d in digits] if terms else [[(0, 0)]] * channels
+    name = f"{unit.names[node.name]}__params"
+    unit.constants.append(
+        f"constexpr qfx::ScaleShiftParams<{unit.fmt(node.name)}, {acc}, {channels}, {terms}> {name} = {{"
+        f"{_ints(scale.codes.tolist())}, {_ints(p for d in padded for p, _ in d)}, "
+        f"{_ints(s for d in padded for _, s in d)}, {_ints(product_shift)}, {_ints(shift.codes.tolist())}, "
+        f"{_ints(shift_shift)}, {_ints(c - node.output.type.frac_bits for c in common)}}};")
+    return (f"qfx::scale_shift<{unit.fmt(node.name)}, {acc}, {channels}, {size}, {terms}>("
+            f"{unit.ws(node.inputs[0])}, constants::{name}, {unit.ws(node.name)});")
+
+
+def _relu(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    drop = x.type.frac_bits - node.output.type.frac_bits
+    return f"qfx::relu<{unit.fmt(node.name)}, {x.size}>({unit.ws(x.name)}, {drop}, {unit.ws(node.name)});"
+
+
+def _relu6(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    fx = x.type.frac_bits
+    common = max(fx, 0)  # 6 is an integer: exact once there are no negative fractional bits
+    bits = max(_bits(x.type) + common - fx, 4 + common) + 1
+    acc = _accumulator(node, bits)
+    unit.widths[node.name] = bits
+    return (f"qfx::relu6<{unit.fmt(node.name)}, {acc}, {x.size}>({unit.ws(x.name)}, {common - fx}, {common}, "
+            f"{common - node.output.type.frac_bits}, {unit.ws(node.name)});")
+
+
+def _leaky_relu(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    slope, fs = unit.scalar_frac(node, "slope")
+    fx = x.type.frac_bits
+    common = fx + max(fs, 0)
+    up_pos, up_neg = common - fx, common - fx - fs
+    bits = max(_bits(x.type) + up_pos, _bits(x.type) + _constant_bits(node.constants["slope"]) + up_neg) + 1
+    acc = _accumulator(node, bits)
+    unit.widths[node.name] = bits
+    return (f"qfx::leaky_relu<{unit.fmt(node.name)}, {acc}, {x.size}>({unit.ws(x.name)}, {slope}, {up_pos}, "
+            f"{up_neg}, {common - node.output.type.frac_bits}, {unit.ws(node.name)});")
+
+
+def _add(unit: _Unit, node: Node) -> str:
+    a, b = (unit.values[name] for name in node.inputs)
+    common = max(a.type.frac_bits, b.type.frac_bits)
+    up_a, up_b = common - a.type.frac_bits, common - b.type.frac_bits
+    bits = max(_bits(a.type) + up_a, _bits(b.type) + up_b) + 1
+    acc = _accumulator(node, bits)
+    unit.widths[node.name] = bits
+    return (f"qfx::add<{unit.fmt(node.name)}, {acc}, {a.size}>({unit.ws(a.name)}, {up_a}, {unit.ws(b.name)}, "
+            f"{up_b}, {common - node.output.type.frac_bits}, {unit.ws(node.name)});")
+
+
+def _pool_shape(x_shape: Sequence[int], node: Node, dilation: Sequence[int]) -> str:
+    a = node.attrs
+    dims = [*x_shape, *a["kernel"], *a["stride"], *a["padding"], *dilation, *node.output.shape[1:]]
+    return f"qfx::PoolShape<{', '.join(map(str, dims))}>"
+
+
+def _maxpool(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    shape = _pool_shape(x.shape, node, node.attrs["dilation"])
+    drop = x.type.frac_bits - node.output.type.frac_bits
+    return f"qfx::maxpool2d<{unit.fmt(node.name)}, {shape}>({unit.ws(x.name)}, {drop}, {unit.ws(node.name)});"
+
+
+def _divided(unit: _Unit, node: Node, count: int) -> tuple[str, int, int]:
+    """Accumulator, divisor code and drop of an average: ``sum of count codes * divisor``."""
+    x = unit.values[node.inputs[0]]
+    divisor, fd = unit.scalar_frac(node, "divisor")
+    bits = _bits(x.type) + _carry(count) + _constant_bits(node.constants["divisor"])
+    unit.widths[node.name] = bits
+    return _accumulator(node, bits), divisor, x.type.frac_bits + fd - node.output.type.frac_bits
+
+
+def _avgpool(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    kh, kw = node.attrs["kernel"]
+    acc, divisor, drop = _divided(unit, node, kh * kw)
+    shape = _pool_shape(x.shape, node, [1, 1])
+    return (f"qfx::avgpool2d<{unit.fmt(node.name)}, {acc}, {shape}>({unit.ws(x.name)}, {divisor}, {drop}, "
+            f"{unit.ws(node.name)});")
+
+
+def _global_avgpool(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    size = x.shape[1] * x.shape[2]
+    acc, divisor, drop = _divided(unit, node, size)
+    return (f"qfx::global_avgpool2d<{unit.fmt(node.name)}, {acc}, {x.shape[0]}, {size}>({unit.ws(x.name)}, "
+            f"{divisor}, {drop}, {unit.ws(node.name)});")
+
+
+def _flatten(unit: _Unit, node: Node) -> str:
+    return f"qfx::copy<{node.output.size}>({unit.ws(node.inputs[0])}, {unit.ws(node.name)});"
+
+
+_EMITTERS = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
+             "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "maxpool2d": _maxpool,
+             "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool, "flatten": _flatten}
+
+
+# -------------------------------------------------------------- the unit
+def accumulator_bits(graph: Graph) -> dict[str, int]:
+    """The exact intermediate width of every node that forms one (dense, conv, adds, averages...), by name."""
+    unit = _Unit(graph)
+    for node in graph.nodes:
+        _EMITTERS[node.op](unit, node)
+    return unit.widths
+
+
+def generate(graph: Graph) -> str:
+    """The C++17 translation unit that emulates ``graph``; raises :class:`EmulatorError` naming a node it cannot run."""
+    unit = _Unit(graph)
+    tensors = list(graph.inputs) + [n.output for n in graph.nodes]
+    for value in graph.inputs:
+        _check_width(f"graph input '{value.name}'", value.type)
+    for node in graph.nodes:
+        _check_width(node.describe(), node.output.type)
+        if node.op not in _EMITTERS:
+            raise EmulatorError(f"{node.describe()}: the emulator has no kernel for op '{node.op}'")
+    for value in tensors:
+        unit.formats.append(f"using {unit.names[value.name]} = {_format(value.type)};")
+    for node in graph.nodes:
+        unit.calls.append(_EMITTERS[node.op](unit, node))
+    index = {v.name: k for k, v in enumerate(tensors)}
+    members = [f"  qfx::code_t<formats::{unit.names[v.name]}> {unit.names[v.name]}[{max(v.size, 1)}];"
+               for v in tensors]
+    binds = [f"  refs[{k}] = {{ws.{unit.names[v.name]}, int(sizeof(ws.{unit.names[v.name]}[0])), {v.size}}};"
+             for k, v in enumerate(tensors)]
+    labels = "\n".join(f"//   {unit.names[v.name]}: {v.name!r} {v.type} {list(v.shape)}" for v in tensors)
+    return _TEMPLATE.format(
+        name=repr(graph.name), labels=labels,
+        formats="\n".join(unit.formats), constants="\n".join(unit.constants), members="\n".join(members),
+        calls="\n".join("  " + c for c in unit.calls), binds="\n".join(binds),
+        sizes=_ints(v.size for v in tensors), n_inputs=len(graph.inputs), n_tensors=len(tensors),
+        outputs=_ints(index[name] for name in graph.outputs), n_outputs=len(graph.outputs),
+        c_name=_c_string(graph.name))
+
+
+def _c_string(text: str) -> str:
+    """``text`` as a C string literal holding only printable ASCII (anything else escaped in octal)."""
+    out = []
+    for ch in text.encode("utf-8"):
+        out.append(chr(ch) if 32 <= ch < 127 and chr(ch) not in '"\\?' else f"\\{ch:03o}")
+    return '"' + "".join(out) + '"'
+
+
+_TEMPLATE = """\
+// qfx emulator program for graph {name}.
+// Tensors (C name: IR name, format, shape per sample):
+{labels}
+#include <qfx/emulator.h>
+
+namespace {{
+
+namespace formats {{
+{formats}
+}}  // namespace formats
+
+namespace constants {{
+{constants}
+}}  // namespace constants
+
+struct Workspace {{
+{members}
+}};
+
+void forward(Workspace& ws) {{
+{calls}
+}}
+
+void bind(Workspace& ws, qfx::TensorRef* refs) {{
+{binds}
+}}
+
+constexpr long long kSizes[] = {sizes};
+constexpr int kOutputs[] = {outputs};
+constexpr qfx::Program kProgram = {{{c_name}, {n_inputs}, {n_tensors}, kSizes, {n_outputs}, kOutputs}};
+
+}}  // namespace
+
+int main(int argc, char** argv) {{ return qfx::main<Workspace>(argc, argv, kProgram, forward, bind); }}
+"""
