@@ -1,0 +1,53 @@
+"""The Vitis HLS back end: an IR graph to a bit-exact HLS project, and C simulation without Vitis.
+
+    files = qfx.hls.generate(graph, qfx.load_board("ultra96v2"), io="stream")   # {path: text}
+    qfx.hls.write_project(files, "out/net_hls")                                 # atomic
+    report = qfx.hls.run_csim("out/net_hls")                                    # g++ + ap_types
+    assert report.ok, report.summary()
+
+Modules: :mod:`.environment` (Jinja2 and filters), :mod:`.layers` (each
+node as a library call, sized to be exact), :mod:`.project` (the plan:
+``{path: text}``), :mod:`.writer` (atomic writing), :mod:`.csim`
+(compile, cache, run, verdict), :mod:`.toolchain` (where headers and tools
+are), :mod:`.report` (formats, costs, synthesis results).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..boards import Board
+from ..ir import Graph, input_codes
+from .csim import CsimError, CsimReport, TensorResult, run_csim
+from .layers import HLSError
+from .project import IO_MODES, plan_project
+from .toolchain import ToolchainError
+from .writer import UnsafePathError, write_project
+
+__all__ = ["generate", "default_inputs", "float_inputs", "write_project", "run_csim", "CsimReport",
+           "TensorResult", "HLSError", "CsimError", "ToolchainError", "UnsafePathError", "IO_MODES"]
+
+#: Golden samples the testbench checks when no inputs are given.
+DEFAULT_SAMPLES = 256
+
+
+def default_inputs(graph: Graph, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[np.ndarray]:
+    """Random codes covering each input format's whole range, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(v.type.code_min, v.type.code_max, size=(samples,) + v.shape, endpoint=True,
+                         dtype=np.int64) for v in graph.inputs]
+
+
+def float_inputs(graph: Graph, *arrays: np.ndarray) -> list[np.ndarray]:
+    """Float inputs (one batch-first array per graph input) as codes, cast as the model's input casts."""
+    if len(arrays) != len(graph.inputs):
+        raise HLSError(f"graph '{graph.name}' takes {len(graph.inputs)} input(s), got {len(arrays)}")
+    return [input_codes(np.asarray(x), v.type) for x, v in zip(arrays, graph.inputs)]
+
+
+def generate(graph: Graph, board: Board, io: str = "parallel", inputs: Optional[list[np.ndarray]] = None,
+             reuse: Optional[dict[str, int]] = None) -> dict[str, str]:
+    """The project's files as ``{relative path: text}``; ``inputs`` are codes (default: :func:`default_inputs`)."""
+    return plan_project(graph, board, io, inputs if inputs is not None else default_inputs(graph), reuse)
