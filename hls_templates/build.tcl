@@ -3,14 +3,19 @@
 #   vitis-run --mode hls --tcl build.tcl              (Vitis 2023.2 and later)
 #   vitis_hls -f build.tcl -tclargs csim=1 synth=1 cosim=1 export=1
 #
-# Options (name=0|1): reset csim synth cosim export.  Defaults: csim and synth.
+# Options (name=0|1): reset csim synth cosim export, after -tclargs or in the environment variable
+# QFX_BUILD_OPTIONS (what `qfx build` sets).  Defaults: csim and synth.
 # Part, clock and file lists come from project.tcl, generated for the board.
 
 set here [file dirname [file normalize [info script]]]
 source [file join $here project.tcl]
 
 array set option {reset 1 csim 1 synth 1 cosim 0 export 0}
-foreach arg $argv {
+set arguments $argv
+if {[info exists ::env(QFX_BUILD_OPTIONS)]} {
+    set arguments [concat $::env(QFX_BUILD_OPTIONS) $arguments]
+}
+foreach arg $arguments {
     set pair [split $arg =]
     set name [lindex $pair 0]
     if {[llength $pair] != 2 || ![info exists option($name)]} {

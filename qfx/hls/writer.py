@@ -15,7 +15,10 @@ import shutil
 import tempfile
 from typing import Mapping
 
-__all__ = ["write_project", "check_relative_path", "UnsafePathError"]
+__all__ = ["write_project", "check_relative_path", "UnsafePathError", "MARKER"]
+
+#: The file that marks a directory as a generated project, which --force may replace.
+MARKER = "qfx.json"
 
 
 class UnsafePathError(ValueError):
@@ -35,7 +38,9 @@ def write_project(files: Mapping[str, str], directory: "os.PathLike | str", forc
     """Write ``files`` (relative path -> text) as the directory ``directory``; returns its path.
 
     Refuses an existing ``directory`` unless ``force`` (then it is replaced
-    as a whole), and a ``directory`` that is a symbolic link.
+    as a whole, and only if it is empty or an earlier project holding
+    :data:`MARKER`), a symbolic link, and the home or current directory or
+    an ancestor of it.
     """
     target = pathlib.Path(directory)
     checked = {check_relative_path(path): text for path, text in files.items()}
@@ -45,6 +50,13 @@ def write_project(files: Mapping[str, str], directory: "os.PathLike | str", forc
         raise FileExistsError(f"'{target}' exists; pass --force (force=True) to replace it")
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"'{target}' exists and is not a directory; remove it or choose another -o")
+    resolved, here = target.resolve(), pathlib.Path.cwd().resolve()
+    if resolved == pathlib.Path.home().resolve() or resolved in (here, *here.parents):
+        raise UnsafePathError(f"'{target}' is the home directory, the current directory or one of its parents; "
+                              "choose a new directory for the project")
+    if target.exists() and any(target.iterdir()) and not (target / MARKER).is_file():
+        raise UnsafePathError(f"'{target}' is not empty and holds no {MARKER}, so it is not a qfx project; "
+                              "qfx does not replace it even with --force: choose another directory")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
