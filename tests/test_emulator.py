@@ -1,0 +1,317 @@
+"""qfx.emulator: the C++ cast equals Xilinx's ap_fixed.h, and emulate == qfx.ir.run == PyTorch on a zoo."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import qfx
+from ap_fixed_oracle import cache_dir, header_dir
+from ir_zoo import CNN, MLP, ZOO, Odd, inputs, quantized
+from qfx.emulator import EmulatorError, accumulator_bits, compile_graph, emulate, include_dir, run_codes
+from qfx.format import FixedType, Overflow, Rounding
+from qfx.ir import Constant, Graph, Node, Value
+
+
+# ---------------------------------------------------- the cast vs ap_fixed.h
+def _random_cast_cases(rng: random.Random) -> list[tuple[tuple[int, int, bool], FixedType]]:
+    """(source width, source int bits, source signed) and a destination format: every rounding with every overflow.
+
+    Widths and binary points are random.  At most ``source width - 1`` bits
+    are dropped: beyond that, the header's own debug assertions fire
+    ("Attempting to read bit beyond MSB"), so it is no oracle there.
+    """
+    cases = []
+    for k, (rounding, overflow) in enumerate((q, o) for q in Rounding for o in Overflow):
+        signed = overflow is Overflow.WRAP_SM or rng.random() < 0.7
+        width = rng.choice([1, 2, 64 if signed else 63]) if k % 4 == 0 else rng.randint(1, 64 if signed else 63)
+        sat_bits = rng.randint(1, width) if overflow in (Overflow.WRAP, Overflow.WRAP_SM) and k % 2 else 0
+        dst = FixedType(width, rng.randint(-8, width + 8), signed=signed, rounding=rounding, overflow=overflow,
+                        sat_bits=sat_bits)
+        src_width = rng.randint(2, 120)
+        drop = rng.randint(-70, src_width - 1) if k % 3 else rng.randint(-3, min(3, src_width - 1))
+        src_frac = dst.frac_bits + drop
+        cases.append(((src_width, src_width - src_frac, rng.random() < 0.8), dst))
+    return cases
+
+
+def _source_codes(rng: random.Random, src: tuple[int, int, bool], dst: FixedType, n: int) -> list[int]:
+    """Codes of the source format: extremes, small values, values near the destination's limits, random ones."""
+    width, int_bits, signed = src
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+    drop = (width - int_bits) - dst.frac_bits
+    picks = [lo, hi, 0, 1, -1, lo + 1, hi - 1]
+    for limit in (dst.code_max, dst.code_min, dst.code_max + 1, dst.code_min - 1):
+        scaled = limit << drop if drop >= 0 else limit >> -drop
+        picks += [scaled + d for d in (-2, -1, 0, 1, 2)]
+    picks += [rng.randint(-8, 8) for _ in range(6)]
+    while len(picks) < n:
+        bits = rng.randint(1, width)
+        picks.append(rng.randint(-(1 << (bits - 1)), (1 << (bits - 1)) - 1))
+    return [min(max(p, lo), hi) for p in picks[:n]]
+
+
+def _cast_program(cases) -> str:
+    lines = ["#include <ap_fixed.h>", "#include <qfx/cast.h>", "#include <cstdint>", "#include <cstdio>", "",
+             "// Reads (hi, lo) int64 pairs: a source code as 128-bit two's complement; prints the header's",
+             "// stored bits and qfx's code for the same cast.",
+             "template <class Src, class Dst, class Q>",
+             "static void check(std::FILE* in, int count, int drop) {",
+             "  for (int i = 0; i < count; ++i) {",
+             "    long long pair[2];",
+             "    if (std::fread(pair, sizeof pair, 1, in) != 1) return;",
+             "    ap_uint<128> bits;",
+             "    bits.range(127, 64) = ap_uint<64>(static_cast<unsigned long long>(pair[0]));",
+             "    bits.range(63, 0) = ap_uint<64>(static_cast<unsigned long long>(pair[1]));",
+             "    Src src;",
+             "    src.range(Src::width - 1, 0) = bits.range(Src::width - 1, 0);",
+             "    Dst dst = src;",
+             "    const qfx::i128 code = static_cast<qfx::i128>((static_cast<qfx::u128>(pair[0]) << 64) |",
+             "                                                 static_cast<std::uint64_t>(pair[1]));",
+             "    std::printf(\"%llu %lld\\n\", static_cast<unsigned long long>(dst.range(Dst::width - 1, 0)"
+             ".to_uint64()),",
+             "                static_cast<long long>(qfx::cast<Q>(code, drop)));",
+             "  }",
+             "}", "", "int main(int argc, char** argv) {",
+             "  std::FILE* in = std::fopen(argv[1], \"rb\");", "  const int n = std::atoi(argv[2]);"]
+    for (sw, si, ss), t in cases:
+        src = f"ap_{'' if ss else 'u'}fixed<{sw},{si}>"
+        kind = "ap_fixed" if t.signed else "ap_ufixed"
+        dst = f"{kind}<{t.width},{t.int_bits},{t.rounding.cpp},{t.overflow.cpp},{t.sat_bits}>"
+        q = (f"qfx::Format<{t.width},{t.frac_bits},{'true' if t.signed else 'false'},qfx::Rounding::"
+             f"{t.rounding.value},qfx::Overflow::{t.overflow.value},{t.sat_bits}>")
+        lines.append(f"  check<{src}, {dst}, {q}>(in, n, {(sw - si) - t.frac_bits});")
+    lines += ["  return 0;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _build(source: str, name: str) -> Path:
+    """Compile a test program against ap_fixed.h and qfx's headers, cached by content like the oracle's."""
+    headers = header_dir()
+    digest = hashlib.sha256(source.encode())
+    for path in sorted(list(headers.rglob("*.h")) + list(include_dir().rglob("*.h"))):
+        digest.update(path.read_bytes())
+    binary = cache_dir() / f"{name}-{digest.hexdigest()[:32]}"
+    if not binary.is_file():
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=binary.parent, prefix=".build-") as tmp:
+            (Path(tmp) / "p.cpp").write_text(source)
+            subprocess.run(["g++", "-std=c++17", "-O1", f"-I{headers}", f"-I{include_dir()}", "p.cpp", "-o", "p"],
+                           cwd=tmp, check=True, capture_output=True)
+            os.replace(Path(tmp) / "p", binary)
+    return binary
+
+
+def test_cast_matches_ap_fixed_header(tmp_path):
+    rng = random.Random(20261126)
+    cases = _random_cast_cases(rng)
+    per_case = 64
+    codes = [_source_codes(rng, src, dst, per_case) for src, dst in cases]
+    blob = b"".join(struct.pack("=qq", c >> 64, ((c & ((1 << 64) - 1)) ^ (1 << 63)) - (1 << 63))
+                    for case in codes for c in case)
+    (tmp_path / "in.bin").write_bytes(blob)
+    program = _build(_cast_program(cases), "emulator_cast_vs_ap_fixed")
+    out = subprocess.run([str(program), str(tmp_path / "in.bin"), str(per_case)], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    bad = []
+    for k, ((src, t), case) in enumerate(zip(cases, codes)):
+        for i, c in enumerate(case):
+            header_bits, ours = map(int, out[k * per_case + i].split())
+            if header_bits != ours & ((1 << t.width) - 1):
+                bad.append(f"{t} from ap_fixed<{src[0]},{src[1]}> code {c}: header {header_bits}, qfx {ours}")
+    assert not bad, f"{len(bad)} casts differ, e.g.\n" + "\n".join(bad[:10])
+
+
+# ------------------------------------------------------ graphs: the three agree
+def _assert_all_equal(qm: nn.Module, graph: Graph, x: torch.Tensor, threads=None) -> None:
+    expected = qm(x).detach().double().numpy()
+    interpreted = qfx.ir.run(graph, x.numpy())
+    emulated = emulate(graph, x.numpy(), threads=threads)
+    assert emulated.shape == expected.shape == interpreted.shape
+    assert np.array_equal(interpreted, expected), f"{int((interpreted != expected).sum())} IR outputs differ"
+    assert np.array_equal(emulated, expected), f"{int((emulated != expected).sum())} emulator outputs differ"
+
+
+_ZOO_CACHE: dict = {}
+
+
+def _zoo(name: str, config: qfx.QConfig = qfx.QConfig()):
+    """The quantized zoo model and its graph, built once per test session."""
+    key = (name, repr(config))
+    if key not in _ZOO_CACHE:
+        make, shape = ZOO[name]
+        x = inputs(shape, batch=64)
+        qm = quantized(make, x, config)
+        _ZOO_CACHE[key] = (qm, qfx.export(qm, x[:1]), shape)
+    return _ZOO_CACHE[key]
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+@pytest.mark.parametrize("batch", [1, 256])
+def test_zoo_pytorch_interpreter_and_emulator_agree(name, batch):
+    qm, graph, shape = _zoo(name)
+    _assert_all_equal(qm, graph, inputs(shape, batch=batch, seed=11))
+
+
+def test_khot_weights_and_batchnorm_scales():
+    qm, graph, shape = _zoo("cnn", qfx.QConfig(multiplier_free="khot:2"))
+    source = qfx.emulator.generate(graph)
+    assert "qfx::scale_shift<formats::bn1, std::int32_t, 6, 60, 2>" in source  # shift-add products
+    _assert_all_equal(qm, graph, inputs(shape, batch=64, seed=12))
+
+
+class Chain(nn.Module):
+    """Dense layers in a row, so each output format (and so each mode) is set by one override."""
+
+    def __init__(self, layers: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*[nn.Linear(10, 10) for _ in range(layers)])
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+# One layer per rounding and per overflow mode; every saturation-bit flavour; unsigned outputs.
+_MODE_LAYERS = [
+    "ap_fixed<7,2,AP_RND,AP_SAT>", "ap_fixed<7,2,AP_RND_ZERO,AP_SAT_ZERO>", "ap_fixed<7,1,AP_RND_MIN_INF,AP_SAT_SYM>",
+    "ap_fixed<7,2,AP_RND_INF,AP_WRAP,2>", "ap_fixed<7,2,AP_RND_CONV,AP_WRAP_SM>", "ap_fixed<7,2,AP_TRN,AP_WRAP_SM,1>",
+    "ap_fixed<7,2,AP_TRN_ZERO,AP_WRAP_SM,3>", "ap_ufixed<6,1,AP_RND,AP_WRAP,1>", "ap_fixed<9,3,AP_TRN,AP_WRAP>",
+    "ap_ufixed<6,2,AP_TRN_ZERO,AP_SAT_SYM>", "ap_fixed<8,1,AP_RND_CONV,AP_SAT>",
+]
+
+
+@pytest.mark.parametrize("batch", [1, 256])
+def test_every_rounding_and_overflow_mode(batch):
+    overrides = {f"layers.{k}": {"output": fmt} for k, fmt in enumerate(_MODE_LAYERS)}
+    overrides["layers.0"]["accum"] = "ap_fixed<12,5,AP_RND_INF,AP_WRAP>"  # an explicit accumulator cast too
+    x = inputs((10,), batch=64, seed=5)
+    key = ("chain", batch)
+    if key not in _ZOO_CACHE:
+        qm = quantized(lambda: Chain(len(_MODE_LAYERS)), x, qfx.QConfig(weight=6, overrides=overrides))
+        for module in qm.modules():  # calibration fits the ranges: narrow them so that values overflow
+            q = getattr(module, "output_quantizer", None)
+            if q is not None and not isinstance(module, qfx.nn.QInput):
+                q.set_int_bits(int(q.fixed_type.int_bits) - 2)
+        _ZOO_CACHE[key] = qm
+    qm = _ZOO_CACHE[key]
+    graph = qfx.export(qm, x[:1])
+    modes = [(t.width, t.signed, t.rounding, t.overflow, t.sat_bits)
+             for t in (n.output.type for n in graph.nodes)]
+    assert modes == [(t.width, t.signed, t.rounding, t.overflow, t.sat_bits)
+                     for t in map(FixedType.parse, _MODE_LAYERS)]
+    assert "accum" in graph.nodes[0].formats
+    x = inputs((10,), batch=batch, seed=6, scale=4.0)
+    _assert_all_equal(qm, graph, x)
+    if batch > 1:  # the narrow formats do overflow, so the overflow modes are exercised
+        hidden = run_codes(graph, qfx.ir.input_codes(x.numpy(), graph.inputs[0].type), trace=True)
+        t = graph.nodes[0].output.type
+        assert (hidden[graph.nodes[0].name] == t.code_max).any() and (hidden[graph.nodes[0].name] == t.code_min).any()
+
+
+class Pools(nn.Module):
+    """Odd pooling: ceil mode, dilation, padding, non-square windows; 1x1 convolutions on a 1-pixel image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=(2, 1), padding=(0, 2))
+        self.maxpool = nn.MaxPool2d((3, 2), stride=2, padding=1, dilation=(1, 2), ceil_mode=True)
+        self.avgpool = nn.AvgPool2d((2, 3), stride=(1, 2), padding=(1, 1))
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.point = nn.Conv2d(4, 5, 1)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x):
+        y = self.avgpool(self.maxpool(torch.relu(self.conv(x))))
+        return self.fc(torch.flatten(self.point(self.gap(y)), 1))
+
+
+@pytest.mark.parametrize("batch", [1, 256])
+def test_odd_pooling_and_shapes(batch):
+    x = inputs((3, 9, 7), batch=64, seed=8)
+    key = ("pools",)
+    if key not in _ZOO_CACHE:
+        _ZOO_CACHE[key] = quantized(Pools, x, qfx.QConfig(activation=9, rounding="RND_INF"))
+    qm = _ZOO_CACHE[key]
+    graph = qfx.export(qm, x[:1])
+    assert {n.op for n in graph.nodes} >= {"maxpool2d", "avgpool2d", "global_avgpool2d", "conv2d", "dense"}
+    _assert_all_equal(qm, graph, inputs((3, 9, 7), batch=batch, seed=9))
+
+
+def test_threads_change_nothing():
+    qm, graph, shape = _zoo("cnn")
+    codes = qfx.ir.input_codes(inputs(shape, batch=100, seed=13).numpy(), graph.inputs[0].type)
+    one = run_codes(graph, codes, threads=1)
+    three = run_codes(graph, codes, threads=3)
+    reference = qfx.ir.run_codes(graph, [codes])
+    for name in graph.outputs:
+        assert np.array_equal(one[name], three[name]) and np.array_equal(one[name], reference[name])
+
+
+def test_trace_gives_every_tensor():
+    qm, graph, shape = _zoo("odd")
+    codes = qfx.ir.input_codes(inputs(shape, batch=20, seed=14).numpy(), graph.inputs[0].type)
+    traced = run_codes(graph, codes, trace=True)
+    reference = qfx.ir.run_codes(graph, [codes])
+    assert list(traced) == list(reference)
+    for name in reference:
+        assert np.array_equal(traced[name], reference[name]), name
+
+
+# ------------------------------------------------------ wide codes, refusals
+def _wide_graph(input_bits: int, weight_bits: int, out: str) -> Graph:
+    """A dense layer on hand-made wide formats, beyond what PyTorch's float layers take."""
+    rng = np.random.default_rng(3)
+    t_in = FixedType(input_bits, 9)
+    t_w = FixedType(weight_bits, 3)
+    w = rng.integers(t_w.code_min, t_w.code_max, size=(3, 8), endpoint=True, dtype=np.int64)
+    w[0, :] = t_w.code_min  # the extreme products
+    b = rng.integers(-(1 << 30), 1 << 30, size=3, dtype=np.int64)
+    node = Node("fc", "dense", ("x",), Value("fc", (3,), FixedType.parse(out)),
+                constants={"weight": Constant(w, (t_w,)), "bias": Constant(b, (FixedType(40, -60),))})
+    return Graph("wide", [Value("x", (8,), t_in)], [node], ["fc"]).check()
+
+
+@pytest.mark.parametrize("out", ["ap_fixed<64,40,AP_RND_CONV,AP_SAT>", "ap_fixed<61,30,AP_RND,AP_WRAP_SM,2>",
+                                 "ap_ufixed<63,50,AP_TRN_ZERO,AP_SAT_SYM>"])
+def test_int128_accumulators_and_64_bit_codes(out):
+    graph = _wide_graph(60, 60, out)
+    assert 63 < accumulator_bits(graph)["fc"] <= 127
+    rng = np.random.default_rng(4)
+    t = graph.inputs[0].type
+    x = rng.integers(t.code_min, t.code_max, size=(40, 8), endpoint=True, dtype=np.int64)
+    x[0] = t.code_min
+    x[1] = t.code_max
+    expected = qfx.ir.run_codes(graph, [x])["fc"]
+    assert np.array_equal(emulate(graph, x, codes=True), expected.astype(np.int64))
+
+
+def test_refuses_accumulators_beyond_127_bits():
+    graph = _wide_graph(64, 64, "ap_fixed<64,40>")
+    with pytest.raises(EmulatorError, match=r"node 'fc' \(dense\).*132 bits"):
+        compile_graph(graph)
+
+
+def test_refuses_wrong_input_shape():
+    _, graph, shape = _zoo("mlp")
+    with pytest.raises(ValueError, match="input 'x_quant' takes shape"):
+        emulate(graph, np.zeros((2, 5)))
+
+
+def test_programs_are_cached_by_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("QFX_CACHE_DIR", str(tmp_path))
+    _, graph, _ = _zoo("mlp")
+    first = compile_graph(graph)
+    assert first.parent == tmp_path / "emulator" and first.is_file()
+    stamp = first.stat().st_mtime_ns
+    assert compile_graph(graph) == first and first.stat().st_mtime_ns == stamp
+    assert not list((tmp_path / "emulator").glob(".build-*"))  # the temporary build directory is gone
