@@ -17,7 +17,8 @@ IR op                         ONNX ops (then ``Quant`` to the output format)
 ``scale_shift``               ``Add(Mul(x, Quant(scale)), Quant(shift))``, constants shaped ``(C, 1, ...)``
 ``relu``                      ``Relu``
 ``relu6``                     ``Clip(x, 0, 6)``
-``leaky_relu``                ``Where(x >= 0, x, Mul(x, Quant(slope)))``: the fixed-point slope, exactly
+``leaky_relu``                ``LeakyRelu`` with ``alpha`` the fixed-point slope (exact in float32);
+                              ``Where(x >= 0, x, Mul(x, Quant(slope)))`` for a slope float32 cannot hold
 ``add``                       ``Add``
 ``maxpool2d``                 ``MaxPool`` (its padding never wins, as in the IR)
 ``avgpool2d``                 ``AveragePool`` (``count_include_pad``) when the divisor is exactly
@@ -77,6 +78,7 @@ executor and FINN expect shapes to be fully known.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -92,7 +94,7 @@ from onnx import TensorProto, helper, numpy_helper
 from .format import FixedType, Overflow, Rounding
 from .ir.graph import Constant, Graph, Node, Value
 
-__all__ = ["to_onnx", "export_onnx", "ONNXExportError", "QONNX_DOMAIN", "OPSET"]
+__all__ = ["to_onnx", "export_onnx", "ONNXExportError", "QONNX_DOMAIN", "OPSET", "ROUNDING_MODES"]
 
 QONNX_DOMAIN = "qonnx.custom_op.general"  #: the domain of QONNX's ``Quant``
 OPSET = 13  #: the standard ONNX opset the model imports
@@ -108,15 +110,18 @@ class ONNXExportError(ValueError):
 
 
 # --------------------------------------------------------- exact bounds
+@dataclasses.dataclass(frozen=True)
 class _Exact:
-    """The exact value a cast reads: its bounds, the grid ``2**-frac`` it lies on, and the float32 bits it needs.
+    """The exact value a cast reads: bounds on it, the grid ``2**-frac`` it lies on, and the float bits it needs.
 
     ``bits`` is the most significant bits any float result computing it
-    needs (partial sums included); ``lo``/``hi`` bound the value itself.
+    needs (partial sums included), on its own grid.
     """
 
-    def __init__(self, lo: Fraction, hi: Fraction, frac: int, bits: int) -> None:
-        self.lo, self.hi, self.frac, self.bits = lo, hi, frac, bits
+    lo: Fraction
+    hi: Fraction
+    frac: int
+    bits: int
 
 
 def _pow2(e: int) -> Fraction:
@@ -129,7 +134,7 @@ def _bits(magnitude: Fraction, frac: int) -> int:
 
 
 def _grid(value: Fraction) -> int:
-    """The fewest fractional bits that hold ``value`` (negative for an even integer): the grid a product with it takes."""
+    """The fewest fractional bits that hold ``value`` (negative for an even integer): a product's grid."""
     if value == 0:
         return 0
     top, bottom = value.numerator, value.denominator  # bottom is a power of two
@@ -157,7 +162,7 @@ def _value(c: Constant, channel: int = 0) -> Fraction:
 
 
 def _dot(node: Node, x: FixedType) -> _Exact:
-    """Bounds of ``sum x * w + b`` per output channel, taking zero padding (a zero term) into account."""
+    """Bounds of ``sum x * w + b`` over the output channels; any term may be zero (padding)."""
     w, bias = node.constants["weight"], node.constants.get("bias")
     lo_x, hi_x = _range(x)
     low, high, top = min(lo_x, 0), max(hi_x, 0), max(-lo_x, hi_x)
@@ -247,7 +252,7 @@ def _may_overflow(source: _Exact, t: FixedType) -> bool:
 
 
 def _quant_attrs(t: FixedType, source: Optional[_Exact], what: str) -> dict:
-    """``signed``, ``narrow`` and ``rounding_mode`` of the ``Quant`` casting ``source`` (``None``: any float) to ``t``."""
+    """``signed``, ``narrow``, ``rounding_mode`` of the ``Quant`` casting ``source`` (``None``: any float) to ``t``."""
     if t.width == 1 and t.signed:
         raise ONNXExportError(f"{what}: format {t} has one signed bit (codes -1 and 0), which QONNX reads as "
                               "bipolar (-1 and +1); use at least 2 bits or an unsigned format")
@@ -260,8 +265,9 @@ def _quant_attrs(t: FixedType, source: Optional[_Exact], what: str) -> dict:
                 "(for example QConfig(rounding='RND_CONV'))")
         mode = "ROUND"  # no bits are dropped, so every mode gives the same codes
     if t.overflow not in (Overflow.SAT, Overflow.SAT_SYM) and (source is None or _may_overflow(source, t)):
+        saturation = f" and {t.sat_bits} saturation bits" if t.sat_bits else ""
         raise ONNXExportError(
-            f"{what}: format {t} overflows with {t.overflow.cpp}{f' and {t.sat_bits} saturation bits' if t.sat_bits else ''}, "
+            f"{what}: format {t} overflows with {t.overflow.cpp}{saturation}, "
             "which QONNX's Quant (it saturates) cannot express, and this cast can overflow; use AP_SAT or "
             "AP_SAT_SYM (for example QConfig(overflow='SAT')), or a format wide enough for the values")
     narrow = int(t.overflow is Overflow.SAT_SYM and t.signed)  # else the clamp never acts, or is AP_SAT's
@@ -384,6 +390,9 @@ def _compute(b: _Builder, node: Node, x: list[str], source: _Exact) -> str:
     if node.op == "relu6":
         return b.op("Clip", [x[0], b.scalar(0.0), b.scalar(6.0)], shape, base)
     if node.op == "leaky_relu":
+        slope = _value(node.constants["slope"])
+        if Fraction(float(np.float32(slope))) == slope:  # the float attribute holds the fixed-point slope exactly
+            return b.op("LeakyRelu", x, shape, base, alpha=float(slope))
         positive = b.op("GreaterOrEqual", [x[0], b.scalar(0.0)], shape, f"{node.name}_positive",
                         dtype=TensorProto.BOOL)
         product = b.op("Mul", [x[0], b.constant(node, "slope")], shape, f"{node.name}_product")
@@ -463,7 +472,7 @@ def to_onnx(graph: Graph, *, batch_size: int = 1) -> onnx.ModelProto:
     outputs = []
     for value in graph.output_values:
         name = b.env[value.name]
-        if name != value.name:  # an output that is a graph input: name it as the IR does
+        if name != value.name:  # a graph input returned as is: its name holds the float, so name its cast anew
             name = b.op("Identity", [name], value.shape, value.name, output=b.fresh(value.name))
         outputs.append(info(name, (batch_size,) + value.shape))
     output_names = {o.name for o in outputs}

@@ -136,9 +136,12 @@ def test_mlp_is_bit_exact(config):
     x = torch.randn(64, 6) * 2
     graph = quantized_graph(MLP(), x, config)
     model = assert_bit_exact(graph, sample_inputs(graph, 64))
-    # one Quant per cast: the input, each constant, each node output
-    constants = sum(len(n.constants) for n in graph.nodes)
+    # one Quant per cast: the input, each constant, each node output; LeakyRelu holds its slope as alpha
+    constants = sum(len(n.constants) for n in graph.nodes if n.op != "leaky_relu")
     assert len(quant_nodes(model)) == 1 + constants + len(graph.nodes)
+    slope = next(n for n in graph.nodes if n.op == "leaky_relu").constants["slope"]
+    alpha = next(a for n in model.graph.node if n.op_type == "LeakyRelu" for a in n.attribute)
+    assert alpha.f == slope.codes * 2.0 ** -slope.types[0].frac_bits
 
 
 # 8-bit divisors of 1/9, so that window sums times divisors stay within float32's 24 bits.
@@ -156,9 +159,14 @@ def test_residual_cnn_is_bit_exact(config):
     assert {"conv2d", "scale_shift", "add", "maxpool2d", "avgpool2d", "global_avgpool2d", "leaky_relu"} <= set(ops)
     model = assert_bit_exact(graph, sample_inputs(graph, 8))
     onnx_ops = {n.op_type for n in model.graph.node}
-    assert {"Conv", "Mul", "Add", "MaxPool", "AveragePool", "ReduceSum", "Where", "Gemm", "Flatten"} <= onnx_ops
-    if config.accum is not None:
-        assert any("accumulator" not in n.name and n.output[0].endswith("_exact_quant") for n in quant_nodes(model))
+    assert {"Conv", "Mul", "Add", "MaxPool", "AveragePool", "ReduceSum", "LeakyRelu", "Gemm", "Flatten"} <= onnx_ops
+    if config.accum is not None:  # the output Quant of each convolution reads the accumulator's Quant
+        producers = {n.output[0]: n for n in model.graph.node}
+        for node in graph.nodes:
+            if "accum" in node.formats:
+                accum_quant = producers[producers[node.name].input[0]]
+                assert accum_quant.op_type == "Quant" and onnx.numpy_helper.to_array(
+                    next(i for i in model.graph.initializer if i.name == accum_quant.input[3])) == 20
 
 
 def test_strided_grouped_cnn_is_bit_exact():
@@ -186,6 +194,24 @@ def test_per_channel_constants_get_per_channel_scales():
     assert scale.shape == (weight.codes.shape[0], 1)
     assert np.array_equal(scale[:, 0], 2.0 ** -weight.frac_bits())
     assert np.array_equal(inits[quant.input[0]] / scale, weight.codes)
+
+
+@pytest.mark.filterwarnings("ignore:The GemmToMatMul transformation")
+def test_hls4ml_reads_the_formats():
+    import hls4ml
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    from qonnx.util.cleanup import cleanup_model
+
+    x = torch.randn(64, 6) * 2
+    mlp = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.LeakyReLU(0.1), nn.Linear(8, 3))
+    graph = quantized_graph(mlp, x, qfx.QConfig(bias=12))
+    model = cleanup_model(cleanup_model(ModelWrapper(to_onnx(graph))).transform(GemmToMatMul()))
+    config = hls4ml.utils.config_from_onnx_model(model, granularity="name", backend="Vitis")
+    hls_model = hls4ml.converters.convert_from_onnx_model(model, hls_config=config, backend="Vitis")
+    layers = [layer for layer in hls_model.get_layers() if layer.class_name != "Input"][1:]  # after the input cast
+    read = [str(layer.get_output_variable().type.precision) for layer in layers]
+    expected = [f"fixed<{n.output.type.width},{n.output.type.int_bits},RND_CONV,SAT,0>" for n in graph.nodes]
+    assert read == expected
 
 
 # ------------------------------------------------ hand-built graphs
@@ -251,6 +277,29 @@ def test_accumulator_that_can_wrap_is_refused():
                  formats={"accum": fmt(10, 3, overflow="WRAP")})  # sums reach 12.5
     with pytest.raises(ONNXExportError, match=r"node 'fc' \(dense\): accumulator.*AP_WRAP"):
         to_onnx(Graph("g", [x], [dense], ["fc"]).check())
+
+
+def test_per_channel_formats_of_different_widths_are_declared_with_the_widest():
+    x = Value("x", (3,), fmt(8, 3))
+    types = (fmt(4, 1), fmt(8, 2), fmt(6, 2, signed=False))
+    weight = Constant(np.array([[7, -8, 1], [127, -128, 3], [63, 0, 5]]), types)
+    dense = Node("fc", "dense", ("x",), Value("fc", (3,), fmt(10, 5)), constants={"weight": weight})
+    graph = Graph("g", [x], [dense], ["fc"]).check()
+    model = assert_bit_exact(graph, sample_inputs(graph, 16))
+    quant = next(n for n in quant_nodes(model) if n.input[0] == "fc_weight")
+    bitwidth = next(i for i in model.graph.initializer if i.name == quant.input[3])
+    assert onnx.numpy_helper.to_array(bitwidth) == 8
+
+
+def test_slope_float32_cannot_hold_is_multiplied_as_a_quantized_constant():
+    x = Value("x", (4,), fmt(8, 3))
+    slope = Constant(np.array((1 << 25) + 1), (fmt(27, 1, signed=False),))  # 26 significant bits
+    leaky = Node("act", "leaky_relu", ("x",), Value("act", (4,), fmt(8, 3)), constants={"slope": slope})
+    with pytest.warns(UserWarning, match=r"float32.*node 'act'"):
+        model = to_onnx(Graph("g", [x], [leaky], ["act"]).check())
+    ops = [n.op_type for n in model.graph.node]
+    assert "Where" in ops and "LeakyRelu" not in ops
+    assert any(n.input[0] == "act_slope" for n in quant_nodes(model))
 
 
 def test_one_bit_signed_is_refused():
