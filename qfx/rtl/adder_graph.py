@@ -1,0 +1,234 @@
+"""Constant matrix-vector products as adder graphs: CSD digits, then common-subexpression elimination.
+
+A layer multiplies its input vector ``x`` by a constant integer matrix
+``M`` (the weight codes).  Hardware needs no multiplier for that: each
+product ``M[o, i] * x[i]`` is a sum of shifted copies of ``x[i]``, one per
+nonzero digit of ``M[o, i]`` in canonical signed digit (CSD) form, and a
+row's output is the sum of all its terms.  A K-hot weight has at most K
+digits, hence costs at most K - 1 adders before any sharing.
+
+Sharing (Hartley's common-subexpression elimination, applied to digit
+pairs across all rows of the layer):
+
+1. Every row starts as a list of terms ``±(x[i] << s)``.
+2. A pair of terms in one row, normalised for shift and sign, is a
+   *pattern* ``(a, b, d, subtract)``: ``x[a] + x[b] << d`` (or ``-``), up to
+   a common shift and sign.  Patterns are counted over all rows.
+3. The most frequent pattern (ties: the smallest pattern tuple, so the
+   result is deterministic) becomes a new node computed by one adder, and
+   every non-overlapping occurrence in every row is replaced by one term of
+   that node.  Counts are updated incrementally for the touched rows only.
+4. Repeat while some pattern occurs at least twice; then each row sums its
+   remaining terms with a balanced tree of adders.
+
+Every adder thus adds two terms and no row ever needs more adders than
+it had terms minus one, so sharing can only remove adders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections import defaultdict
+from typing import Optional, Sequence
+
+__all__ = ["Term", "Adder", "AdderGraph", "csd_digits", "build_adder_graph"]
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Term:
+    """``±(node << shift)``: node ``i < inputs`` is input ``x[i]``, later nodes are adders."""
+
+    node: int
+    shift: int
+    negative: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Adder:
+    """``left + right`` (each a shifted, signed node); ``left`` is never negative."""
+
+    left: Term
+    right: Term
+
+
+@dataclasses.dataclass
+class AdderGraph:
+    """Nodes ``0 .. inputs-1`` are the inputs, node ``inputs + k`` is ``adders[k]``; one output term per row."""
+
+    inputs: int
+    adders: list[Adder]
+    outputs: list[Optional[Term]]  #: ``None`` for a row of zeros
+
+    def evaluate(self, x: Sequence[int]) -> list[int]:
+        """The outputs for integer inputs ``x`` (the definition the hardware implements)."""
+        values = [int(v) for v in x]
+        for adder in self.adders:
+            values.append(_term_value(adder.left, values) + _term_value(adder.right, values))
+        return [0 if t is None else _term_value(t, values) for t in self.outputs]
+
+    def ranges(self, input_ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Exact ``(min, max)`` of every node over all inputs within ``input_ranges``.
+
+        Each node is a linear form ``sum_i c_i x[i]``; its extremes take each
+        ``x[i]`` at an end of its range, so tracking the coefficients gives the
+        exact range (interval arithmetic on the adders would overestimate it).
+        """
+        coefficients: list[dict[int, int]] = [{i: 1} for i in range(self.inputs)]
+        for adder in self.adders:
+            combined: dict[int, int] = defaultdict(int)
+            for term in (adder.left, adder.right):
+                sign = -1 if term.negative else 1
+                for i, c in coefficients[term.node].items():
+                    combined[i] += sign * (c << term.shift)
+            coefficients.append({i: c for i, c in combined.items() if c})
+        found = []
+        for form in coefficients:
+            low = sum(min(c * input_ranges[i][0], c * input_ranges[i][1]) for i, c in form.items())
+            high = sum(max(c * input_ranges[i][0], c * input_ranges[i][1]) for i, c in form.items())
+            found.append((low, high))
+        return found
+
+
+def _term_value(term: Term, values: list[int]) -> int:
+    v = values[term.node] << term.shift
+    return -v if term.negative else v
+
+
+def csd_digits(value: int) -> list[tuple[int, bool]]:
+    """The nonzero canonical-signed-digit digits of ``value``: ``(shift, negative)``, lowest first.
+
+    CSD (the non-adjacent form) has the fewest nonzero digits of any signed
+    binary representation, and no two of them adjacent.
+    """
+    digits, shift = [], 0
+    while value:
+        if value & 1:
+            digit = 2 - (value & 3)  # +1 when value = 1 mod 4, -1 when value = 3 mod 4
+            digits.append((shift, digit < 0))
+            value -= digit
+        value >>= 1
+        shift += 1
+    return digits
+
+
+Pattern = tuple[int, int, int, bool]
+
+
+def _pattern(t1: Term, t2: Term) -> tuple[Pattern, Term, Term]:
+    """The shift- and sign-free pattern of two terms, with the terms in the pattern's order."""
+    if (t1.node, t1.shift) > (t2.node, t2.shift):
+        t1, t2 = t2, t1
+    return (t1.node, t2.node, t2.shift - t1.shift, t1.negative != t2.negative), t1, t2
+
+
+class _Rows:
+    """The rows' terms and the pair counts of every pattern, updated as subexpressions replace pairs."""
+
+    def __init__(self, rows: list[list[Term]]):
+        self.rows = rows
+        self.count: dict[Pattern, int] = defaultdict(int)
+        self.where: dict[Pattern, set[int]] = defaultdict(set)
+        self.heap: list[tuple[int, Pattern]] = []
+        for r, terms in enumerate(rows):
+            for i, t1 in enumerate(terms):
+                for t2 in terms[i + 1:]:
+                    self._bump(_pattern(t1, t2)[0], r, 1)
+
+    def _bump(self, pattern: Pattern, row: int, step: int) -> None:
+        self.count[pattern] += step
+        if step > 0:
+            self.where[pattern].add(row)
+            heapq.heappush(self.heap, (-self.count[pattern], pattern))
+
+    def best(self) -> Optional[Pattern]:
+        """The most frequent pattern if it occurs at least twice (the heap holds stale counts: skip them)."""
+        while self.heap:
+            negative_count, pattern = self.heap[0]
+            current = self.count[pattern]
+            if -negative_count == current:
+                return pattern if current >= 2 else None
+            heapq.heappop(self.heap)
+            if current > 0:
+                heapq.heappush(self.heap, (-current, pattern))
+        return None
+
+    def replace(self, pattern: Pattern, node: int) -> None:
+        """Replace every non-overlapping occurrence of ``pattern`` by a term of ``node``."""
+        a, b, d, subtract = pattern
+        for r in sorted(self.where.pop(pattern, ())):
+            terms = self.rows[r]
+            position = {(t.node, t.shift): k for k, t in enumerate(terms)}  # (node, shift) is unique in a row
+            used: set[int] = set()
+            found: list[Term] = []
+            for i, first in enumerate(terms):
+                j = position.get((b, first.shift + d))
+                if first.node != a or j is None or i in used or j in used or i == j:
+                    continue
+                if (terms[j].negative != first.negative) != subtract:
+                    continue
+                used.update((i, j))
+                found.append(Term(node, min(first.shift, terms[j].shift), first.negative))
+            if not found:
+                continue
+            for i in sorted(used):
+                self._remove_counts(r, i, used)
+            keep = [t for k, t in enumerate(terms) if k not in used]
+            for new in found:
+                for other in keep:
+                    self._bump(_pattern(new, other)[0], r, 1)
+                keep.append(new)
+            self.rows[r] = keep
+        self.count[pattern] = 0
+
+    def _remove_counts(self, r: int, me: int, used: set[int]) -> None:
+        # Pairs between two removed terms are counted once: only from the lower index.
+        terms = self.rows[r]
+        term = terms[me]
+        for k, other in enumerate(terms):
+            if k == me or (k in used and k < me):
+                continue
+            self._bump(_pattern(term, other)[0], r, -1)
+
+
+def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool = True) -> AdderGraph:
+    """The adder graph computing ``y[o] = sum_i rows[o][i] * x[i]`` for ``inputs`` inputs.
+
+    ``rows`` maps input index to integer coefficient (zeros may be left
+    out).  ``share=False`` skips the common-subexpression elimination (one
+    adder tree per row, for comparison).
+    """
+    terms = [[Term(i, s, n) for i in sorted(row) for s, n in csd_digits(int(row[i]))] for row in rows]
+    adders: list[Adder] = []
+    if share:
+        state = _Rows(terms)
+        while (pattern := state.best()) is not None:
+            a, b, d, subtract = pattern
+            adders.append(Adder(Term(a, max(0, -d)), Term(b, max(0, d), subtract)))
+            state.replace(pattern, inputs + len(adders) - 1)
+        terms = state.rows
+    outputs = [_sum_tree(row, adders, inputs) for row in terms]
+    return AdderGraph(inputs, adders, outputs)
+
+
+def _combine(t1: Term, t2: Term, adders: list[Adder], inputs: int) -> Term:
+    """One adder for ``t1 + t2``: shifts factored out, the sign moved out when both terms are negative."""
+    if t1.negative and not t2.negative:
+        t1, t2 = t2, t1
+    low = min(t1.shift, t2.shift)
+    flip = t1.negative  # both negative: add the magnitudes, negate the result
+    left = Term(t1.node, t1.shift - low)
+    right = Term(t2.node, t2.shift - low, t2.negative != flip)
+    adders.append(Adder(left, right))
+    return Term(inputs + len(adders) - 1, low, flip)
+
+
+def _sum_tree(row: list[Term], adders: list[Adder], inputs: int) -> Optional[Term]:
+    """A balanced tree of adders over a row's terms (shallow, hence short carry paths in sequence)."""
+    level = sorted(row)
+    if not level:
+        return None
+    while len(level) > 1:
+        paired = [_combine(level[k], level[k + 1], adders, inputs) for k in range(0, len(level) - 1, 2)]
+        level = paired + level[len(level) - len(level) % 2:]
+    return level[0]

