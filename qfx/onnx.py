@@ -33,22 +33,22 @@ How a format's modes become ``Quant`` attributes.  QONNX's ``Quant`` clamps
 to the integer range and then rounds; for the modes below that equals the
 ``ap_fixed`` cast, which rounds and then handles overflow:
 
-=========================  ==============================  ===================================
-``ap_fixed`` mode          ``Quant``                       note
-=========================  ==============================  ===================================
-``AP_RND_CONV``            ``rounding_mode="ROUND"``       ties to even (``np.round``)
-``AP_TRN``                 ``rounding_mode="FLOOR"``
-``AP_TRN_ZERO``            ``rounding_mode="DOWN"``        toward zero (``np.fix``)
-``AP_RND_INF``             ``rounding_mode="HALF_UP"``     ties away from zero
-``AP_RND_ZERO``            ``rounding_mode="HALF_DOWN"``   ties toward zero
-``AP_RND``                 none                            ties toward +infinity
-``AP_RND_MIN_INF``         none                            ties toward -infinity
-``AP_SAT``                 ``narrow=0``
-``AP_SAT_SYM``             ``narrow=1`` (signed),          never the most negative code
-                           ``narrow=0`` (unsigned)
-``AP_WRAP``, ``AP_WRAP_SM``  none                          ``Quant`` saturates
-``AP_SAT_ZERO``            none
-=========================  ==============================  ===================================
+=============================  ==============================  ================================
+``ap_fixed`` mode              ``Quant``                       note
+=============================  ==============================  ================================
+``AP_RND_CONV``                ``rounding_mode="ROUND"``       ties to even (``np.round``)
+``AP_TRN``                     ``rounding_mode="FLOOR"``
+``AP_TRN_ZERO``                ``rounding_mode="DOWN"``        toward zero (``np.fix``)
+``AP_RND_INF``                 ``rounding_mode="HALF_UP"``     ties away from zero
+``AP_RND_ZERO``                ``rounding_mode="HALF_DOWN"``   ties toward zero
+``AP_RND``                     none                            ties toward +infinity
+``AP_RND_MIN_INF``             none                            ties toward -infinity
+``AP_SAT``                     ``narrow=0``
+``AP_SAT_SYM``                 ``narrow=1`` (signed),          never the most negative code
+                               ``narrow=0`` (unsigned)
+``AP_WRAP``, ``AP_WRAP_SM``    none                            ``Quant`` saturates
+``AP_SAT_ZERO``                none
+=============================  ==============================  ================================
 
 A mode without an equivalent is refused only where it can act: a cast
 that drops no fractional bits rounds nothing (it is written with
@@ -219,7 +219,8 @@ def _source(node: Node, inputs: list[Value]) -> _Exact:
     if node.op == "relu":
         return _Exact(max(lo, 0), max(hi, 0), x.frac_bits, x.width)
     if node.op == "relu6":
-        return _Exact(min(max(lo, 0), 6), min(max(hi, 0), 6), max(x.frac_bits, 0), x.width + 3)
+        lo, hi = min(max(lo, 0), 6), min(max(hi, 0), 6)
+        return _Exact(lo, hi, max(x.frac_bits, 0), _bits(hi, max(x.frac_bits, 0)))
     if node.op == "leaky_relu":
         slope = node.constants["slope"]
         s = _value(slope)
@@ -261,7 +262,7 @@ def _quant_attrs(t: FixedType, source: Optional[_Exact], what: str) -> dict:
         if source is None or source.frac > t.frac_bits:
             raise ONNXExportError(
                 f"{what}: format {t} rounds with {t.rounding.cpp}, which QONNX's Quant cannot express, and this "
-                f"cast drops fractional bits; use one of {', '.join(m.cpp for m in ROUNDING_MODES)} "
+                f"cast can drop fractional bits; use one of {', '.join(m.cpp for m in ROUNDING_MODES)} "
                 "(for example QConfig(rounding='RND_CONV'))")
         mode = "ROUND"  # no bits are dropped, so every mode gives the same codes
     if t.overflow not in (Overflow.SAT, Overflow.SAT_SYM) and (source is None or _may_overflow(source, t)):
