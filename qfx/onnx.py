@@ -325,12 +325,12 @@ class _Builder:
         return self.scalars[key]
 
     def op(self, op_type: str, inputs: list[str], shape: tuple[int, ...], base: str, output: Optional[str] = None,
-           dtype: int = TensorProto.FLOAT, domain: str = "", **attrs) -> str:
-        """Append one node computing a tensor of per-sample ``shape``; returns its name."""
+           dtype: int = TensorProto.FLOAT, domain: str = "", batched: bool = True, **attrs) -> str:
+        """Append one node computing a tensor of ``shape`` (per sample when ``batched``); returns its name."""
         out = output or self.fresh(base)
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.fresh(f"{out}_{op_type}"),
                                            domain=domain, **attrs))
-        self.infos[out] = ((self.batch_size,) + tuple(shape), dtype)
+        self.infos[out] = ((self.batch_size,) * batched + tuple(shape), dtype)
         return out
 
     def quant(self, x: str, t: FixedType, source: Optional[_Exact], shape: tuple[int, ...], what: str,
@@ -357,11 +357,7 @@ class _Builder:
         base = f"{node.name}_{role}"
         inputs = [self.initializer(base, values.astype(np.float32)), self.initializer(f"{base}_scale", scale),
                   self.scalar(0.0), self.scalar(float(t.width))]
-        out = self.fresh(f"{base}_quant")
-        self.nodes.append(helper.make_node("Quant", inputs, [out], name=self.fresh(f"{out}_Quant"),
-                                           domain=QONNX_DOMAIN, **attrs))
-        self.infos[out] = (shape, TensorProto.FLOAT)
-        return out
+        return self.op("Quant", inputs, shape, f"{base}_quant", domain=QONNX_DOMAIN, batched=False, **attrs)
 
 
 # ------------------------------------------------------------ translation

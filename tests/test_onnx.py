@@ -307,13 +307,13 @@ def test_one_bit_signed_is_refused():
         to_onnx(relu_graph(fmt(8, 3), fmt(1, 1)))
 
 
-def test_reshape_flatten_and_unsigned_formats():
+def test_reshape_flatten_and_unsigned_sat_sym():
     t = fmt(8, 3)
     x = Value("x", (4, 2, 2), t)
     nodes = [Node("flat", "flatten", ("x",), Value("flat", (4, 4), t)),
-             Node("act", "relu", ("flat",), Value("act", (4, 4), fmt(6, 2, signed=False)))]
+             Node("act", "relu", ("flat",), Value("act", (4, 4), fmt(6, 2, signed=False, overflow="SAT_SYM")))]
     graph = Graph("g", [x], nodes, ["act"]).check()
-    model = assert_bit_exact(graph, sample_inputs(graph, 8))
+    model = assert_bit_exact(graph, sample_inputs(graph, 8))  # saturates at 2**6 - 1: narrow=0 when unsigned
     assert "Reshape" in {n.op_type for n in model.graph.node}
 
 
