@@ -151,11 +151,6 @@ def _stored(t: FixedType) -> _Exact:
     return _Exact(lo, hi, t.frac_bits, t.width)
 
 
-def _values(c: Constant, channel: int) -> np.ndarray:
-    """Codes of ``c`` (of one channel, when per channel) as Python ints."""
-    return (c.codes[channel] if c.per_channel else c.codes).astype(object).reshape(-1)
-
-
 def _value(c: Constant, channel: int = 0) -> Fraction:
     """The one value of a scalar constant, or channel ``channel`` of a per-channel one of shape ``(C,)``."""
     return int(c.codes.reshape(-1)[channel]) * _pow2(-c.type_of(channel).frac_bits)
