@@ -12,5 +12,11 @@ from .ir import export
 
 __all__ = ["FixedType", "Rounding", "Overflow", "quantize", "to_codes", "from_codes", "quantize_khot",
            "QConfig", "quantize_model", "UnsupportedOperationError", "calibrate", "MinMaxObserver",
-           "PercentileObserver", "bit_cost", "summary", "ir", "export"]
+           "PercentileObserver", "bit_cost", "summary", "ir", "export", "export_onnx"]
 __version__ = "0.1.0"
+
+
+def export_onnx(graph, path, *, force: bool = False, batch_size: int = 1):
+    """Write ``graph`` as a QONNX model; see :func:`qfx.onnx.export_onnx`."""
+    from .onnx import export_onnx as _export_onnx  # onnx is imported only when exporting to it
+    return _export_onnx(graph, path, force=force, batch_size=batch_size)
