@@ -25,7 +25,7 @@ from ..ir import Graph, c_identifier, run_codes
 from .environment import environment, template_dir
 from .layers import HLSError, Layer, code_type, frame, plan_layers
 
-__all__ = ["IO_MODES", "plan_project", "golden_codes", "Stream"]
+__all__ = ["IO_MODES", "plan_project", "golden_codes", "safe_names", "Stream"]
 
 IO_MODES = ("parallel", "stream")
 #: Namespaces and names the generated C++ uses for itself; no tensor or top function may take them.
@@ -130,6 +130,17 @@ def _stream_topology(graph: Graph, names: dict[str, str], layers: list[Layer]
     return streams, steps, reads
 
 
+def safe_names(graph: Graph) -> dict[str, str]:
+    """:meth:`Graph.c_names`, with any name the generated C++ uses for itself (``tensor``, ``qfx``...) renamed.
+
+    Inside ``namespace config``, a struct called ``qfx`` would hide the
+    library's namespace, so such tensors become ``qfx_tensor`` (unique).
+    """
+    names = graph.c_names()
+    taken = set(names.values()) | _RESERVED
+    return {name: c_identifier(f"{c}_tensor", taken) if c in _RESERVED else c for name, c in names.items()}
+
+
 def _tensor_info(graph: Graph, names: dict[str, str]) -> list[dict]:
     out = []
     for value in list(graph.inputs) + [n.output for n in graph.nodes]:
@@ -168,7 +179,7 @@ def plan_project(graph: Graph, board: Board, io: str = "parallel", inputs: Optio
     graph.check()
     if inputs is None or len(inputs) != len(graph.inputs):
         raise HLSError(f"graph '{graph.name}' takes {len(graph.inputs)} input(s); pass one array of codes for each")
-    names = graph.c_names()
+    names = safe_names(graph)
     top = c_identifier(graph.name or "qfx_top", set(names.values()) | _RESERVED)
     layers = plan_layers(graph, names, reuse)
     golden = golden_codes(graph, inputs)
