@@ -9,6 +9,7 @@ live in the header-only library ``include/qfx/`` (``cast.h``, ``kernels.h``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import tempfile
@@ -31,9 +32,32 @@ Inputs = Union[np.ndarray, Sequence[np.ndarray]]
 _SAMPLES_PER_THREAD = 16
 
 
+# Programs built by this process, by graph fingerprint: generating the source of a large graph costs
+# more than running a small batch, so a graph seen before skips straight to its binary.
+_BUILT: dict[str, Path] = {}
+
+
+def _fingerprint(graph: Graph) -> str:
+    """A digest of everything the generated program depends on, cheaper to compute than the source."""
+    digest = hashlib.sha256(repr((graph.name, graph.inputs, graph.outputs, str(cache_dir()), os.environ.get("CXX")))
+                            .encode())
+    for node in graph.nodes:
+        digest.update(repr((node.name, node.op, node.inputs, node.output, sorted(node.attrs.items()),
+                            sorted(node.formats.items()))).encode())
+        for role, constant in sorted(node.constants.items()):
+            digest.update(repr((role, constant.types, constant.codes.shape)).encode())
+            digest.update(np.ascontiguousarray(constant.codes, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
 def compile_graph(graph: Graph) -> Path:
     """The path of the compiled emulator program for ``graph`` (built on first use, then cached)."""
-    return compile_source(generate(graph), stem=c_identifier(graph.name or "graph", set()))
+    key = _fingerprint(graph)
+    path = _BUILT.get(key)
+    if path is None or not path.is_file():
+        path = compile_source(generate(graph), stem=c_identifier(graph.name or "graph", set()))
+        _BUILT[key] = path
+    return path
 
 
 def _default_threads(batch: int) -> int:

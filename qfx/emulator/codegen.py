@@ -110,6 +110,7 @@ class _Unit:
         self.formats: list[str] = []
         self.constants: list[str] = []
         self.calls: list[str] = []
+        self.scratch: list[str] = []  # workspace members besides the tensors
         self.widths: dict[str, int] = {}
 
     def fmt(self, tensor: str) -> str:
@@ -182,17 +183,26 @@ def _conv(unit: _Unit, node: Node) -> str:
     a = node.attrs
     if node.op == "conv1d":  # a 1-D convolution is a 2-D one of height 1
         (c, length), (o, _, k) = x.shape, weight.codes.shape
-        shape = [c, 1, length, o, 1, k, 1, a["stride"][0], 0, a["padding"][0][0], 1, a["dilation"][0],
-                 a["groups"], 1, node.output.shape[1]]
+        size, kernel, out = [1, length], [1, k], [1, node.output.shape[1]]
+        stride, dilation, before = [1, a["stride"][0]], [1, a["dilation"][0]], [0, a["padding"][0][0]]
     else:
         (c, h, w), (o, _, kh, kw) = x.shape, weight.codes.shape
-        shape = [c, h, w, o, kh, kw, *a["stride"], a["padding"][0][0], a["padding"][1][0], *a["dilation"],
-                 a["groups"], *node.output.shape[1:]]
+        size, kernel, out = [h, w], [kh, kw], list(node.output.shape[1:])
+        stride, dilation, before = list(a["stride"]), list(a["dilation"]), [p[0] for p in a["padding"]]
+    # Zeros after the input: as far as the last window reaches (never fewer than none).
+    after = [max(0, (out[d] - 1) * stride[d] + dilation[d] * (kernel[d] - 1) + 1 - size[d] - before[d])
+             for d in range(2)]
+    shape = [c, *size, o, *kernel, *stride, before[0], after[0], before[1], after[1], *dilation, a["groups"], *out]
     fan_in = int(np.prod(weight.codes.shape[1:]))
     acc, epilogue = _dot(unit, node, fan_in)
     wname = unit.constant(node, "weight", weight.codes)
+    padded = any(before) or any(after)
+    name = unit.names[node.name]
+    unit.scratch.append(f"  qfx::code_t<formats::{unit.names[x.name]}> {name}__padded["
+                        f"{c * (size[0] + before[0] + after[0]) * (size[1] + before[1] + after[1]) if padded else 1}];")
+    unit.scratch.append(f"  {acc} {name}__plane[{out[0] * out[1]}];")
     return (f"qfx::conv2d<qfx::Conv2dShape<{', '.join(map(str, shape))}>, {acc}>({unit.ws(node.inputs[0])}, "
-            f"{wname}, {epilogue}, {unit.ws(node.name)});")
+            f"{wname}, {epilogue}, ws.{name}__padded, ws.{name}__plane, {unit.ws(node.name)});")
 
 
 def _scale_shift(unit: _Unit, node: Node) -> str:
@@ -338,7 +348,7 @@ def generate(graph: Graph) -> str:
         unit.calls.append(_EMITTERS[node.op](unit, node))
     index = {v.name: k for k, v in enumerate(tensors)}
     members = [f"  qfx::code_t<formats::{unit.names[v.name]}> {unit.names[v.name]}[{max(v.size, 1)}];"
-               for v in tensors]
+               for v in tensors] + unit.scratch
     binds = [f"  refs[{k}] = {{ws.{unit.names[v.name]}, int(sizeof(ws.{unit.names[v.name]}[0])), {v.size}}};"
              for k, v in enumerate(tensors)]
     labels = "\n".join(f"//   {unit.names[v.name]}: {v.name!r} {v.type} {list(v.shape)}" for v in tensors)

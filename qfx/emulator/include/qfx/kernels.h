@@ -21,6 +21,12 @@ using code_t = typename std::conditional<
                               typename std::conditional<(T::width + !T::is_signed <= 32), std::int32_t,
                                                         std::int64_t>::type>::type>::type;
 
+// The narrowest of int16/32/64 holding codes of both X and Wt: products are widening multiplies from it.
+template <class X, class Wt>
+using operand_t = typename std::conditional<
+    (sizeof(X) <= 2 && sizeof(Wt) <= 2), std::int16_t,
+    typename std::conditional<(sizeof(X) <= 4 && sizeof(Wt) <= 4), std::int32_t, std::int64_t>::type>::type;
+
 // v * 2**s, s >= 0 (a multiply: left shifts of negative numbers are undefined before C++20).
 template <class A> inline A shift_left(A v, int s) { return s == 0 ? v : v * (A(1) << s); }
 
@@ -55,52 +61,62 @@ void dense(const X* x, const Wt* w, const E& epilogue, Y* y) {
   for (int o = 0; o < Outs; ++o) {
     const Wt* row = w + o * In;
     Acc sum = 0;
-    for (int i = 0; i < In; ++i) sum += static_cast<Acc>(x[i]) * static_cast<Acc>(row[i]);
+    for (int i = 0; i < In; ++i)
+      sum += static_cast<Acc>(static_cast<operand_t<X, Wt>>(x[i])) * static_cast<Acc>(static_cast<operand_t<X, Wt>>(row[i]));
     y[o] = static_cast<Y>(epilogue(o, sum));
   }
 }
 
 // ----------------------------------------------------------- convolution
-template <int C_, int H_, int W_, int O_, int KH_, int KW_, int SH_, int SW_, int PT_, int PL_, int DH_, int DW_,
-          int G_, int OH_, int OW_>
+// PT, PL: zero rows/columns before the input; PB, PR: after it, as many as the
+// last window reaches (the code generator works them out from the output size).
+template <int C_, int H_, int W_, int O_, int KH_, int KW_, int SH_, int SW_, int PT_, int PB_, int PL_, int PR_,
+          int DH_, int DW_, int G_, int OH_, int OW_>
 struct Conv2dShape {
-  static constexpr int C = C_, H = H_, W = W_, O = O_, KH = KH_, KW = KW_, SH = SH_, SW = SW_, PT = PT_, PL = PL_,
-                       DH = DH_, DW = DW_, G = G_, OH = OH_, OW = OW_;
+  static constexpr int C = C_, H = H_, W = W_, O = O_, KH = KH_, KW = KW_, SH = SH_, SW = SW_, PT = PT_, PB = PB_,
+                       PL = PL_, PR = PR_, DH = DH_, DW = DW_, G = G_, OH = OH_, OW = OW_;
+  static constexpr int HP = H + PT + PB, WP = W + PL + PR;  // the zero-padded input
+  static constexpr bool padded = PT || PB || PL || PR;
 };
 
-// The outputs [first, last] whose input index `out * stride + offset - pad` lies in [0, size).
-struct Span { int first, last; };
-constexpr Span valid_outputs(int offset, int pad, int stride, int size, int outs) {
-  const int low = pad - offset;
-  const int first = low <= 0 ? 0 : (low + stride - 1) / stride;
-  const int high = size - 1 + pad - offset;
-  const int last = high < 0 ? -1 : (high / stride < outs - 1 ? high / stride : outs - 1);
-  return {first, last};
+// acc[i] += x[i * Stride] * w for i < N; `restrict` tells the compiler the rows never overlap, so it vectorises.
+// Operand holds both x's codes and w (int16 for 8-bit formats): the compiler then sees a widening
+// multiply (SSE2's pmullw/pmulhw for int16) rather than a full-width one.
+template <int N, int Stride, class Acc, class Operand, class X>
+inline void multiply_add_row(Acc* __restrict acc, const X* __restrict x, Operand w) {
+  for (int i = 0; i < N; ++i) acc[i] += static_cast<Acc>(static_cast<Operand>(x[i * Stride])) * static_cast<Acc>(w);
 }
 
 // Zero-padded, strided, dilated, grouped 2-D convolution (a 1-D one is H = KH = 1).
-// Loops run weight by weight over whole output rows, so the innermost loop
-// is a contiguous multiply-add the compiler vectorises.
+// The input is first copied into `padded` (C * HP * WP codes, unused without
+// padding), so that every loop has a fixed trip count; then, weight by weight,
+// whole output rows are multiply-added into `plane` (OH * OW accumulators):
+// the innermost loop is a fixed-length multiply-add the compiler vectorises.
 template <class S, class Acc, class X, class Wt, class E, class Y>
-void conv2d(const X* x, const Wt* w, const E& epilogue, Y* y) {
+void conv2d(const X* x, const Wt* w, const E& epilogue, X* padded, Acc* plane, Y* y) {
   constexpr int CG = S::C / S::G, OG = S::O / S::G, P = S::OH * S::OW;
-  Acc plane[P];
+  using Operand = operand_t<X, Wt>;
+  const X* source = x;
+  if constexpr (S::padded) {
+    for (int i = 0; i < S::C * S::HP * S::WP; ++i) padded[i] = 0;
+    for (int c = 0; c < S::C; ++c)
+      for (int iy = 0; iy < S::H; ++iy)
+        for (int ix = 0; ix < S::W; ++ix)
+          padded[(c * S::HP + iy + S::PT) * S::WP + ix + S::PL] = x[(c * S::H + iy) * S::W + ix];
+    source = padded;
+  }
   for (int o = 0; o < S::O; ++o) {
     const int g = o / OG;
     for (int p = 0; p < P; ++p) plane[p] = 0;
     for (int c = 0; c < CG; ++c) {
-      const X* xc = x + (g * CG + c) * S::H * S::W;
+      const X* xc = source + (g * CG + c) * S::HP * S::WP;
       for (int ky = 0; ky < S::KH; ++ky) {
-        const Span rows = valid_outputs(ky * S::DH, S::PT, S::SH, S::H, S::OH);
         for (int kx = 0; kx < S::KW; ++kx) {
-          const Acc wv = static_cast<Acc>(w[((o * CG + c) * S::KH + ky) * S::KW + kx]);
+          const Operand wv = static_cast<Operand>(w[((o * CG + c) * S::KH + ky) * S::KW + kx]);
           if (wv == 0) continue;  // pruned and K-hot weights cost nothing
-          const Span cols = valid_outputs(kx * S::DW, S::PL, S::SW, S::W, S::OW);
-          for (int oy = rows.first; oy <= rows.last; ++oy) {
-            const X* xrow = xc + (oy * S::SH + ky * S::DH - S::PT) * S::W + kx * S::DW - S::PL;
-            Acc* arow = plane + oy * S::OW;
-            for (int ox = cols.first; ox <= cols.last; ++ox) arow[ox] += static_cast<Acc>(xrow[ox * S::SW]) * wv;
-          }
+          for (int oy = 0; oy < S::OH; ++oy)
+            multiply_add_row<S::OW, S::SW, Acc>(plane + oy * S::OW, xc + (oy * S::SH + ky * S::DH) * S::WP + kx * S::DW,
+                                           wv);
         }
       }
     }
