@@ -71,8 +71,8 @@ def golden_codes(graph: Graph, inputs: list[np.ndarray]) -> dict[str, np.ndarray
 
 def _codes_text(codes: np.ndarray) -> str:
     """One line per sample, codes in channels-first order separated by spaces."""
-    rows = np.asarray(codes).reshape(len(codes), -1)
-    return "".join(" ".join(str(int(v)) for v in row) + "\n" for row in rows)
+    rows = np.asarray(codes).reshape(len(codes), -1).tolist()
+    return "".join(" ".join(map(str, row)) + "\n" for row in rows)
 
 
 def _stream_topology(graph: Graph, names: dict[str, str], layers: list[Layer]
