@@ -211,6 +211,8 @@ def test_ultra96_project_carries_part_and_board(zoo) -> None:
     pynq = generate(graph, load_board("pynq_z2"), "stream")
     assert "set qfx_part xc7z020clg400-1\n" in pynq["project.tcl"]
     assert "processing_system7" in pynq["vivado/block_design.tcl"]
+    for project in (files, pynq, generate(graph, load_board("ultra96v2"), "parallel")):
+        compile(project["driver/overlay.py"], "overlay.py", "exec")  # the PYNQ driver is valid Python
 
 
 def test_csd_digits_reconstruct_codes_with_fewest_digits() -> None:
