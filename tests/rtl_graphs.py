@@ -55,3 +55,65 @@ def every_mode_graph(channels: int = 4) -> Graph:
         nodes.append(node)
         total = node.output
     return Graph("every mode", [x], nodes, [total.name]).check()
+
+
+def khot_mlp_graph() -> tuple[Graph, np.ndarray]:
+    """A two-layer MLP with 2-hot weights from PyTorch; returns the graph and golden input codes."""
+    import torch
+    from torch import nn
+
+    import qfx
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(300, 6) * 2
+    qm = qfx.quantize_model(model, qfx.QConfig(multiplier_free="khot:2", weight_granularity="channel"),
+                            example_input=x)
+    qfx.calibrate(qm, [x])
+    qm.eval()
+    graph = qfx.export(qm, x, name="khot mlp")
+    _check_torch_agrees(graph, qm, x)
+    return graph, qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)
+
+
+def conv_graph() -> tuple[Graph, np.ndarray]:
+    """Conv 3x3, BatchNorm, LeakyReLU, pointwise conv with a residual add, ReLU6, flatten, dense (PyTorch)."""
+    import torch
+    from torch import nn
+
+    import qfx
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3, padding=1)
+            self.bn = nn.BatchNorm2d(3)
+            self.act = nn.LeakyReLU(0.125)
+            self.pw = nn.Conv2d(3, 3, 1)
+            self.act6 = nn.ReLU6()
+            self.fc = nn.Linear(27, 4)
+
+        def forward(self, x):
+            y = self.act(self.bn(self.conv(x)))
+            y = self.act6(self.pw(y) + y)
+            return self.fc(torch.flatten(y, 1))
+
+    torch.manual_seed(1)
+    model = Net()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(256, 1, 3, 3) * 2
+    config = qfx.QConfig(weight=6, overrides={"fc": {"rounding": "RND", "overflow": "WRAP"},
+                                              "pw": {"accum": 12}})
+    qm = qfx.quantize_model(model, config, example_input=x)
+    qfx.calibrate(qm, [x])
+    qm.eval()
+    graph = qfx.export(qm, x, name="conv net")
+    _check_torch_agrees(graph, qm, x)
+    return graph, qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)
+
+
+def _check_torch_agrees(graph: Graph, model, x) -> None:
+    """The interpreter's outputs equal the PyTorch model's, so the vectors are PyTorch's golden outputs."""
+    import qfx
+    golden = model(x).detach().double().numpy()
+    assert (qfx.ir.run(graph, x.numpy()) == golden).all()

@@ -51,6 +51,9 @@ def write_files(files: dict[str, str], directory: "os.PathLike | str", force: bo
                               "to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes the folder private; the design folder should not be
     try:
         for relative, text in sorted(files.items()):
             path = staging / relative

