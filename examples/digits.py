@@ -19,10 +19,11 @@ What it does:
      epochs of fine-tuning in which the weights (at a small learning rate)
      *and* every binary point (weights, biases, BN scale/shift,
      activations, pooling) are learned.  After every epoch the model is
-     scored on the validation split in eval mode (bit-exact); the best
-     state is kept, the PTQ start included, so when fine-tuning never
-     beats PTQ on validation, QAT keeps the PTQ weights and formats
-     (the "epoch" column then shows 0);
+     scored on the validation split in eval mode (bit-exact) and the best
+     epoch is kept, but only if it classifies more validation images
+     correctly than the PTQ start and has a lower validation loss:
+     otherwise QAT keeps the PTQ weights and formats (the "QAT epoch"
+     column then shows 0);
 
    every op is quantized: input, conv, BatchNorm (as a per-channel
    multiply-add), ReLU, max and average pooling, linear;
@@ -127,15 +128,18 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     """Adam with cosine decay; ``int_bits`` parameters (learned binary points) get their own learning rate.
 
     With ``validation=(x, y)`` the model is scored (eval mode) before training
-    and after every epoch, and ends in the best-scoring state (accuracy,
-    then lower loss; ties keep the earlier state).  Returns the epoch of
-    that state, 0 for the starting state (always 0 without ``validation``).
+    and after every epoch.  The best epoch (accuracy, then lower loss; ties
+    keep the earlier one) replaces the starting state only if it both
+    classifies more validation images correctly and has the lower
+    validation loss: on a small validation split one image is noise, and
+    the two criteria together ask for a change that shows in both.  Returns the epoch of the state kept, 0 for the
+    starting state (always 0 without ``validation``).
     """
     if epochs <= 0:
         return 0
     best_epoch, best_score, best_state = 0, None, None
     if validation is not None:
-        best_score, best_state = validation_score(model, *validation), copy.deepcopy(model.state_dict())
+        start_score, start_state = validation_score(model, *validation), copy.deepcopy(model.state_dict())
     bp = [p for n, p in model.named_parameters() if n.endswith("int_bits")]
     rest = [p for n, p in model.named_parameters() if not n.endswith("int_bits")]
     groups = [{"params": rest, "lr": lr}]
@@ -164,9 +168,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if validation is not None:
             score = validation_score(model, *validation)
-            if score > best_score:
+            if best_score is None or score > best_score:
                 best_epoch, best_score, best_state = epoch + 1, score, copy.deepcopy(model.state_dict())
-    if best_state is not None:
+    if validation is not None:
+        if not (best_score[0] > start_score[0] and best_score[1] > start_score[1]):  # keep the start
+            best_epoch, best_state = 0, start_state
         model.load_state_dict(best_state)
     model.train()
     return best_epoch

@@ -14,8 +14,8 @@ from typing import Optional
 
 import torch
 
-from .format import FixedType, Overflow
-from .functional import cast_codes, saturating_cast_codes
+from .format import FixedType
+from .functional import cast_codes, in_range_grad, saturating_cast_codes
 from .khot import khot_cast_codes
 
 __all__ = ["fixed_cast", "learned_int_bits_cast"]
@@ -35,17 +35,23 @@ class _FixedCast(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, t: FixedType, frac_bits, training: bool = False) -> torch.Tensor:
-        if training:
-            codes, inside = saturating_cast_codes(x.detach(), t, frac_bits)
+        fast = saturating_cast_codes(x.detach(), t, frac_bits) if training else None
+        if fast is not None:
+            codes, rounded = fast
+            ctx.save_for_backward(rounded)
+            ctx.t = t
         else:
             codes, inside = cast_codes(x.detach(), t, frac_bits, need_mask=ctx.needs_input_grad[0])
-        ctx.save_for_backward(inside)
+            ctx.save_for_backward(inside)
+            ctx.t = None
         return _scale_codes(codes, t if frac_bits is None else frac_bits)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (inside,) = ctx.saved_tensors
-        return (grad if inside is None else grad * inside), None, None, None
+        (saved,) = ctx.saved_tensors
+        if ctx.t is not None:  # saved: the codes before saturation
+            return in_range_grad(grad, saved, ctx.t), None, None, None
+        return (grad if saved is None else grad * saved), None, None, None
 
 
 def fixed_cast(x: torch.Tensor, t: FixedType, frac_bits: Optional[torch.Tensor] = None,
@@ -58,9 +64,11 @@ def fixed_cast(x: torch.Tensor, t: FixedType, frac_bits: Optional[torch.Tensor] 
 
 
 def _scale_codes(codes: torch.Tensor, t_or_frac) -> torch.Tensor:
-    """``codes * 2**-F`` in place; ``F`` from a type or a tensor of per-channel binary points."""
+    """``codes * 2**-F`` in place; ``F`` from a type, an int or a tensor of (per-channel) binary points."""
     if isinstance(t_or_frac, FixedType):
         return codes.mul_(t_or_frac.lsb)
+    if isinstance(t_or_frac, int):
+        return codes.mul_(math.ldexp(1.0, -t_or_frac))
     if t_or_frac.dim() == 0:  # one binary point: a Python scalar multiplies fastest
         return codes.mul_(math.ldexp(1.0, -int(t_or_frac)))
     return codes.mul_(torch.exp2(-t_or_frac.to(codes.dtype)))
@@ -90,10 +98,12 @@ class _LearnedIntBitsCast(torch.autograd.Function):
     binary point decides (LSQ, Esser et al. 2020; thresholds trained in the
     log2 domain, Jain et al. 2020).
 
-    ``training=True`` casts with :func:`~qfx.functional.saturating_cast_codes`
-    (same values for finite ``x``); for an ``AP_SAT`` type the saturated
-    value outside the range is ``q`` itself, so the backward pass then
-    forms ``dq/dI`` as ``ln 2 * where(in(x), q - x, q)`` in two passes.
+    ``training=True`` casts ``AP_SAT`` types with
+    :func:`~qfx.functional.saturating_cast_codes` (same values for finite
+    ``x``) and keeps the codes before saturation instead of a mask; the
+    saturated value outside the range is then ``q`` itself, so the
+    backward pass forms ``dq/dI / ln 2 = q - in(x) * x`` and ``dL/dx`` with
+    one fused pass each (:func:`~qfx.functional.in_range_grad`).
 
     Why ``s**-1.5``: for a reconstruction loss the noise terms shrink as
     ``s**2`` and the clipping terms roughly as ``s``.  Unscaled, a binary
@@ -111,16 +121,25 @@ class _LearnedIntBitsCast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, int_bits: torch.Tensor, t: FixedType, khot: Optional[int],
                 training: bool = False) -> torch.Tensor:
-        frac_bits = t.width - torch.round(int_bits.detach())
-        ctx.saturating = training and khot is None and t.overflow is Overflow.SAT
-        if khot is not None:
+        if training and khot is None and int_bits.dim() == 0:
+            # One binary point: a Python int saves a dozen small tensor ops per call, forward and
+            # backward (Python's round, like torch.round, rounds half to even).
+            frac_bits = t.width - round(float(int_bits))
+        else:
+            frac_bits = t.width - torch.round(int_bits.detach())
+        fast = saturating_cast_codes(x.detach(), t, frac_bits) if training and khot is None else None
+        ctx.saturating = fast is not None
+        if fast is None and isinstance(frac_bits, int):
+            frac_bits = torch.tensor(float(frac_bits))
+        if fast is not None:
+            codes, inside = fast  # "inside" holds the codes before saturation here
+        elif khot is not None:
             codes, inside = khot_cast_codes(x.detach(), t, khot, frac_bits)
-        elif training:
-            codes, inside = saturating_cast_codes(x.detach(), t, frac_bits)
         else:
             codes, inside = cast_codes(x.detach(), t, frac_bits, need_mask=True)
         q = _scale_codes(codes, frac_bits).to(x.dtype)
-        ctx.save_for_backward(x, q, inside, frac_bits)
+        ctx.frac = frac_bits if isinstance(frac_bits, int) else None
+        ctx.save_for_backward(x, q, inside, None if ctx.frac is not None else frac_bits)
         ctx.t = t
         ctx.int_bits_shape, ctx.int_bits_dtype = int_bits.shape, int_bits.dtype
         return q
@@ -129,14 +148,21 @@ class _LearnedIntBitsCast(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, q, inside, frac_bits = ctx.saved_tensors
         t = ctx.t
-        grad_x = grad if inside is None else grad * inside
+        if ctx.saturating:
+            grad_x = in_range_grad(grad, inside, t)
+        else:
+            grad_x = grad if inside is None else grad * inside
         if not ctx.needs_input_grad[1]:
             return grad_x, None, None, None, None
+        if ctx.frac is not None:  # one binary point, saturating: all in Python scalars
+            grad_i = torch.dot(grad.reshape(-1), (q - in_range_grad(x, inside, t)).reshape(-1))
+            grad_i = grad_i * (_LN2 * 2.0 ** (_STEP_POWER * ctx.frac))  # ln 2 / step**1.5
+            return grad_x, grad_i.reshape(ctx.int_bits_shape).to(ctx.int_bits_dtype), None, None, None
         step = torch.exp2(-frac_bits.to(x.dtype))
         if inside is None:
             dq_di = q - x
         elif ctx.saturating:  # AP_SAT: outside the range q is the saturated value
-            dq_di = torch.where(inside, q - x, q)
+            dq_di = q - in_range_grad(x, inside, t)
         else:
             saturated = torch.minimum(torch.maximum(x, t.code_min * step), t.code_max * step)
             dq_di = torch.where(inside, q - x, saturated)

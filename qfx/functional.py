@@ -24,7 +24,8 @@ import torch
 
 from .format import FixedType, Overflow, Rounding
 
-__all__ = ["quantize", "to_codes", "from_codes", "cast_codes", "saturating_cast_codes", "mantissa_bits"]
+__all__ = ["quantize", "to_codes", "from_codes", "cast_codes", "saturating_cast_codes", "in_range_grad",
+           "mantissa_bits"]
 
 FixedLike = Union[FixedType, str]
 FracBits = Union[int, torch.Tensor]
@@ -314,14 +315,18 @@ def cast_codes(x: torch.Tensor, t: FixedType, frac_bits: Optional[FracBits] = No
 
 
 def saturating_cast_codes(x: torch.Tensor, t: FixedType,
-                          frac_bits: Optional[FracBits] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training-mode :func:`cast_codes` for ``AP_SAT`` formats: codes and the in-range mask, in four passes.
+                          frac_bits: Optional[FracBits] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """Training-mode :func:`cast_codes` for ``AP_SAT`` formats: ``(codes, rounded)`` in three passes, or ``None``.
 
-    Scale, round, clamp, compare: no bounds pass, no NaN/Inf check and no
-    overflow bookkeeping.  For finite ``x`` the codes equal
-    :func:`cast_codes`'s, because the shortcuts it takes cannot change a
-    code under these conditions (otherwise it simply calls
-    :func:`cast_codes`):
+    Scale, round, clamp: no bounds pass, no NaN/Inf check, no overflow
+    bookkeeping and no boolean mask (boolean tensors are slow to write and
+    read on the CPU).  ``rounded`` holds the codes before the clamp: an
+    element was in range exactly where ``code_min <= rounded <= code_max``,
+    which is what the straight-through gradient needs (see
+    :func:`in_range_grad`).  For finite ``x`` the codes equal
+    :func:`cast_codes`'s, because the shortcuts cannot change a code under
+    these conditions; where one fails, ``None`` is returned and the caller
+    uses :func:`cast_codes`:
 
     * ``AP_SAT`` is a clamp of the rounded code, whatever the rounding mode;
     * ``t.width`` is below the dtype's mantissa, so a scaled value too large
@@ -332,10 +337,8 @@ def saturating_cast_codes(x: torch.Tensor, t: FixedType,
     * no binary point needs :func:`cast_codes`'s scaling fix-ups (``TRN``
       with ``F < 0``, float64 subnormals at ``F >= 1022``).
 
-    Unlike :func:`cast_codes`, NaN is not refused: it comes out as NaN
-    (outside the mask), which a training loss makes visible anyway, and
-    infinities saturate.  The mask is where the rounded code lay in range:
-    the straight-through gradient's support.
+    Unlike :func:`cast_codes`, NaN is not refused: it comes out as NaN,
+    which a training loss makes visible anyway, and infinities saturate.
     """
     frac_bits = t.frac_bits if frac_bits is None else frac_bits
     if isinstance(frac_bits, torch.Tensor) and frac_bits.dim() == 0:
@@ -343,14 +346,23 @@ def saturating_cast_codes(x: torch.Tensor, t: FixedType,
     frac_lo, frac_hi = _frac_range(frac_bits)
     if (t.overflow is not Overflow.SAT or x.dtype not in _EXPONENT_RANGE or t.width >= mantissa_bits(x.dtype)
             or (frac_lo < 0 and t.rounding is Rounding.TRN) or frac_hi >= 1022):
-        codes, inside = cast_codes(x, t, frac_bits, need_mask=True)
-        return codes, torch.ones_like(codes, dtype=torch.bool) if inside is None else inside
+        return None
     _check_dtype(x, t, frac_lo, frac_hi)
     if isinstance(frac_bits, torch.Tensor):
         frac_bits = frac_bits.to(device=x.device)
-    n = _ROUNDERS[t.rounding](torch.mul(x, _pow2(frac_bits, x)))
-    codes = torch.clamp(n, t.code_min, t.code_max)
-    return codes, torch.eq(codes, n)
+    rounded = _ROUNDERS[t.rounding](torch.mul(x, _pow2(frac_bits, x)))
+    return torch.clamp(rounded, t.code_min, t.code_max), rounded
+
+
+def in_range_grad(grad: torch.Tensor, rounded: torch.Tensor, t: FixedType) -> torch.Tensor:
+    """``grad`` where ``rounded`` (integer codes before the overflow step) lies in ``t``'s code range, else 0.
+
+    One fused pass: ``hardtanh_backward`` keeps ``grad`` strictly between
+    the bounds, and half a code beyond each end separates the integers in
+    range from those outside.  Also keeps any other tensor shaped like
+    ``grad`` (e.g. ``x``) where the code was in range.
+    """
+    return torch.ops.aten.hardtanh_backward(grad, rounded, t.code_min - 0.5, t.code_max + 0.5)
 
 
 def _scale(x: torch.Tensor, t: FixedType, frac_bits: FracBits, frac_lo: int, frac_hi: int) -> torch.Tensor:

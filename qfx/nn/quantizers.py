@@ -6,6 +6,11 @@ one per tensor or one per channel, rounded in the forward pass.  With
 :class:`qfx.autograd._LearnedIntBitsCast`); otherwise it is a buffer that
 calibration may set.  ``freeze()`` turns a learned binary point into a fixed
 one.
+
+In training mode (``module.train()``) the quantizers cast ``AP_SAT`` formats
+with the training-mode cast (:func:`qfx.functional.saturating_cast_codes`):
+the same values for finite inputs in fewer passes, without the NaN/Inf
+check; eval mode always uses the exact :func:`qfx.functional.cast_codes`.
 """
 
 from __future__ import annotations
