@@ -16,6 +16,8 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -213,6 +215,23 @@ def test_ultra96_project_carries_part_and_board(zoo) -> None:
     assert "processing_system7" in pynq["vivado/block_design.tcl"]
     for project in (files, pynq, generate(graph, load_board("ultra96v2"), "parallel")):
         compile(project["driver/overlay.py"], "overlay.py", "exec")  # the PYNQ driver is valid Python
+
+
+def test_driver_converts_like_the_model(zoo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PYNQ driver's float -> code conversion and stream order, run without a board."""
+    monkeypatch.setitem(sys.modules, "pynq", types.SimpleNamespace(Overlay=None, allocate=None))
+    _, graph, x = zoo["cnn"]
+    namespace: dict = {}
+    exec(compile(generate(graph, load_board("ultra96v2"), "stream")["driver/overlay.py"], "overlay.py", "exec"),
+         namespace)
+    name, shape, width, frac, signed, rounding, overflow = namespace["INPUTS"][0]
+    data = np.concatenate([x.numpy().ravel(), np.array([100.0, -100.0, 0.5 * 2.0 ** -frac, -1.5 * 2.0 ** -frac])])
+    np.testing.assert_array_equal(namespace["to_codes"](data, width, frac, signed, rounding, overflow),
+                                  qfx.ir.input_codes(data, graph.inputs[0].type))
+    codes = np.arange(2 * 4 * 3 * 5).reshape(2, 4, 3, 5)
+    stream = namespace["hwc"](codes, (4, 3, 5))
+    np.testing.assert_array_equal(stream[1, :4], codes[1, :, 0, 0])  # channels innermost
+    np.testing.assert_array_equal(namespace["chw"](stream, (4, 3, 5)), codes)
 
 
 def test_csd_digits_reconstruct_codes_with_fewest_digits() -> None:

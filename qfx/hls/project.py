@@ -30,7 +30,7 @@ __all__ = ["IO_MODES", "plan_project", "golden_codes", "safe_names", "Stream"]
 IO_MODES = ("parallel", "stream")
 #: Namespaces and names the generated C++ uses for itself; no tensor or top function may take them.
 _RESERVED = {"tensor", "config", "weights", "stage", "qfx", "hls", "std"}
-_STATIC_FILES = ("firmware/qfx_layers.h", "firmware/qfx_trace.h", "build.tcl")
+_STATIC_FILES = ("firmware/qfx_layers.h", "firmware/qfx_trace.h", "firmware/qfx_axis.h", "build.tcl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,18 @@ class Fork:
 
 
 @dataclasses.dataclass(frozen=True)
+class Port:
+    """``qfx::from_axis`` / ``qfx::to_axis``: a top-level AXI-Stream port and the dataflow stream behind it."""
+
+    size: int
+    type: str
+    beat: str
+    axis: str
+    stream: str
+    kind: str  #: "from_axis" or "to_axis"
+
+
+@dataclasses.dataclass(frozen=True)
 class Stage:
     """A layer in the dataflow top: its stage function and the streams it reads and writes."""
 
@@ -75,9 +87,18 @@ def _codes_text(codes: np.ndarray) -> str:
     return "".join(" ".join(map(str, row)) + "\n" for row in rows)
 
 
+def axis_bits(width: int) -> int:
+    """TDATA bits of the beat carrying a ``width``-bit element: 8, 16, 32 or 64 (a DMA-friendly word)."""
+    return next(bits for bits in (8, 16, 32, 64) if width <= bits)
+
+
+def _beat(value_type) -> str:
+    return f"qfx::axis<{axis_bits(value_type.width)}>::beat"
+
+
 def _stream_topology(graph: Graph, names: dict[str, str], layers: list[Layer]
                      ) -> tuple[list[Stream], list[object], dict[tuple[str, int], str]]:
-    """Streams, stages in order (forks and layers), and the stream each (node, input position) reads."""
+    """Streams, steps in a valid dataflow order (ports, forks, layers), and the stream each (node, input) reads."""
     values = graph.values()
     taken = set(names.values()) | _RESERVED
     consumers: dict[str, list[tuple[str, int]]] = {name: [] for name in values}
@@ -103,7 +124,7 @@ def _stream_topology(graph: Graph, names: dict[str, str], layers: list[Layer]
         if len(users) == 1:
             reads[users[0]] = source[value_name]
             return
-        targets = [names[value_name] if user == ("", 0) else new_stream(value_name, "to")
+        targets = [output_stream[value_name] if user == ("", 0) else new_stream(value_name, "to")
                    for user in users]
         for user, target in zip(users, targets):
             reads[user] = target
@@ -115,19 +136,27 @@ def _stream_topology(graph: Graph, names: dict[str, str], layers: list[Layer]
             current = spare
         steps.append(Fork(size, element, current, targets[-2], targets[-1]))
 
+    output_stream: dict[str, str] = {}
     for value in graph.inputs:
         if value.name in graph.outputs:
             raise HLSError(f"input '{value.name}' is also an output of graph '{graph.name}'; the HLS back end "
                            "needs every output computed by a node")
-        source[value.name] = names[value.name]
+        source[value.name] = new_stream(value.name, "in")
+        steps.append(Port(value.size, f"tensor::{names[value.name]}", _beat(value.type), names[value.name],
+                          source[value.name], "from_axis"))
         route(value.name)
+    ports = []
+    for name in graph.outputs:
+        output_stream[name] = new_stream(name, "out")
+        ports.append(Port(values[name].size, f"tensor::{names[name]}", _beat(values[name].type), names[name],
+                          output_stream[name], "to_axis"))
     for node, layer in zip(graph.nodes, layers):
         users = consumers[node.name]
-        source[node.name] = names[node.name] if users == [("", 0)] else new_stream(node.name, "s")
+        source[node.name] = output_stream[node.name] if users == [("", 0)] else new_stream(node.name, "s")
         steps.append(Stage(layer, [reads[(node.name, i)] for i in range(len(node.inputs))], source[node.name]))
         route(node.name)
-    # Layers in order, each fork right after its producer: a valid dataflow order.
-    return streams, steps, reads
+    # Each fork right after its producer, the output ports last: producers always come before consumers.
+    return streams, steps + ports, reads
 
 
 def safe_names(graph: Graph) -> dict[str, str]:
@@ -146,6 +175,7 @@ def _tensor_info(graph: Graph, names: dict[str, str]) -> list[dict]:
     for value in list(graph.inputs) + [n.output for n in graph.nodes]:
         c, h, w = frame(value.shape)
         out.append({"name": names[value.name], "type": str(value.type), "code_type": code_type(value.type),
+                    "axis_bits": axis_bits(value.type.width),
                     "size": value.size, "channels": c, "height": h, "width": w, "shape": list(value.shape)})
     return out
 
