@@ -72,12 +72,14 @@ def run_codes(graph: Graph, inputs: Inputs, *, trace: bool = False,
     Mirrors :func:`qfx.ir.run_codes`; ``threads`` defaults to the cores
     available, fewer for small batches.
     """
-    arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    arrays = [np.asarray(a) for a in ([inputs] if isinstance(inputs, np.ndarray) else inputs)]
     if len(arrays) != len(graph.inputs):
         raise ValueError(f"graph '{graph.name}' takes {len(graph.inputs)} input(s), got {len(arrays)}")
     batch = arrays[0].shape[0] if arrays and arrays[0].ndim else 0
     for value, codes in zip(graph.inputs, arrays):
-        codes = np.asarray(codes)
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise TypeError(f"input '{value.name}': integer codes expected, got dtype {codes.dtype} (pass float "
+                            "values to emulate() without codes=True to have them cast)")
         if codes.ndim == 0 or tuple(codes.shape[1:]) != value.shape or codes.shape[0] != batch:
             raise ValueError(f"input '{value.name}' takes shape (N={batch}, {', '.join(map(str, value.shape))}), "
                              f"got {tuple(codes.shape)}")
@@ -112,7 +114,7 @@ def emulate(graph: Graph, x: Inputs, *, codes: bool = False,
 
     Args:
         graph: the IR graph.
-        x: the batch (batch-first), or one array per graph input; floats are
+        x: the batch (batch-first), or a sequence of one per graph input; floats are
             cast to the input formats with :func:`qfx.ir.input_codes`,
             integer codes are taken as they are when ``codes=True``.
         codes: take and return integer codes instead of values.
@@ -121,8 +123,7 @@ def emulate(graph: Graph, x: Inputs, *, codes: bool = False,
     Returns the output values as float64 (exact up to 53-bit formats), or the
     output codes; one array, or a tuple for several outputs.
     """
-    arrays = [x] if isinstance(x, np.ndarray) or not isinstance(x, (list, tuple)) else list(x)
-    arrays = [np.asarray(a) for a in arrays]
+    arrays = [np.asarray(a) for a in ([x] if len(graph.inputs) == 1 else x)]
     if not codes:
         arrays = [input_codes(a, v.type) for a, v in zip(arrays, graph.inputs)]
     found = run_codes(graph, arrays, threads=threads)

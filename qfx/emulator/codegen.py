@@ -62,13 +62,24 @@ def _ints(values: Iterable[int]) -> str:
     return "{" + ",\n    ".join(rows) + "}"
 
 
-def _int_type(codes: np.ndarray) -> str:
-    """The narrowest C integer type holding ``codes``."""
+def _int_type(codes: np.ndarray, at_least: int = 8) -> str:
+    """The narrowest C integer type of ``at_least`` bits or more holding ``codes``."""
     lo, hi = (int(codes.min()), int(codes.max())) if codes.size else (0, 0)
     for bits in (8, 16, 32):
-        if -(1 << (bits - 1)) <= lo and hi < (1 << (bits - 1)):
+        if bits >= at_least and -(1 << (bits - 1)) <= lo and hi < (1 << (bits - 1)):
             return f"std::int{bits}_t"
     return "std::int64_t"
+
+
+def _code_bits(t: FixedType) -> int:
+    """Bits of ``qfx::code_t``, the integer a tensor of format ``t`` is stored in."""
+    return next(bits for bits in (8, 16, 32, 64) if _bits(t) <= bits)
+
+
+def _operand_type(x: FixedType, weights: np.ndarray) -> str:
+    """One type for the weights and the gathered inputs of a convolution: int16 at least, so that the
+    dot products are int16 multiply-adds for 8-bit formats."""
+    return _int_type(weights, at_least=max(16, _code_bits(x)))
 
 
 def _csd(code: int) -> list[tuple[int, int]]:
@@ -119,11 +130,11 @@ class _Unit:
     def ws(self, tensor: str) -> str:
         return f"ws.{self.names[tensor]}"
 
-    def constant(self, node: Node, role: str, codes: np.ndarray) -> str:
-        """Declare ``codes`` (flattened) as a constexpr array; return its C++ name."""
+    def constant(self, node: Node, role: str, codes: np.ndarray, c_type: Optional[str] = None) -> str:
+        """Declare ``codes`` (flattened) as a constexpr array (of ``c_type``, default the narrowest); its C++ name."""
         name = f"{self.names[node.name]}__{role}"
         flat = np.asarray(codes, dtype=np.int64).ravel()
-        self.constants.append(f"constexpr {_int_type(flat)} {name}[{max(flat.size, 1)}] = "
+        self.constants.append(f"constexpr {c_type or _int_type(flat)} {name}[{max(flat.size, 1)}] = "
                               f"{_ints(flat if flat.size else [0])};")
         return f"constants::{name}"
 
@@ -195,14 +206,15 @@ def _conv(unit: _Unit, node: Node) -> str:
     shape = [c, *size, o, *kernel, *stride, before[0], after[0], before[1], after[1], *dilation, a["groups"], *out]
     fan_in = int(np.prod(weight.codes.shape[1:]))
     acc, epilogue = _dot(unit, node, fan_in)
-    wname = unit.constant(node, "weight", weight.codes)
+    operand = _operand_type(x.type, weight.codes)
+    wname = unit.constant(node, "weight", weight.codes, operand)
     padded = any(before) or any(after)
     name = unit.names[node.name]
     unit.scratch.append(f"  qfx::code_t<formats::{unit.names[x.name]}> {name}__padded["
                         f"{c * (size[0] + before[0] + after[0]) * (size[1] + before[1] + after[1]) if padded else 1}];")
-    unit.scratch.append(f"  {acc} {name}__plane[{out[0] * out[1]}];")
+    unit.scratch.append(f"  {operand} {name}__patches[{out[0] * out[1] * fan_in}];")
     return (f"qfx::conv2d<qfx::Conv2dShape<{', '.join(map(str, shape))}>, {acc}>({unit.ws(node.inputs[0])}, "
-            f"{wname}, {epilogue}, ws.{name}__padded, ws.{name}__plane, {unit.ws(node.name)});")
+            f"{wname}, {epilogue}, ws.{name}__padded, ws.{name}__patches, {unit.ws(node.name)});")
 
 
 def _scale_shift(unit: _Unit, node: Node) -> str:
@@ -237,7 +249,7 @@ def _scale_shift(unit: _Unit, node: Node) -> str:
 def _relu(unit: _Unit, node: Node) -> str:
     x = unit.values[node.inputs[0]]
     drop = x.type.frac_bits - node.output.type.frac_bits
-    return f"qfx::relu<{unit.fmt(node.name)}, {x.size}>({unit.ws(x.name)}, {drop}, {unit.ws(node.name)});"
+    return f"qfx::relu<{unit.fmt(node.name)}, {x.size}, {drop}>({unit.ws(x.name)}, {unit.ws(node.name)});"
 
 
 def _relu6(unit: _Unit, node: Node) -> str:
@@ -247,8 +259,8 @@ def _relu6(unit: _Unit, node: Node) -> str:
     bits = max(_bits(x.type) + common - fx, 4 + common) + 1
     acc = _accumulator(node, bits)
     unit.widths[node.name] = bits
-    return (f"qfx::relu6<{unit.fmt(node.name)}, {acc}, {x.size}>({unit.ws(x.name)}, {common - fx}, {common}, "
-            f"{common - node.output.type.frac_bits}, {unit.ws(node.name)});")
+    return (f"qfx::relu6<{unit.fmt(node.name)}, {acc}, {x.size}, {common - fx}, {common}, "
+            f"{common - node.output.type.frac_bits}>({unit.ws(x.name)}, {unit.ws(node.name)});")
 
 
 def _leaky_relu(unit: _Unit, node: Node) -> str:
@@ -260,8 +272,8 @@ def _leaky_relu(unit: _Unit, node: Node) -> str:
     bits = max(_bits(x.type) + up_pos, _bits(x.type) + _constant_bits(node.constants["slope"]) + up_neg) + 1
     acc = _accumulator(node, bits)
     unit.widths[node.name] = bits
-    return (f"qfx::leaky_relu<{unit.fmt(node.name)}, {acc}, {x.size}>({unit.ws(x.name)}, {slope}, {up_pos}, "
-            f"{up_neg}, {common - node.output.type.frac_bits}, {unit.ws(node.name)});")
+    return (f"qfx::leaky_relu<{unit.fmt(node.name)}, {acc}, {x.size}, {slope}LL, {up_pos}, {up_neg}, "
+            f"{common - node.output.type.frac_bits}>({unit.ws(x.name)}, {unit.ws(node.name)});")
 
 
 def _add(unit: _Unit, node: Node) -> str:
@@ -271,8 +283,8 @@ def _add(unit: _Unit, node: Node) -> str:
     bits = max(_bits(a.type) + up_a, _bits(b.type) + up_b) + 1
     acc = _accumulator(node, bits)
     unit.widths[node.name] = bits
-    return (f"qfx::add<{unit.fmt(node.name)}, {acc}, {a.size}>({unit.ws(a.name)}, {up_a}, {unit.ws(b.name)}, "
-            f"{up_b}, {common - node.output.type.frac_bits}, {unit.ws(node.name)});")
+    return (f"qfx::add<{unit.fmt(node.name)}, {acc}, {a.size}, {up_a}, {up_b}, "
+            f"{common - node.output.type.frac_bits}>({unit.ws(a.name)}, {unit.ws(b.name)}, {unit.ws(node.name)});")
 
 
 def _pool_shape(x_shape: Sequence[int], node: Node, dilation: Sequence[int]) -> str:
@@ -285,7 +297,7 @@ def _maxpool(unit: _Unit, node: Node) -> str:
     x = unit.values[node.inputs[0]]
     shape = _pool_shape(x.shape, node, node.attrs["dilation"])
     drop = x.type.frac_bits - node.output.type.frac_bits
-    return f"qfx::maxpool2d<{unit.fmt(node.name)}, {shape}>({unit.ws(x.name)}, {drop}, {unit.ws(node.name)});"
+    return f"qfx::maxpool2d<{unit.fmt(node.name)}, {shape}, {drop}>({unit.ws(x.name)}, {unit.ws(node.name)});"
 
 
 def _divided(unit: _Unit, node: Node, count: int) -> tuple[str, int, int]:
@@ -302,7 +314,7 @@ def _avgpool(unit: _Unit, node: Node) -> str:
     kh, kw = node.attrs["kernel"]
     acc, divisor, drop = _divided(unit, node, kh * kw)
     shape = _pool_shape(x.shape, node, [1, 1])
-    return (f"qfx::avgpool2d<{unit.fmt(node.name)}, {acc}, {shape}>({unit.ws(x.name)}, {divisor}, {drop}, "
+    return (f"qfx::avgpool2d<{unit.fmt(node.name)}, {acc}, {shape}, {divisor}LL, {drop}>({unit.ws(x.name)}, "
             f"{unit.ws(node.name)});")
 
 
@@ -310,8 +322,8 @@ def _global_avgpool(unit: _Unit, node: Node) -> str:
     x = unit.values[node.inputs[0]]
     size = x.shape[1] * x.shape[2]
     acc, divisor, drop = _divided(unit, node, size)
-    return (f"qfx::global_avgpool2d<{unit.fmt(node.name)}, {acc}, {x.shape[0]}, {size}>({unit.ws(x.name)}, "
-            f"{divisor}, {drop}, {unit.ws(node.name)});")
+    return (f"qfx::global_avgpool2d<{unit.fmt(node.name)}, {acc}, {x.shape[0]}, {size}, {divisor}LL, {drop}>("
+            f"{unit.ws(x.name)}, {unit.ws(node.name)});")
 
 
 def _flatten(unit: _Unit, node: Node) -> str:

@@ -21,12 +21,6 @@ using code_t = typename std::conditional<
                               typename std::conditional<(T::width + !T::is_signed <= 32), std::int32_t,
                                                         std::int64_t>::type>::type>::type;
 
-// The narrowest of int16/32/64 holding codes of both X and Wt: products are widening multiplies from it.
-template <class X, class Wt>
-using operand_t = typename std::conditional<
-    (sizeof(X) <= 2 && sizeof(Wt) <= 2), std::int16_t,
-    typename std::conditional<(sizeof(X) <= 4 && sizeof(Wt) <= 4), std::int32_t, std::int64_t>::type>::type;
-
 // v * 2**s, s >= 0 (a multiply: left shifts of negative numbers are undefined before C++20).
 template <class A> inline A shift_left(A v, int s) { return s == 0 ? v : v * (A(1) << s); }
 
@@ -61,8 +55,7 @@ void dense(const X* x, const Wt* w, const E& epilogue, Y* y) {
   for (int o = 0; o < Outs; ++o) {
     const Wt* row = w + o * In;
     Acc sum = 0;
-    for (int i = 0; i < In; ++i)
-      sum += static_cast<Acc>(static_cast<operand_t<X, Wt>>(x[i])) * static_cast<Acc>(static_cast<operand_t<X, Wt>>(row[i]));
+    for (int i = 0; i < In; ++i) sum += static_cast<Acc>(x[i]) * static_cast<Acc>(row[i]);
     y[o] = static_cast<Y>(epilogue(o, sum));
   }
 }
@@ -79,23 +72,28 @@ struct Conv2dShape {
   static constexpr bool padded = PT || PB || PL || PR;
 };
 
-// acc[i] += x[i * Stride] * w for i < N; `restrict` tells the compiler the rows never overlap, so it vectorises.
-// Operand holds both x's codes and w (int16 for 8-bit formats): the compiler then sees a widening
-// multiply (SSE2's pmullw/pmulhw for int16) rather than a full-width one.
-template <int N, int Stride, class Acc, class Operand, class X>
-inline void multiply_add_row(Acc* __restrict acc, const X* __restrict x, Operand w) {
-  for (int i = 0; i < N; ++i) acc[i] += static_cast<Acc>(static_cast<Operand>(x[i * Stride])) * static_cast<Acc>(w);
+// sum(a[i] * b[i]) for i < N, exactly in Acc: a fixed-length reduction over one
+// operand type (int16 for 8-bit formats), which the compiler vectorises into
+// multiply-add instructions (SSE2's pmaddwd); `restrict`: the rows never overlap.
+template <int N, class Acc, class Operand>
+inline Acc dot(const Operand* __restrict a, const Operand* __restrict b) {
+  Acc sum = 0;
+  for (int i = 0; i < N; ++i) sum += static_cast<Acc>(a[i]) * static_cast<Acc>(b[i]);
+  return sum;
 }
 
 // Zero-padded, strided, dilated, grouped 2-D convolution (a 1-D one is H = KH = 1).
-// The input is first copied into `padded` (C * HP * WP codes, unused without
-// padding), so that every loop has a fixed trip count; then, weight by weight,
-// whole output rows are multiply-added into `plane` (OH * OW accumulators):
-// the innermost loop is a fixed-length multiply-add the compiler vectorises.
+// The input is copied into `padded` (C * HP * WP codes; unused without
+// padding), then, group by group, each output position's window is gathered
+// into a row of `patches` (OH * OW rows of K = C/G * KH * KW codes) in the
+// weights' order and type, so that every output is one fixed-length dot
+// product of two arrays of one type Wt (int16 at least: the code generator
+// stores weights so).
 template <class S, class Acc, class X, class Wt, class E, class Y>
-void conv2d(const X* x, const Wt* w, const E& epilogue, X* padded, Acc* plane, Y* y) {
-  constexpr int CG = S::C / S::G, OG = S::O / S::G, P = S::OH * S::OW;
-  using Operand = operand_t<X, Wt>;
+void conv2d(const X* x, const Wt* w, const E& epilogue, X* padded, Wt* patches, Y* y) {
+  static_assert(sizeof(Wt) >= sizeof(X), "weights must be stored in a type that holds the input codes");
+  using Operand = Wt;
+  constexpr int CG = S::C / S::G, OG = S::O / S::G, P = S::OH * S::OW, K = CG * S::KH * S::KW;
   const X* source = x;
   if constexpr (S::padded) {
     for (int i = 0; i < S::C * S::HP * S::WP; ++i) padded[i] = 0;
@@ -105,23 +103,21 @@ void conv2d(const X* x, const Wt* w, const E& epilogue, X* padded, Acc* plane, Y
           padded[(c * S::HP + iy + S::PT) * S::WP + ix + S::PL] = x[(c * S::H + iy) * S::W + ix];
     source = padded;
   }
-  for (int o = 0; o < S::O; ++o) {
-    const int g = o / OG;
-    for (int p = 0; p < P; ++p) plane[p] = 0;
-    for (int c = 0; c < CG; ++c) {
-      const X* xc = source + (g * CG + c) * S::HP * S::WP;
-      for (int ky = 0; ky < S::KH; ++ky) {
-        for (int kx = 0; kx < S::KW; ++kx) {
-          const Operand wv = static_cast<Operand>(w[((o * CG + c) * S::KH + ky) * S::KW + kx]);
-          if (wv == 0) continue;  // pruned and K-hot weights cost nothing
-          for (int oy = 0; oy < S::OH; ++oy)
-            multiply_add_row<S::OW, S::SW, Acc>(plane + oy * S::OW, xc + (oy * S::SH + ky * S::DH) * S::WP + kx * S::DW,
-                                           wv);
-        }
+  for (int g = 0; g < S::G; ++g) {
+    for (int oy = 0; oy < S::OH; ++oy)
+      for (int ox = 0; ox < S::OW; ++ox) {
+        Operand* row = patches + (oy * S::OW + ox) * K;
+        for (int c = 0; c < CG; ++c)
+          for (int ky = 0; ky < S::KH; ++ky)
+            for (int kx = 0; kx < S::KW; ++kx)
+              row[(c * S::KH + ky) * S::KW + kx] = static_cast<Operand>(
+                  source[((g * CG + c) * S::HP + oy * S::SH + ky * S::DH) * S::WP + ox * S::SW + kx * S::DW]);
       }
+    for (int p = 0; p < P; ++p) {
+      const Operand* row = patches + p * K;
+      for (int o = g * OG; o < (g + 1) * OG; ++o)
+        y[o * P + p] = static_cast<Y>(epilogue(o, dot<K, Acc>(w + o * K, row)));
     }
-    Y* yo = y + o * P;
-    for (int p = 0; p < P; ++p) yo[p] = static_cast<Y>(epilogue(o, plane[p]));
   }
 }
 
@@ -163,37 +159,39 @@ void scale_shift(const X* x, const ScaleShiftParams<Out, Acc, Channels, Terms>& 
 }
 
 // ----------------------------------------------------------- activations
-template <class Out, int Size, class X, class Y>
-void relu(const X* x, int drop, Y* y) {
-  for (int i = 0; i < Size; ++i) y[i] = static_cast<Y>(cast<Out>(x[i] > 0 ? std::int64_t(x[i]) : 0, drop));
+// Shifts and binary points are template constants here, so each cast
+// compiles down to the few operations its modes need.
+template <class Out, int Size, int Drop, class X, class Y>
+void relu(const X* x, Y* y) {
+  for (int i = 0; i < Size; ++i) y[i] = static_cast<Y>(cast<Out>(x[i] > 0 ? std::int64_t(x[i]) : 0, Drop));
 }
 
-// min(max(x * 2**up, 0), 6 * 2**common), at the common binary point.
-template <class Out, class Acc, int Size, class X, class Y>
-void relu6(const X* x, int up, int common, int drop, Y* y) {
-  const Acc six = shift_left(Acc(6), common);
+// min(max(x * 2**Up, 0), 6 * 2**Common), at the common binary point.
+template <class Out, class Acc, int Size, int Up, int Common, int Drop, class X, class Y>
+void relu6(const X* x, Y* y) {
+  const Acc six = shift_left(Acc(6), Common);
   for (int i = 0; i < Size; ++i) {
-    const Acc v = shift_left(static_cast<Acc>(x[i]), up);
-    y[i] = static_cast<Y>(cast<Out>(v < 0 ? Acc(0) : (v > six ? six : v), drop));
+    const Acc v = shift_left(static_cast<Acc>(x[i]), Up);
+    y[i] = static_cast<Y>(cast<Out>(v < 0 ? Acc(0) : (v > six ? six : v), Drop));
   }
 }
 
-// x >= 0 ? x * 2**up_pos : x * slope * 2**up_neg, at the common point.
-template <class Out, class Acc, int Size, class X, class Y>
-void leaky_relu(const X* x, std::int64_t slope, int up_pos, int up_neg, int drop, Y* y) {
+// x >= 0 ? x * 2**UpPos : x * Slope * 2**UpNeg, at the common binary point.
+template <class Out, class Acc, int Size, long long Slope, int UpPos, int UpNeg, int Drop, class X, class Y>
+void leaky_relu(const X* x, Y* y) {
   for (int i = 0; i < Size; ++i) {
     const Acc v = static_cast<Acc>(x[i]);
-    const Acc r = v >= 0 ? shift_left(v, up_pos) : shift_left(v * static_cast<Acc>(slope), up_neg);
-    y[i] = static_cast<Y>(cast<Out>(r, drop));
+    const Acc r = v >= 0 ? shift_left(v, UpPos) : shift_left(v * static_cast<Acc>(Slope), UpNeg);
+    y[i] = static_cast<Y>(cast<Out>(r, Drop));
   }
 }
 
 // ------------------------------------------------------------------- add
-template <class Out, class Acc, int Size, class A, class B, class Y>
-void add(const A* a, int up_a, const B* b, int up_b, int drop, Y* y) {
+template <class Out, class Acc, int Size, int UpA, int UpB, int Drop, class A, class B, class Y>
+void add(const A* a, const B* b, Y* y) {
   for (int i = 0; i < Size; ++i) {
-    const Acc sum = shift_left(static_cast<Acc>(a[i]), up_a) + shift_left(static_cast<Acc>(b[i]), up_b);
-    y[i] = static_cast<Y>(cast<Out>(sum, drop));
+    const Acc sum = shift_left(static_cast<Acc>(a[i]), UpA) + shift_left(static_cast<Acc>(b[i]), UpB);
+    y[i] = static_cast<Y>(cast<Out>(sum, Drop));
   }
 }
 
@@ -206,8 +204,8 @@ struct PoolShape {
 };
 
 // The window's maximum over positions inside the input (padding never wins).
-template <class Out, class S, class X, class Y>
-void maxpool2d(const X* x, int drop, Y* y) {
+template <class Out, class S, int Drop, class X, class Y>
+void maxpool2d(const X* x, Y* y) {
   for (int c = 0; c < S::C; ++c) {
     const X* xc = x + c * S::H * S::W;
     for (int oy = 0; oy < S::OH; ++oy) {
@@ -225,15 +223,15 @@ void maxpool2d(const X* x, int drop, Y* y) {
             found = true;
           }
         }
-        y[(c * S::OH + oy) * S::OW + ox] = static_cast<Y>(cast<Out>(std::int64_t(best), drop));
+        y[(c * S::OH + oy) * S::OW + ox] = static_cast<Y>(cast<Out>(std::int64_t(best), Drop));
       }
     }
   }
 }
 
-// sum(window) * divisor: zero padding adds nothing to the sum but counts in the divisor.
-template <class Out, class Acc, class S, class X, class Y>
-void avgpool2d(const X* x, std::int64_t divisor, int drop, Y* y) {
+// sum(window) * Divisor: zero padding adds nothing to the sum but counts in the divisor.
+template <class Out, class Acc, class S, long long Divisor, int Drop, class X, class Y>
+void avgpool2d(const X* x, Y* y) {
   for (int c = 0; c < S::C; ++c) {
     const X* xc = x + c * S::H * S::W;
     for (int oy = 0; oy < S::OH; ++oy) {
@@ -247,18 +245,18 @@ void avgpool2d(const X* x, std::int64_t divisor, int drop, Y* y) {
             if (ix >= 0 && ix < S::W) sum += static_cast<Acc>(xc[iy * S::W + ix]);
           }
         }
-        y[(c * S::OH + oy) * S::OW + ox] = static_cast<Y>(cast<Out>(sum * static_cast<Acc>(divisor), drop));
+        y[(c * S::OH + oy) * S::OW + ox] = static_cast<Y>(cast<Out>(sum * static_cast<Acc>(Divisor), Drop));
       }
     }
   }
 }
 
-template <class Out, class Acc, int Channels, int Size, class X, class Y>
-void global_avgpool2d(const X* x, std::int64_t divisor, int drop, Y* y) {
+template <class Out, class Acc, int Channels, int Size, long long Divisor, int Drop, class X, class Y>
+void global_avgpool2d(const X* x, Y* y) {
   for (int c = 0; c < Channels; ++c) {
     Acc sum = 0;
     for (int i = c * Size; i < (c + 1) * Size; ++i) sum += static_cast<Acc>(x[i]);
-    y[c] = static_cast<Y>(cast<Out>(sum * static_cast<Acc>(divisor), drop));
+    y[c] = static_cast<Y>(cast<Out>(sum * static_cast<Acc>(Divisor), Drop));
   }
 }
 
