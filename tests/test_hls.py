@@ -154,6 +154,69 @@ def test_first_differing_layer_is_reported(zoo, tmp_path: pathlib.Path) -> None:
     assert all(t.mismatches == 0 for t in report.tensors if t.name != victim)
 
 
+# ---------------------------------------------------------- every format
+ROUNDINGS = ("RND", "RND_ZERO", "RND_MIN_INF", "RND_INF", "RND_CONV", "TRN", "TRN_ZERO")
+OVERFLOWS = ("SAT", "SAT_ZERO", "SAT_SYM", "WRAP", "WRAP_SM")
+
+
+def _random_type(rng: np.random.Generator, width: int, signed: bool = True) -> FixedType:
+    """A format with any binary point (inside, left or right of the word) and any modes."""
+    overflow = OVERFLOWS[rng.integers(len(OVERFLOWS))]
+    if not signed and overflow == "WRAP_SM":
+        overflow = "WRAP"
+    sat_bits = int(rng.integers(0, 3)) if overflow in ("WRAP", "WRAP_SM") else 0
+    return FixedType(width, int(rng.integers(-3, width + 4)), signed=signed,
+                     rounding=ROUNDINGS[rng.integers(len(ROUNDINGS))], overflow=overflow, sat_bits=sat_bits)
+
+
+def _constant(rng: np.random.Generator, shape: tuple, types: tuple[FixedType, ...]) -> Constant:
+    t = types[0]
+    return Constant(rng.integers(t.code_min, t.code_max, size=shape, endpoint=True), types)
+
+
+def _random_format_graph(seed: int) -> Graph:
+    """Dense, scale-shift, ReLU, ReLU6, LeakyReLU and add layers whose every format is drawn at random."""
+    rng = np.random.default_rng(seed)
+    x = Value("x", (6,), _random_type(rng, 7))
+    nodes, previous, values = [], "x", {"x": x}
+    for i in range(14):
+        op = ("dense", "relu", "scale_shift", "leaky_relu", "dense", "relu6", "add")[i % 7]
+        name = f"n{i}"
+        size = values[previous].shape[0]
+        out = Value(name, (size,), _random_type(rng, int(rng.integers(3, 13)), signed=op not in ("relu", "relu6")
+                                                or bool(rng.integers(2))))
+        inputs, constants, formats = (previous,), {}, {}
+        if op == "dense":
+            per_channel = tuple(_random_type(rng, 6) for _ in range(size))
+            weight = _constant(rng, (size, size), per_channel[:1])
+            codes = np.stack([rng.integers(t.code_min, t.code_max, size=size, endpoint=True) for t in per_channel])
+            constants = {"weight": Constant(codes, per_channel), "bias": _constant(rng, (size,), (FixedType(10, 4),))}
+            del weight
+            if i % 2:
+                formats = {"accum": _random_type(rng, 14)}
+        elif op == "scale_shift":
+            constants = {"scale": _constant(rng, (size,), (_random_type(rng, 5),)),
+                         "shift": _constant(rng, (size,), (_random_type(rng, 6),))}
+        elif op == "leaky_relu":
+            constants = {"slope": _constant(rng, (), (_random_type(rng, 4),))}
+        elif op == "add":
+            inputs = (previous, nodes[-3].name)
+        nodes.append(Node(name, op, inputs, out, constants=constants, formats=formats))
+        values[name] = out
+        previous = name
+    return Graph("formats", [x], nodes, [previous]).check()
+
+
+def test_every_rounding_overflow_and_binary_point_is_bit_exact(tmp_path: pathlib.Path) -> None:
+    graph = _random_format_graph(seed=11)
+    used = {(v.type.rounding.value, v.type.overflow.value) for v in graph.values().values()}
+    assert len(used) >= 10
+    assert any(v.type.int_bits < 0 or v.type.int_bits > v.type.width for v in graph.values().values())
+    report = run_csim(write_project(generate(graph, load_board("ultra96v2"), "parallel"), tmp_path / "formats"))
+    assert report.ok, report.summary()
+    assert report.samples == 256
+
+
 # ---------------------------------------------------------- hostile names
 def _hostile_graph() -> Graph:
     """Dense layers whose names are code, keywords, duplicates after sanitising, and qfx's own namespaces."""

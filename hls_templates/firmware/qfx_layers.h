@@ -36,10 +36,16 @@ T from_code(const Code& code) {
 }
 
 // The exact code of a layer's result, cast to the accumulator format, then to the output type.
+// exact_t and accum_wide_t hold the same values as the code and accum_t, in formats whose binary
+// point lies inside the word and which reach the target's lowest bit: the shape of source for which
+// the header's cast reads no bit past the word (C simulation asserts otherwise).
 template <class C>
 typename C::out_t finish(const typename C::exact_code_t& code) {
-    typename C::accum_t accum = from_code<typename C::exact_t>(code);
-    typename C::out_t out = accum;
+    typename C::exact_bits_t bits = code;
+    bits <<= C::exact_shift;
+    typename C::accum_t accum = from_code<typename C::exact_t>(bits);
+    typename C::accum_wide_t wide = accum;
+    typename C::out_t out = wide;
     return out;
 }
 

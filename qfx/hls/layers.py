@@ -114,13 +114,42 @@ def c_array(values: np.ndarray) -> str:
     return "{" + ", ".join(c_array(v) for v in values) + "}"
 
 
+def cast_source(width: int, frac: int, signed: bool, target: FixedType) -> FixedType:
+    """A format holding every value of ``width`` bits at ``frac`` fractional bits, shaped for casting to ``target``.
+
+    ``ap_fixed``'s cast reads bits of its source at positions set by the two
+    binary points; C simulation asserts when one lies past the source's
+    word.  The returned format (same values) keeps its binary point inside
+    the word (``frac >= 0``, at least one integer bit) and reaches as high
+    as ``target``'s lowest bit (``int_bits >= 1 - target.frac_bits``).
+    """
+    fixed_frac = max(frac, 0)
+    int_bits = max(width - frac, 1, 1 - target.frac_bits)
+    return FixedType(fixed_frac + int_bits, int_bits, signed=signed)
+
+
 def _exact(layer: Layer, width: int, frac: int) -> None:
-    if width > MAX_EXACT_WIDTH:
-        raise HLSError(f"{layer.node.describe()}: its exact result needs {width} bits, more than ap_int's "
-                       f"{MAX_EXACT_WIDTH}; narrow the weights or the input format")
-    layer.types += [("exact_code_t", f"ap_int<{width}>"), ("exact_t", str(FixedType(width, width - frac)))]
+    """``exact_code_t`` (``width`` bits, ``frac`` fractional) and the casts that end the layer.
+
+    The code is read as ``exact_t`` (see :func:`cast_source`) after
+    ``exact_shift`` zero bits are appended, cast to ``accum_t`` (the node's
+    accumulator, else ``exact_t``), which is read as ``accum_wide_t`` (the
+    same values) and cast to the output type.
+    """
     accum = layer.node.formats.get("accum")
-    layer.types.append(("accum_t", str(accum) if accum is not None else "exact_t"))
+    output = layer.node.output.type
+    exact = cast_source(width, frac, True, accum if accum is not None else output)
+    if exact.width > MAX_EXACT_WIDTH:
+        raise HLSError(f"{layer.node.describe()}: its exact result needs {exact.width} bits, more than ap_int's "
+                       f"{MAX_EXACT_WIDTH}; narrow the weights or the input format")
+    layer.types += [("exact_code_t", f"ap_int<{width}>"), ("exact_bits_t", f"ap_int<{exact.width}>"),
+                    ("exact_t", str(exact))]
+    layer.ints.append(("exact_shift", exact.frac_bits - frac))
+    if accum is None:
+        layer.types += [("accum_t", "exact_t"), ("accum_wide_t", "exact_t")]
+    else:
+        wide = cast_source(accum.width, accum.frac_bits, accum.signed, output)
+        layer.types += [("accum_t", str(accum)), ("accum_wide_t", str(wide))]
 
 
 def _aligned(codes: np.ndarray, fracs: np.ndarray, target: int) -> np.ndarray:
