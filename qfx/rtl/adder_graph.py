@@ -207,7 +207,10 @@ def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool =
             adders.append(Adder(Term(a, max(0, -d)), Term(b, max(0, d), subtract)))
             state.replace(pattern, inputs + len(adders) - 1)
         terms = state.rows
-    outputs = [_sum_tree(row, adders, inputs) for row in terms]
+    size = [1] * inputs
+    for adder in adders:
+        size.append((size[adder.left.node] << adder.left.shift) + (size[adder.right.node] << adder.right.shift))
+    outputs = [_sum_tree(row, adders, inputs, size) for row in terms]
     return AdderGraph(inputs, adders, outputs)
 
 
@@ -223,12 +226,22 @@ def _combine(t1: Term, t2: Term, adders: list[Adder], inputs: int) -> Term:
     return Term(inputs + len(adders) - 1, low, flip)
 
 
-def _sum_tree(row: list[Term], adders: list[Adder], inputs: int) -> Optional[Term]:
-    """A balanced tree of adders over a row's terms (shallow, hence short carry paths in sequence)."""
-    level = sorted(row)
-    if not level:
+def _sum_tree(row: list[Term], adders: list[Adder], inputs: int, size: list[int]) -> Optional[Term]:
+    """The row's terms summed smallest first (Huffman order), so that most adders stay narrow.
+
+    ``size[node]`` bounds the node's magnitude (the sum of its absolute
+    coefficients); it grows as adders are appended.
+    """
+    if not row:
         return None
-    while len(level) > 1:
-        paired = [_combine(level[k], level[k + 1], adders, inputs) for k in range(0, len(level) - 1, 2)]
-        level = paired + level[len(level) - len(level) % 2:]
-    return level[0]
+    heap = [(size[t.node] << t.shift, k, t) for k, t in enumerate(sorted(row))]
+    heapq.heapify(heap)
+    order = len(heap)
+    while len(heap) > 1:
+        m1, _, t1 = heapq.heappop(heap)
+        m2, _, t2 = heapq.heappop(heap)
+        term = _combine(t1, t2, adders, inputs)
+        size.append((m1 + m2) >> term.shift)
+        heapq.heappush(heap, (m1 + m2, order, term))
+        order += 1
+    return heap[0][2]

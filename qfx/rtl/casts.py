@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..format import FixedType, Overflow, Rounding
+import numpy as np
+
+from ..format import FixedType, Overflow
+from ..ir.integer import cast
 from .verilog import bits, literal, mask, signed_width
 
 __all__ = ["Cast", "plan_cast"]
@@ -73,14 +76,14 @@ def plan_cast(name: str, low: int, high: int, source_frac: int, t: FixedType) ->
     drop = source_frac - t.frac_bits
     if drop > 0:
         floor_width = max(source_width - drop, 1)
-        floor_low, floor_high = low >> drop, high >> drop
         rounding = t.rounding.value
-        increments = rounding != Rounding.TRN.value
     else:
         floor_width = source_width - drop
-        floor_low, floor_high = low << -drop, high << -drop
-        rounding, increments = "NONE", False
-    result_low, result_high = floor_low, floor_high + (1 if increments else 0)
+        rounding = "NONE"
+    # Every rounding mode is monotonic, so r ranges from the rounded low end to the rounded high end; the
+    # interpreter's cast into a format too wide to overflow gives them exactly.
+    wide = FixedType(floor_width + 2, floor_width + 2 - t.frac_bits, rounding=t.rounding)
+    result_low, result_high = (int(v) for v in cast(np.array([low, high]), source_frac, wide))
     result_width = signed_width(result_low, result_high)
     w, n = t.width, t.sat_bits
     sym = t.overflow is Overflow.SAT_SYM and t.signed

