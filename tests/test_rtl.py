@@ -154,10 +154,13 @@ def test_existing_folders_are_kept_unless_forced(tmp_path):
     (target / "mine.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="--force"):
         write_files({"a.v": "x"}, target)
-    assert (target / "mine.txt").read_text() == "user data"
-    write_files({"a.v": "x"}, target, force=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert [p.name for p in target.iterdir()] == ["a.v"]
+    with pytest.raises(FileExistsError, match="not replace it even with --force"):
+        write_files({"a.v": "x"}, target, force=True)
+    assert [p.name for p in target.iterdir()] == ["mine.txt"]
+    design = generate(_odd_names_graph(), tmp_path / "design")
+    generate(_odd_names_graph(), design, pipeline=1, force=True)  # an earlier design is replaced
+    assert '"pipeline": 1' in (design / "manifest.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["design", "out"]  # no staging folders left
 
 
 # --------------------------------------------------------------- refusals
@@ -186,3 +189,20 @@ def test_large_convolutions_are_refused():
 def test_more_pipeline_stages_than_layer_boundaries_are_refused():
     with pytest.raises(RTLError, match="at most 3"):
         render(_odd_names_graph(), pipeline=4)
+
+
+# ---------------------------------------------------------------- command
+def test_qfx_rtl_command_writes_a_design_and_keeps_it_without_force(tmp_path, capsys):
+    import argparse
+    from qfx.rtl import command
+    graph_file = every_mode_graph().save(tmp_path / "net.json")
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    out = tmp_path / "rtl"
+    assert command.main(parser.parse_args([str(graph_file), "-o", str(out), "--pipeline", "1",
+                                           "--vectors", "300"])) == 0
+    assert len(__import__("json").loads((out / "tb" / "vectors.json").read_text())["inputs"]) == 300
+    assert command.main(parser.parse_args([str(graph_file), "-o", str(out)])) == 1
+    assert "--force" in capsys.readouterr().err
+    assert command.main(parser.parse_args([str(graph_file), "-o", str(out), "--pipeline", "99"])) == 1
+    assert "at most" in capsys.readouterr().err

@@ -87,7 +87,7 @@ class Design:
     def manifest(self) -> dict:
         """What a test bench needs to know, as JSON data."""
         return {
-            "top": self.top, "graph": self.graph, "pipeline": self.pipeline, "latency": self.latency,
+            "generator": "qfx rtl", "top": self.top, "graph": self.graph, "pipeline": self.pipeline, "latency": self.latency,
             "input": {"type": self.input_type, "count": self.input_count, "bits": self.input_bits,
                       "signed": not self.input_type.startswith("ap_ufixed")},
             "output": {"type": self.output_type, "count": self.output_count, "bits": self.output_bits,
@@ -181,14 +181,14 @@ def render(graph: Graph, pipeline: int = 0, inputs: Optional[np.ndarray] = None,
         raise RTLError(f"graph '{graph.name}': cannot compute the test vectors' outputs: {error}") from error
     vectors = {"inputs": inputs.reshape(len(inputs), -1).tolist(), "outputs": outputs.reshape(len(outputs), -1).tolist()}
     env = environment()
-    files = {f"rtl/{layer.name}.v": env.get_template("layer.v.j2").render(layer=layer) for layer in design.layers}
-    files["rtl/qfx_add.v"] = env.get_template("qfx_add.v.j2").render()
-    files[f"rtl/{design.top}.v"] = env.get_template("top.v.j2").render(design=design)
+    files = {f"rtl/{layer.name}.v": env.get_template("rtl/layer.v.j2").render(layer=layer) for layer in design.layers}
+    files["rtl/qfx_add.v"] = env.get_template("rtl/qfx_add.v.j2").render()
+    files[f"rtl/{design.top}.v"] = env.get_template("rtl/top.v.j2").render(design=design)
     files["manifest.json"] = json.dumps(design.manifest(), indent=2, sort_keys=True) + "\n"
     files["tb/vectors.json"] = json.dumps(vectors, separators=(",", ":")) + "\n"
-    files[f"tb/test_{design.top}.py"] = env.get_template("cocotb_test.py.j2").render(design=design)
-    files["tb/runner.py"] = env.get_template("runner.py.j2").render(design=design)
-    files["README.md"] = env.get_template("README.md.j2").render(design=design)
+    files[f"tb/test_{design.top}.py"] = env.get_template("rtl/cocotb_test.py.j2").render(design=design)
+    files["tb/runner.py"] = env.get_template("rtl/runner.py.j2").render(design=design)
+    files["README.md"] = env.get_template("rtl/README.md.j2").render(design=design)
     return files
 
 
