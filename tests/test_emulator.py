@@ -17,7 +17,7 @@ from torch import nn
 
 import qfx
 from ap_fixed_oracle import cache_dir, header_dir
-from ir_zoo import CNN, MLP, ZOO, Odd, inputs, quantized
+from ir_zoo import ZOO, inputs, quantized
 from qfx.emulator import EmulatorError, accumulator_bits, compile_graph, emulate, include_dir, run_codes
 from qfx.format import FixedType, Overflow, Rounding
 from qfx.ir import Constant, Graph, Node, Value
@@ -170,6 +170,12 @@ def test_khot_weights_and_batchnorm_scales():
     _assert_all_equal(qm, graph, inputs(shape, batch=64, seed=12))
 
 
+def test_per_channel_weight_formats():
+    qm, graph, shape = _zoo("cnn", qfx.QConfig(weight_granularity="channel", bias=24))
+    assert any(n.constants["weight"].per_channel for n in graph.nodes if "weight" in n.constants)
+    _assert_all_equal(qm, graph, inputs(shape, batch=64, seed=15))
+
+
 class Chain(nn.Module):
     """Dense layers in a row, so each output format (and so each mode) is set by one override."""
 
@@ -195,7 +201,7 @@ def test_every_rounding_and_overflow_mode(batch):
     overrides = {f"layers.{k}": {"output": fmt} for k, fmt in enumerate(_MODE_LAYERS)}
     overrides["layers.0"]["accum"] = "ap_fixed<12,5,AP_RND_INF,AP_WRAP>"  # an explicit accumulator cast too
     x = inputs((10,), batch=64, seed=5)
-    key = ("chain", batch)
+    key = ("chain",)
     if key not in _ZOO_CACHE:
         qm = quantized(lambda: Chain(len(_MODE_LAYERS)), x, qfx.QConfig(weight=6, overrides=overrides))
         for module in qm.modules():  # calibration fits the ranges: narrow them so that values overflow
