@@ -14,12 +14,14 @@ pairs across all rows of the layer):
 2. A pair of terms in one row, normalised for shift and sign, is a
    *pattern* ``(a, b, d, subtract)``: ``x[a] + x[b] << d`` (or ``-``), up to
    a common shift and sign.  Patterns are counted over all rows.
-3. The most frequent pattern (ties: the smallest pattern tuple, so the
-   result is deterministic) becomes a new node computed by one adder, and
-   every non-overlapping occurrence in every row is replaced by one term of
-   that node.  Counts are updated incrementally for the touched rows only.
+3. The most frequent pattern (ties: the smallest ``|d|``, whose adder is
+   narrowest, then the smallest pattern tuple, so the result is
+   deterministic) becomes a new node computed by one adder, and every
+   non-overlapping occurrence in every row is replaced by one term of that
+   node.  Counts are updated incrementally for the touched rows only.
 4. Repeat while some pattern occurs at least twice; then each row sums its
-   remaining terms with a balanced tree of adders.
+   remaining terms smallest magnitude first (Huffman order), which keeps
+   most adders narrow.
 
 Every adder thus adds two terms and no row ever needs more adders than
 it had terms minus one, so sharing can only remove adders.
@@ -129,7 +131,7 @@ class _Rows:
         self.rows = rows
         self.count: dict[Pattern, int] = defaultdict(int)
         self.where: dict[Pattern, set[int]] = defaultdict(set)
-        self.heap: list[tuple[int, Pattern]] = []
+        self.heap: list[tuple[int, int, Pattern]] = []
         for r, terms in enumerate(rows):
             for i, t1 in enumerate(terms):
                 for t2 in terms[i + 1:]:
@@ -139,18 +141,18 @@ class _Rows:
         self.count[pattern] += step
         if step > 0:
             self.where[pattern].add(row)
-            heapq.heappush(self.heap, (-self.count[pattern], pattern))
+            heapq.heappush(self.heap, (-self.count[pattern], abs(pattern[2]), pattern))
 
     def best(self) -> Optional[Pattern]:
         """The most frequent pattern if it occurs at least twice (the heap holds stale counts: skip them)."""
         while self.heap:
-            negative_count, pattern = self.heap[0]
+            negative_count, _, pattern = self.heap[0]
             current = self.count[pattern]
             if -negative_count == current:
                 return pattern if current >= 2 else None
             heapq.heappop(self.heap)
             if current > 0:
-                heapq.heappush(self.heap, (-current, pattern))
+                heapq.heappush(self.heap, (-current, abs(pattern[2]), pattern))
         return None
 
     def replace(self, pattern: Pattern, node: int) -> None:
