@@ -64,7 +64,7 @@ def _source_codes(rng: random.Random, src: tuple[int, int, bool], dst: FixedType
 def _cast_program(cases) -> str:
     lines = ["#include <ap_fixed.h>", "#include <qfx/cast.h>", "#include <cstdint>", "#include <cstdio>", "",
              "// Reads (hi, lo) int64 pairs: a source code as 128-bit two's complement; prints the header's",
-             "// stored bits and qfx's code for the same cast.",
+             "// stored bits and qfx's code for the same cast, from an int128 and from an int64.",
              "template <class Src, class Dst, class Q>",
              "static void check(std::FILE* in, int count, int drop) {",
              "  for (int i = 0; i < count; ++i) {",
@@ -78,9 +78,13 @@ def _cast_program(cases) -> str:
              "    Dst dst = src;",
              "    const qfx::i128 code = static_cast<qfx::i128>((static_cast<qfx::u128>(pair[0]) << 64) |",
              "                                                 static_cast<std::uint64_t>(pair[1]));",
-             "    std::printf(\"%llu %lld\\n\", static_cast<unsigned long long>(dst.range(Dst::width - 1, 0)"
+             "    // The int64 path too, where the code fits (the int128 result otherwise).",
+             "    const bool narrow = code >= INT64_MIN && code <= INT64_MAX;",
+             "    std::printf(\"%llu %lld %lld\\n\", static_cast<unsigned long long>(dst.range(Dst::width - 1, 0)"
              ".to_uint64()),",
-             "                static_cast<long long>(qfx::cast<Q>(code, drop)));",
+             "                static_cast<long long>(qfx::cast<Q>(code, drop)),",
+             "                static_cast<long long>(narrow ? qfx::cast<Q>(static_cast<std::int64_t>(code), drop)",
+             "                                              : qfx::cast<Q>(code, drop)));",
              "  }",
              "}", "", "int main(int argc, char** argv) {",
              "  std::FILE* in = std::fopen(argv[1], \"rb\");", "  const int n = std::atoi(argv[2]);"]
@@ -126,9 +130,10 @@ def test_cast_matches_ap_fixed_header(tmp_path):
     bad = []
     for k, ((src, t), case) in enumerate(zip(cases, codes)):
         for i, c in enumerate(case):
-            header_bits, ours = map(int, out[k * per_case + i].split())
-            if header_bits != ours & ((1 << t.width) - 1):
-                bad.append(f"{t} from ap_fixed<{src[0]},{src[1]}> code {c}: header {header_bits}, qfx {ours}")
+            header_bits, wide, narrow = map(int, out[k * per_case + i].split())
+            if header_bits != wide & ((1 << t.width) - 1) or narrow != wide:
+                bad.append(f"{t} from ap_fixed<{src[0]},{src[1]}> code {c}: header {header_bits}, qfx {wide} "
+                           f"(int128), {narrow} (int64)")
     assert not bad, f"{len(bad)} casts differ, e.g.\n" + "\n".join(bad[:10])
 
 
