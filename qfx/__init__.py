@@ -9,10 +9,12 @@ from .observers import MinMaxObserver, PercentileObserver, calibrate
 from .cost import bit_cost, summary
 from . import ir
 from .ir import export
+from .emulator import emulate  # numpy and the IR only; nothing compiles before a call
+from .compare import compare  # the function (ComparisonReport stays importable from qfx.compare)
 
 __all__ = ["FixedType", "Rounding", "Overflow", "quantize", "to_codes", "from_codes", "quantize_khot",
            "QConfig", "quantize_model", "UnsupportedOperationError", "calibrate", "MinMaxObserver",
-           "PercentileObserver", "bit_cost", "summary", "ir", "export", "export_onnx"]
+           "PercentileObserver", "bit_cost", "summary", "ir", "export", "export_onnx", "emulate", "compare"]
 __version__ = "0.1.0"
 
 
