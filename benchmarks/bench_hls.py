@@ -14,6 +14,11 @@ For the same float architecture (examples/digits.py's ``DigitsCNN``, 8 and
   image; outputs compared with the float PyTorch model it was converted
   from (hls4ml has no notion of a quantized PyTorch twin).
 
+qfx's "generate" includes computing every tensor's golden codes with
+qfx.ir and writing the project; hls4ml writes its project inside
+``compile()``.  qfx's csim reads and compares every layer's codes (the
+per-layer trace), hls4ml's predict only returns outputs.
+
 "agrees exactly" counts output values equal to PyTorch's bit for bit;
 "max |error|" is the largest difference, "argmax" the share of images whose
 class agrees.  Times are wall-clock seconds on this machine, one run each;
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             ("csim / predict (s)", "run", "{:.2f}"), ("samples", "samples", "{}")]
     print(f"\nDigits CNN (conv 8 - BN - ReLU - maxpool - conv 16 - BN - ReLU - avgpool - linear 10), "
           f"{len(x)} images, io_parallel, g++\n")
-    print(f"| {'':32} | {'qfx (8-bit QAT formats)':>24} | {'hls4ml 1.x ap_fixed<16,6>':>26} | {'qfx / hls4ml':>12} |")
+    print(f"| {'':32} | {'qfx (8-bit, calibrated)':>24} | {'hls4ml 1.x ap_fixed<16,6>':>26} | {'qfx / hls4ml':>12} |")
     print(f"|{'-' * 34}|{'-' * 26}:|{'-' * 28}:|{'-' * 14}:|")
     for label, key, fmt in rows:
         ratio = f"{ours[key] / theirs[key]:.2f}x" if key != "samples" and theirs[key] else ""
