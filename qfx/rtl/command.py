@@ -13,7 +13,7 @@ from ..ir import input_codes, load
 from .generate import DEFAULT_VECTORS, generate, random_input_codes
 from .layers import RTLError
 from .report import format_resources
-from .synth import YosysMissing, synthesize
+from .synth import synthesize
 
 __all__ = ["add_arguments", "main", "synth_report"]
 
@@ -60,8 +60,4 @@ def synth_report(directory: pathlib.Path, board: Any) -> str:
     a board TOML).  Raises :class:`~qfx.rtl.synth.YosysMissing` when Yosys is
     not installed.
     """
-    try:
-        found = synthesize(directory)
-    except YosysMissing:
-        raise
-    return format_resources(found, board)
+    return format_resources(synthesize(directory), board)
