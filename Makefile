@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The main job on the embedded digits data: train, quantize, export, generate the Ultra96-V2
+# HLS project, C-simulate it bit for bit against PyTorch.
 demo: $(STAMP)
-	$(PY) examples/quantize_digits.py
+	$(PY) examples/digits_to_fpga.py --out out/digits_fpga --force
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -22,3 +22,10 @@ def test_quantize_digits_runs() -> None:
     for row in rows:
         learned = int(row[2].split(",")[1])
         assert abs(learned - int(row[3])) <= 1, row
+
+
+def test_digits_to_fpga_runs(tmp_path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "digits_to_fpga.py"), "--out", str(tmp_path / "d"),
+                             "--epochs", "2", "--qat-epochs", "1"], capture_output=True, text=True, timeout=600,
+                            check=True)
+    assert "bit-exact" in result.stdout and "yes, every code" in result.stdout
