@@ -31,8 +31,11 @@ Timing: ``torch.set_num_threads(--threads)`` (default 2),
 ``OMP_WAIT_POLICY=PASSIVE``; ``--warmup`` steps per model, then
 ``--repeats`` rounds, each timing ``--steps`` consecutive steps of every
 model in turn (round-robin, so a change in machine load hits all three
-alike).  The table gives the median time per step and the ratios
-qfx/float and qfx/brevitas.
+alike).  The table gives the median wall time per step and the ratios
+qfx/float and qfx/brevitas, and the same for the process's CPU time
+(``time.process_time``, all threads summed), which other processes on a
+shared machine disturb much less than the wall time; the load average is
+printed with the table.
 
 Memory: each model is also trained for a few steps in a fresh subprocess
 of its own, which reports its peak resident set size (``VmHWM`` of
@@ -233,35 +236,42 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(max(args.warmup, 3)):
             steps[v]()
     times: dict[str, list[float]] = {v: [] for v in variants}
+    cpu: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(args.repeats):
         for v in variants:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 steps[v]()
             times[v].append((time.perf_counter() - start) / args.steps)
+            cpu[v].append((time.process_time() - start_cpu) / args.steps)
         log(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{v} {1e3 * times[v][-1]:.1f} ms" for v in variants))
     memory = {} if args.no_memory else {v: measure_memory(v, args) for v in variants}
 
     median = {v: statistics.median(t) for v, t in times.items()}
+    median_cpu = {v: statistics.median(t) for v, t in cpu.items()}
     load = os.getloadavg()
     print(f"ResNet-20 training step, batch {args.batch}, 3x32x32, SGD; torch {torch.__version__}, "
           f"{args.threads} threads; median of {args.repeats} x {args.steps} steps, round-robin")
     print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
-    header = f"{'model':<9} {'median ms/step':>14} {'min':>8} {'max':>8} {'vs float':>8}"
+    header = (f"{'model':<9} {'median ms/step':>14} {'min':>8} {'max':>8} {'vs float':>8} "
+              f"{'CPU ms/step':>11} {'vs float':>8}")
     if memory:
         header += f" {'peak RSS MiB':>12} {'training growth MiB':>19}"
     print(header)
     print("-" * len(header))
     for v in variants:
         line = (f"{v:<9} {1e3 * median[v]:14.1f} {1e3 * min(times[v]):8.1f} {1e3 * max(times[v]):8.1f} "
-                f"{median[v] / median['float'] if 'float' in median else float('nan'):7.2f}x")
+                f"{median[v] / median['float'] if 'float' in median else float('nan'):7.2f}x "
+                f"{1e3 * median_cpu[v]:11.1f} "
+                f"{median_cpu[v] / median_cpu['float'] if 'float' in median_cpu else float('nan'):7.2f}x")
         if memory:
             line += f" {memory[v]['peak_rss'] / 2**20:12.0f} {memory[v]['training_growth'] / 2**20:19.0f}"
         print(line)
     if "qfx" in median:
         for peer in ("float", "brevitas"):
             if peer in median:
-                print(f"qfx / {peer}: {median['qfx'] / median[peer]:.2f}x")
+                print(f"qfx / {peer}: {median['qfx'] / median[peer]:.2f}x wall, "
+                      f"{median_cpu['qfx'] / median_cpu[peer]:.2f}x CPU")
     return 0
 
 

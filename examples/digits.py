@@ -132,8 +132,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     keep the earlier one) replaces the starting state only if it both
     classifies more validation images correctly and has the lower
     validation loss: on a small validation split one image is noise, and
-    the two criteria together ask for a change that shows in both.  Returns the epoch of the state kept, 0 for the
-    starting state (always 0 without ``validation``).
+    the two criteria together ask for a change that shows in both.
+    Returns the epoch of the state kept, 0 for the starting state (always
+    0 without ``validation``).
     """
     if epochs <= 0:
         return 0
@@ -346,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         checks[f"{name}/qat"] = exact_output_check(qat, x_te)
         results.append({"config": name, "weight_bits": w, "activation_bits": a, "multiplier_free": mf,
                         "float_acc": float_acc, "ptq_acc": ptq_acc, "qat_acc": qat_acc, "bit_cost": cost,
-                        "qat_best_epoch": best_epoch,
+                        "qat_best_epoch": best_epoch, "ptq_val_acc": validation_score(ptq, x_val, y_val)[0],
+                        "qat_val_acc": validation_score(qat, x_val, y_val)[0],
                         "output_format": checks[f"{name}/qat"]["format"]})
         if name == "w8a8":
             int_bits_w8a8 = {"calibrated": start_bits, "qat": int_bits_by_quantizer(qat)}
@@ -383,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nruntime {elapsed:.1f} s; wrote {out / 'metrics.json'} and {out / 'digits.png'}")
 
     metrics = {"seed": args.seed, "epochs": args.epochs, "qat_epochs": args.qat_epochs, "quick": args.quick,
-               "n_train": len(y_tr), "n_test": len(y_te), "float_acc": float_acc, "results": results,
+               "n_train": len(y_tr), "n_val": len(y_val), "n_test": len(y_te), "float_acc": float_acc,
+               "results": results,
                "exact_output_checks": checks, "int_bits_w8a8": int_bits_w8a8, "targets": targets,
                "runtime_s": elapsed, "torch": torch.__version__, "qfx": qfx.__version__}
 

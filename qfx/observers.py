@@ -4,8 +4,10 @@ Observers only watch tensors and report their range; they are kept apart
 from the quantizers, which hold the formats.  :func:`calibrate` attaches one
 observer to every activation quantizer (each layer's ``output_quantizer`` and
 ``accum_quantizer``) with forward pre-hooks, runs the calibration batches in
-eval mode, and places every binary point with :func:`fit_int_bits`: the
-smallest number of integer bits such that the observed range fits the format.
+eval mode through the graph node by node (every batch through one layer,
+whose binary points are then placed, before the next layer sees its input),
+and places every binary point with :func:`fit_int_bits`: the smallest number
+of integer bits such that the observed range fits the format.
 Constants (weights, biases, BatchNorm scales and shifts) are fitted to the
 tensors themselves, per channel where the quantizer is per channel.
 """
@@ -284,7 +286,7 @@ def _fit_observed(quantizer: Quantizer, obs: Observer) -> None:
 
 def _calibrate_graph(model: fx.GraphModule, batches: list, observer: Callable[[], Observer],
                      input_fn: Callable[[Any], tuple], progress: bool) -> None:
-    """Fit the activation quantizers node by node, all batches through a node before the next (see :func:`calibrate`)."""
+    """Fit the activation quantizers node by node, every batch through a node before the next one runs."""
     interpreters = []
     for batch in batches:
         interpreter = fx.Interpreter(model, garbage_collect_values=False)
