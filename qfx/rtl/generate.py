@@ -39,7 +39,17 @@ DEFAULT_VECTORS = 256
 
 
 @dataclasses.dataclass(frozen=True)
+class Bus:
+    """A packed tensor in the top: ``wire [width-1:0] name``."""
+
+    name: str
+    width: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Register:
+    """``reg [width-1:0] name``, loaded from ``source`` on every rising edge."""
+
     name: str
     width: int
     source: str
@@ -47,6 +57,8 @@ class Register:
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
+    """One register stage: its valid flag (cleared by reset) and the tensors it holds."""
+
     comment: str
     valid: str
     valid_source: str
@@ -55,6 +67,8 @@ class Stage:
 
 @dataclasses.dataclass(frozen=True)
 class Instance:
+    """A layer module instantiated in the top, with the signals on its ports."""
+
     module: str
     name: str
     inputs: list[str]
@@ -71,7 +85,7 @@ class Design:
     latency: int  #: clock edges from in_valid/in_data to out_valid/out_data
     layers: list[LayerModule]
     instances: list[Instance]
-    buses: list[Register]
+    buses: list[Bus]
     stages: list[Stage]
     out_valid: str
     out_data: str
@@ -139,7 +153,7 @@ def plan_design(graph: Graph, pipeline: int = 0, top: Optional[str] = None) -> D
     buses, instances = [], []
     for k, (node, layer) in enumerate(zip(graph.nodes, layers)):
         bus = f"t_{names[node.name]}"
-        buses.append(Register(bus, width_of[node.name], ""))
+        buses.append(Bus(bus, width_of[node.name]))
         instances.append(Instance(layer.name, f"u_{names[node.name]}", [current[i] for i in node.inputs], bus))
         current[node.name] = bus
         if k in cuts:
