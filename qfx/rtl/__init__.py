@@ -13,6 +13,7 @@ from .adder_graph import AdderGraph, build_adder_graph, csd_digits
 from .generate import generate, plan_design, render
 from .layers import RTLError
 from .simulate import simulate
+from .synth import synthesize
 
-__all__ = ["generate", "render", "plan_design", "simulate", "RTLError", "AdderGraph", "build_adder_graph",
+__all__ = ["generate", "render", "plan_design", "simulate", "synthesize", "RTLError", "AdderGraph", "build_adder_graph",
            "csd_digits"]
