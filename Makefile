@@ -29,6 +29,9 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_quantize.py
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_train.py
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_emulator.py
+	$(PY) benchmarks/bench_hls.py
+	$(PY) benchmarks/bench_rtl.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
