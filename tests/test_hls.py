@@ -325,7 +325,7 @@ def test_writer_refuses_existing_unsafe_and_foreign_targets(tmp_path: pathlib.Pa
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
-    with pytest.raises(UnsafePathError, match="not a qfx project"):
+    with pytest.raises(UnsafePathError, match="qfx did not write it"):
         write_project(files, foreign, force=True)
     assert (foreign / "thesis.tex").read_text() == "precious"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind

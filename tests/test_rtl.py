@@ -154,7 +154,7 @@ def test_existing_folders_are_kept_unless_forced(tmp_path):
     (target / "mine.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="--force"):
         write_files({"a.v": "x"}, target)
-    with pytest.raises(FileExistsError, match="not replace it even with --force"):
+    with pytest.raises(ValueError, match="not replace it even with --force"):
         write_files({"a.v": "x"}, target, force=True)
     assert [p.name for p in target.iterdir()] == ["mine.txt"]
     design = generate(_odd_names_graph(), tmp_path / "design")

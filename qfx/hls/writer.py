@@ -1,4 +1,7 @@
-"""Writing a planned project to disk: all files or none, never over a directory without ``force``.
+"""Writing generated files to disk: all files or none, never over a directory without ``force``.
+
+Both back ends write through here: an HLS project (marked by ``qfx.json``)
+and a Verilog design (marked by ``manifest.json``).
 
 The plan's paths are checked before anything is written: relative, no
 ``..``, no empty or hidden-by-trick components.  Files are written into a
@@ -34,13 +37,14 @@ def check_relative_path(path: str) -> pathlib.PurePosixPath:
     return pure
 
 
-def write_project(files: Mapping[str, str], directory: "os.PathLike | str", force: bool = False) -> pathlib.Path:
+def write_project(files: Mapping[str, str], directory: "os.PathLike | str", force: bool = False,
+                  marker: str = MARKER) -> pathlib.Path:
     """Write ``files`` (relative path -> text) as the directory ``directory``; returns its path.
 
     Refuses an existing ``directory`` unless ``force`` (then it is replaced
-    as a whole, and only if it is empty or an earlier project holding
-    :data:`MARKER`), a symbolic link, and the home or current directory or
-    an ancestor of it.
+    as a whole, and only if it is empty or an earlier output holding the file
+    ``marker``), a symbolic link, and the home or current directory or an
+    ancestor of it.
     """
     target = pathlib.Path(directory)
     checked = {check_relative_path(path): text for path, text in files.items()}
@@ -54,16 +58,19 @@ def write_project(files: Mapping[str, str], directory: "os.PathLike | str", forc
     if resolved == pathlib.Path.home().resolve() or resolved in (here, *here.parents):
         raise UnsafePathError(f"'{target}' is the home directory, the current directory or one of its parents; "
                               "choose a new directory for the project")
-    if target.exists() and any(target.iterdir()) and not (target / MARKER).is_file():
-        raise UnsafePathError(f"'{target}' is not empty and holds no {MARKER}, so it is not a qfx project; "
+    if target.exists() and any(target.iterdir()) and not (target / marker).is_file():
+        raise UnsafePathError(f"'{target}' is not empty and holds no {marker}, so qfx did not write it; "
                               "qfx does not replace it even with --force: choose another directory")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes the directory private; the output should not be
     try:
         for path, text in checked.items():
             destination = staging.joinpath(*path.parts)
             destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_text(text)
+            destination.write_text(text, encoding="utf-8")
         if target.exists():
             old = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, old / "project")
