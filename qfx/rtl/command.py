@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         graph = load(args.graph)
         if args.inputs is not None:
-            codes = input_codes(np.load(args.inputs), graph.inputs[0].type)
+            codes = input_codes(np.load(args.inputs, allow_pickle=False), graph.inputs[0].type)
         else:
             codes = random_input_codes(graph, args.vectors)
         directory = generate(graph, args.output, pipeline=args.pipeline, inputs=codes, top=args.top,
