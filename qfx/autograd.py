@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from .format import FixedType
-from .functional import cast_codes, in_range_grad, saturating_cast_codes
+from .functional import cast_codes, in_bounds_grad, in_range_grad, nearest_even_cast, saturating_cast_codes
 from .khot import khot_cast_codes
 
 __all__ = ["fixed_cast", "learned_int_bits_cast"]
@@ -29,12 +29,18 @@ _STEP_POWER = 1.5
 class _FixedCast(torch.autograd.Function):
     """Forward ``q = Q(x)``.  Backward ``dL/dx = dL/dq * in(x)`` (straight-through inside the range).
 
-    ``training=True`` casts with :func:`~qfx.functional.saturating_cast_codes`
+    ``training=True`` casts with :func:`~qfx.functional.nearest_even_cast`
+    where it applies, else with :func:`~qfx.functional.saturating_cast_codes`
     (same values for finite ``x``, fewer passes, NaN not refused).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, t: FixedType, frac_bits, training: bool = False) -> torch.Tensor:
+        nearest = nearest_even_cast(x.detach(), t, frac_bits) if training else None
+        ctx.bounds = None if nearest is None else nearest[1]
+        if nearest is not None:
+            ctx.save_for_backward(x)
+            return nearest[0]
         fast = saturating_cast_codes(x.detach(), t, frac_bits) if training else None
         if fast is not None:
             codes, rounded = fast
@@ -49,6 +55,8 @@ class _FixedCast(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (saved,) = ctx.saved_tensors
+        if ctx.bounds is not None:  # saved: x
+            return in_bounds_grad(grad, saved, ctx.bounds), None, None, None
         if ctx.t is not None:  # saved: the codes before saturation
             return in_range_grad(grad, saved, ctx.t), None, None, None
         return (grad if saved is None else grad * saved), None, None, None
@@ -99,12 +107,15 @@ class _LearnedIntBitsCast(torch.autograd.Function):
     log2 domain, Jain et al. 2020).
 
     ``training=True`` casts ``AP_SAT`` types with
-    :func:`~qfx.functional.saturating_cast_codes` (same values for finite
-    ``x``) and keeps the codes before saturation instead of a mask; the
-    saturated value outside the range is then ``q`` itself, so
+    :func:`~qfx.functional.nearest_even_cast` where it applies (one binary
+    point, ``AP_RND_CONV``; it keeps the bounds of the range in ``x``),
+    else with :func:`~qfx.functional.saturating_cast_codes` (same values for
+    finite ``x``; it keeps the codes before saturation instead of a mask);
+    the saturated value outside the range is then ``q`` itself, so
     ``sum dL/dq * dq/dI / ln 2 = sum dL/dq * q - sum dL/dx * x``: the
     backward pass is one fused pass for ``dL/dx``
-    (:func:`~qfx.functional.in_range_grad`) and, for a single binary point,
+    (:func:`~qfx.functional.in_bounds_grad` or
+    :func:`~qfx.functional.in_range_grad`) and, for a single binary point,
     two dot products.
 
     Why ``s**-1.5``: for a reconstruction loss the noise terms shrink as
@@ -129,6 +140,13 @@ class _LearnedIntBitsCast(torch.autograd.Function):
             frac_bits = t.width - round(float(int_bits))
         else:
             frac_bits = t.width - torch.round(int_bits.detach())
+        nearest = nearest_even_cast(x.detach(), t, frac_bits) if training and khot is None else None
+        ctx.bounds = None if nearest is None else nearest[1]
+        if nearest is not None:
+            ctx.saturating, ctx.frac, ctx.t = True, frac_bits, t
+            ctx.int_bits_shape, ctx.int_bits_dtype = int_bits.shape, int_bits.dtype
+            ctx.save_for_backward(x, nearest[0], None, None)
+            return nearest[0]
         fast = saturating_cast_codes(x.detach(), t, frac_bits) if training and khot is None else None
         ctx.saturating = fast is not None
         if fast is None and isinstance(frac_bits, int):
@@ -150,7 +168,9 @@ class _LearnedIntBitsCast(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, q, inside, frac_bits = ctx.saved_tensors
         t = ctx.t
-        if ctx.saturating:
+        if ctx.bounds is not None:
+            grad_x = in_bounds_grad(grad, x, ctx.bounds)
+        elif ctx.saturating:
             grad_x = in_range_grad(grad, inside, t)
         else:
             grad_x = grad if inside is None else grad * inside

@@ -93,6 +93,23 @@ def test_batchnorm_running_statistics_follow_torch(momentum) -> None:
     assert torch.equal(before, q.running_mean)  # eval mode leaves them alone
 
 
+@pytest.mark.parametrize("shape", [(16, 3), (8, 3, 7), (8, 3, 5, 6)])
+def test_batch_statistics_equal_var_mean(shape) -> None:
+    """Mean and biased variance, and the gradient through both, as ``torch.var_mean`` gives them."""
+    from qfx.nn.batchnorm import _BatchStatistics
+
+    g = gen(4)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 2).requires_grad_()
+    dims = [0] + list(range(2, len(shape)))
+    up_mean, up_var = torch.randn(3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    grads = []
+    for stats in (lambda: _BatchStatistics.apply(x, dims), lambda: torch.var_mean(x, dims, correction=0)[::-1]):
+        mean, var = stats()
+        grads.append((mean.detach(), var.detach(), *torch.autograd.grad((mean * up_mean + var * up_var).sum(), x)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_batchnorm_training_uses_batch_statistics() -> None:
     bn = QBatchNorm1d(3, cfg=WIDE).train()
     x = torch.randn(256, 3, generator=gen(2)) * 4 + 10

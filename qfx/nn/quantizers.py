@@ -8,9 +8,11 @@ calibration may set.  ``freeze()`` turns a learned binary point into a fixed
 one.
 
 In training mode (``module.train()``) the quantizers cast ``AP_SAT`` formats
-with the training-mode cast (:func:`qfx.functional.saturating_cast_codes`):
-the same values for finite inputs in fewer passes, without the NaN/Inf
-check; eval mode always uses the exact :func:`qfx.functional.cast_codes`.
+with the training-mode casts (:func:`qfx.functional.nearest_even_cast` for
+``AP_RND_CONV`` with one binary point, else
+:func:`qfx.functional.saturating_cast_codes`): the same values for finite
+inputs in fewer passes, without the NaN/Inf check; eval mode always uses
+the exact :func:`qfx.functional.cast_codes`.
 """
 
 from __future__ import annotations
