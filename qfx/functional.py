@@ -417,7 +417,7 @@ def _nearest_even_bounds(t: FixedType, frac_bits: int, dtype: torch.dtype) -> Op
 
 
 def in_bounds_grad(grad: torch.Tensor, x: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
-    """``grad`` where ``lo < x < hi`` for ``bounds = (lo, hi)`` (from :func:`nearest_even_cast`), else 0; one fused pass."""
+    """``grad`` where ``lo < x < hi`` for ``bounds = (lo, hi)`` (of :func:`nearest_even_cast`), else 0, in one pass."""
     return torch.ops.aten.hardtanh_backward(grad, x, *bounds)
 
 
