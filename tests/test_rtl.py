@@ -206,3 +206,15 @@ def test_qfx_rtl_command_writes_a_design_and_keeps_it_without_force(tmp_path, ca
     assert "--force" in capsys.readouterr().err
     assert command.main(parser.parse_args([str(graph_file), "-o", str(out), "--pipeline", "99"])) == 1
     assert "at most" in capsys.readouterr().err
+
+
+def test_no_adder_subtracts_an_unshifted_operand_from_a_shifted_one():
+    # (a << s) - b is built as -(b - (a << s)), so the adder's low s bits are b's, passed through.
+    rng = np.random.default_rng(7)
+    matrix = rng.integers(-128, 128, size=(12, 12))
+    for share in (True, False):
+        graph = build_adder_graph(_rows(matrix), 12, share=share)
+        for adder in graph.adders:
+            assert not (adder.right.negative and adder.right.shift == 0 and adder.left.shift > 0)
+        x = rng.integers(-128, 128, size=12)
+        assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]

@@ -25,6 +25,11 @@ pairs across all rows of the layer):
 
 Every adder thus adds two terms and no row ever needs more adders than
 it had terms minus one, so sharing can only remove adders.
+
+Every adder passes the low bits of its unshifted operand through and adds
+only above them (see ``qfx_add``), so a difference ``(a << s) - b`` is
+built as ``-(b - (a << s))``, its sign carried by the terms that use it;
+otherwise the low ``s`` bits of ``b`` would need negating.
 """
 
 from __future__ import annotations
@@ -155,8 +160,8 @@ class _Rows:
                 heapq.heappush(self.heap, (-current, abs(pattern[2]), pattern))
         return None
 
-    def replace(self, pattern: Pattern, node: int) -> None:
-        """Replace every non-overlapping occurrence of ``pattern`` by a term of ``node``."""
+    def replace(self, pattern: Pattern, node: int, flip: bool = False) -> None:
+        """Replace every non-overlapping occurrence of ``pattern`` by a term of ``node`` (``-node`` if ``flip``)."""
         a, b, d, subtract = pattern
         for r in sorted(self.where.pop(pattern, ())):
             terms = self.rows[r]
@@ -170,7 +175,7 @@ class _Rows:
                 if (terms[j].negative != first.negative) != subtract:
                     continue
                 used.update((i, j))
-                found.append(Term(node, min(first.shift, terms[j].shift), first.negative))
+                found.append(Term(node, min(first.shift, terms[j].shift), first.negative != flip))
             if not found:
                 continue
             for i in sorted(used):
@@ -206,8 +211,9 @@ def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool =
         state = _Rows(terms)
         while (pattern := state.best()) is not None:
             a, b, d, subtract = pattern
-            adders.append(Adder(Term(a, max(0, -d)), Term(b, max(0, d), subtract)))
-            state.replace(pattern, inputs + len(adders) - 1)
+            adder, flip = _adder(Term(a, max(0, -d)), Term(b, max(0, d), subtract))
+            adders.append(adder)
+            state.replace(pattern, inputs + len(adders) - 1, flip)
         terms = state.rows
     size = [1] * inputs
     for adder in adders:
@@ -216,16 +222,26 @@ def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool =
     return AdderGraph(inputs, adders, outputs)
 
 
+def _adder(left: Term, right: Term) -> tuple[Adder, bool]:
+    """The adder for ``left + right`` (``left`` positive, one of them unshifted), and whether it computes the negation.
+
+    ``(a << s) - b`` becomes ``-(b - (a << s))``: the adder then passes the
+    low ``s`` bits of ``b`` through instead of negating them.
+    """
+    if right.negative and right.shift == 0 and left.shift > 0:
+        return Adder(Term(right.node, 0), Term(left.node, left.shift, True)), True
+    return Adder(left, right), False
+
+
 def _combine(t1: Term, t2: Term, adders: list[Adder], inputs: int) -> Term:
     """One adder for ``t1 + t2``: shifts factored out, the sign moved out when both terms are negative."""
     if t1.negative and not t2.negative:
         t1, t2 = t2, t1
     low = min(t1.shift, t2.shift)
     flip = t1.negative  # both negative: add the magnitudes, negate the result
-    left = Term(t1.node, t1.shift - low)
-    right = Term(t2.node, t2.shift - low, t2.negative != flip)
-    adders.append(Adder(left, right))
-    return Term(inputs + len(adders) - 1, low, flip)
+    adder, negated = _adder(Term(t1.node, t1.shift - low), Term(t2.node, t2.shift - low, t2.negative != flip))
+    adders.append(adder)
+    return Term(inputs + len(adders) - 1, low, flip != negated)
 
 
 def _sum_tree(row: list[Term], adders: list[Adder], inputs: int, size: list[int]) -> Optional[Term]:
