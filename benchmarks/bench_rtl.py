@@ -9,20 +9,31 @@ with the same Yosys command (``synth_xilinx -family xcup -flatten
 (b) qfx: the dense layer's module from ``qfx.rtl`` (CSD digits, shared
     subexpressions, one ``qfx_add`` per adder);
 (c) qfx with the matrix projected to 2-hot codes (at most two CSD digits);
-(d) da4ml (peer tool, PyPI ``da4ml``): its ``solve`` and Verilog code
-    generator, its stages chained combinationally.
+(d) da4ml (peer tool, PyPI ``da4ml``): the product traced through its
+    fixed-point front end (``FixedVariableArrayInput``, ``@``,
+    ``comb_trace``) into one combinational ``CombLogic``, written by its
+    Verilog generator ``comb_logic_gen``.
+
+Before a design's synthesis numbers count, it is simulated with Icarus
+Verilog on random input vectors and its outputs compared with numpy's exact
+``M x``.  A design that disagrees, or drives x/z bits, is reported as
+INVALID with the reason, is not synthesised, and is not used as the LUT
+reference (its ratio column then reads n/a).
 
 Prints LUT, CARRY4/CARRY8, FF, DSP48E2 and synthesis seconds per design,
 and the LUT ratio of each to da4ml.  Usage::
 
-    python benchmarks/bench_rtl.py [--sizes 8 16 32] [--timeout 1800] [--keep DIR]
+    python benchmarks/bench_rtl.py [--sizes 8 16 32] [--timeout 1800] [--vectors 200] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import re
+import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -37,7 +48,32 @@ from qfx.rtl.verilog import signed_width
 INPUT_BITS = 8
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputField:
+    """One output element in a design's packed output port: ``value = scale * word``."""
+
+    width: int
+    signed: bool
+    scale: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """A generated top module and what it computes.
+
+    Every top has one packed input port then one packed output port, in that
+    order; input element ``i`` occupies bits ``[8 i + 7 : 8 i]`` (signed codes),
+    and the output elements are packed from the low bits up as ``outputs`` lists.
+    """
+
+    sources: list[str]
+    top: str
+    matrix: np.ndarray
+    outputs: list[OutputField]
+
+
 def random_matrix(n: int, seed: int) -> np.ndarray:
+    """A reproducible ``n`` x ``n`` matrix of signed 8-bit codes."""
     return np.random.default_rng(seed).integers(-128, 128, size=(n, n))
 
 
@@ -49,13 +85,14 @@ def khot(matrix: np.ndarray, k: int) -> np.ndarray:
 
 
 def output_width(matrix: np.ndarray) -> int:
+    """Bits of the widest signed output of ``matrix @ x`` over all signed ``INPUT_BITS``-bit inputs."""
     low, high = -(1 << (INPUT_BITS - 1)), (1 << (INPUT_BITS - 1)) - 1
     lows = np.minimum(matrix * low, matrix * high).sum(axis=1)
     highs = np.maximum(matrix * low, matrix * high).sum(axis=1)
     return max(signed_width(int(a), int(b)) for a, b in zip(lows, highs))
 
 
-def multiplier_design(matrix: np.ndarray, folder: pathlib.Path) -> tuple[list[str], str]:
+def multiplier_design(matrix: np.ndarray, folder: pathlib.Path) -> Design:
     """(a): one sum of constant products per output, written with `*`."""
     n_out, n_in = matrix.shape
     w = output_width(matrix)
@@ -69,11 +106,15 @@ def multiplier_design(matrix: np.ndarray, folder: pathlib.Path) -> tuple[list[st
         lines.append(f"    assign y[{o * w + w - 1}:{o * w}] = y{o};")
     lines.append("endmodule")
     (folder / "mult.v").write_text("\n".join(lines) + "\n")
-    return ["mult.v"], "mult_top"
+    return Design(["mult.v"], "mult_top", matrix, [OutputField(w, True)] * n_out)
 
 
-def qfx_design(matrix: np.ndarray, folder: pathlib.Path, name: str) -> tuple[list[str], str]:
-    """(b)/(c): a one-layer graph (integer formats, exact output) through qfx.rtl; the layer module alone."""
+def qfx_design(matrix: np.ndarray, folder: pathlib.Path, name: str) -> Design:
+    """(b)/(c): a one-layer graph (integer formats, exact output) through qfx.rtl; the layer module alone.
+
+    Its output format ``FixedType(w, w)`` has no fractional bits, so each
+    ``w``-bit signed code is the output value itself.
+    """
     n_out, n_in = matrix.shape
     w = output_width(matrix)
     x = Value("x", (n_in,), FixedType(INPUT_BITS, INPUT_BITS))
@@ -81,47 +122,110 @@ def qfx_design(matrix: np.ndarray, folder: pathlib.Path, name: str) -> tuple[lis
                  constants={"weight": Constant(matrix, (FixedType(8, 8),))})
     graph = Graph(name, [x], [dense], ["y"]).check()
     generate(graph, folder / name, inputs=np.zeros((1, n_in), dtype=np.int64), force=True)
-    return [f"{name}/rtl/qfx_add.v", f"{name}/rtl/{name}_y.v"], f"{name}_y"
+    return Design([f"{name}/rtl/qfx_add.v", f"{name}/rtl/{name}_y.v"], f"{name}_y", matrix,
+                  [OutputField(w, True)] * n_out)
 
 
-def da4ml_design(matrix: np.ndarray, folder: pathlib.Path) -> tuple[list[str], str]:
-    """(d): da4ml's solution of the same product, its pipeline stages chained without registers."""
-    from da4ml.cmvm import solve
-    from da4ml.codegen.rtl import verilog as da4ml_verilog
-    from da4ml.codegen.rtl.verilog.comb import comb_logic_gen
+def da4ml_design(matrix: np.ndarray, folder: pathlib.Path) -> Design:
+    """(d): ``y = M x`` traced through da4ml into one combinational block and written as Verilog.
+
+    The traced expression has numpy's meaning, so ``M x`` is written
+    ``x @ M.T``.  Tracing rather than calling ``cmvm.solve`` directly gives
+    one ``CombLogic`` whose output signs and shifts are part of it, instead of
+    a multi-stage ``Pipeline`` whose stages would have to be joined by hand.
+    The generated module packs each output as an integer code of its output
+    interval's step, so ``value = step * code``.
+    """
+    from da4ml.codegen.rtl.verilog import comb_logic_gen
+    from da4ml.trace import FixedVariableArrayInput, comb_trace
+    from da4ml.types import minimal_kif
 
     n_out, n_in = matrix.shape
-    low, high = float(-(1 << (INPUT_BITS - 1))), float((1 << (INPUT_BITS - 1)) - 1)
-    pipeline = solve(matrix.T.astype(np.float32), qintervals=[(low, high, 1.0)] * n_in)
-    sources, widths = [], []
-    for k, stage in enumerate(pipeline.solutions):
-        text = comb_logic_gen(stage, f"da4ml_stage{k}")
-        (folder / f"da4ml_stage{k}.v").write_text(text)
-        sources.append(f"da4ml_stage{k}.v")
-        widths.append((int(re.search(r"input \[(\d+):0\] model_inp", text)[1]) + 1,
-                       int(re.search(r"output \[(\d+):0\] model_out", text)[1]) + 1))
-    for (_, out_width), (in_width, _) in zip(widths, widths[1:]):
-        assert out_width == in_width, "da4ml stages do not chain"
-    lines = [f"module da4ml_top (input wire [{widths[0][0] - 1}:0] x, output wire [{widths[-1][1] - 1}:0] y);"]
-    signal = "x"
-    for k, (_, out_width) in enumerate(widths):
-        lines.append(f"    wire [{out_width - 1}:0] s{k};")
-        lines.append(f"    da4ml_stage{k} u{k} (.model_inp({signal}), .model_out(s{k}));")
-        signal = f"s{k}"
-    lines += [f"    assign y = {signal};", "endmodule"]
-    (folder / "da4ml_top.v").write_text("\n".join(lines) + "\n")
-    static = pathlib.Path(da4ml_verilog.__file__).parent / "source"
-    used = "".join((folder / source).read_text() for source in sources)
-    for path in sorted(static.glob("*.v")):  # the helper modules the stages instantiate
-        if re.search(rf"\b{path.stem}\b", used):
-            (folder / path.name).write_text(path.read_text())
+    x = FixedVariableArrayInput(n_in)
+    # keep_dead_inputs: an all-zero column must still occupy its 8 bits of the shared input layout.
+    y = x.quantize(k=1, i=INPUT_BITS - 1, f=0) @ matrix.T.astype(np.float64)
+    logic = comb_trace(x, y, keep_dead_inputs=True)
+    if [sum(minimal_kif(q)) for q in logic.inp_qint] != [INPUT_BITS] * n_in:
+        raise ValueError("da4ml's input layout is not one signed 8-bit code per input")
+    text = comb_logic_gen(logic, "da4ml_top")
+    (folder / "da4ml_top.v").write_text(text)
+    sources = ["da4ml_top.v"]
+    static = pathlib.Path(comb_logic_gen.__code__.co_filename).parent / "source"
+    for path in sorted(static.glob("*.v")):  # the helper modules the generated code instantiates
+        if re.search(rf"\b{path.stem}\b", text):
+            shutil.copy(path, folder / path.name)
             sources.append(path.name)
-    return sources + ["da4ml_top.v"], "da4ml_top"
+    outputs = [OutputField(sum(minimal_kif(q)), bool(minimal_kif(q)[0]), float(q.step)) for q in logic.out_qint]
+    return Design(sources, "da4ml_top", matrix, outputs)
 
 
-def run(sizes: list[int], timeout: float, keep: pathlib.Path | None) -> None:
+def check_design(design: Design, folder: pathlib.Path, vectors: int, seed: int = 0) -> str | None:
+    """Simulate ``design`` with Icarus Verilog on random inputs; ``None`` if it computes ``M x`` exactly, else why not.
+
+    The testbench reads packed input words from a file, applies each for one
+    time step, and prints the packed output in hex, so x/z bits show up as
+    ``x``/``z`` digits instead of silently reading as numbers.
+    """
+    n_out, n_in = design.matrix.shape
+    in_width = n_in * INPUT_BITS
+    out_width = sum(field.width for field in design.outputs)
+    inputs = np.random.default_rng(seed).integers(-(1 << (INPUT_BITS - 1)), 1 << (INPUT_BITS - 1),
+                                                    size=(vectors, n_in))
+    words = [sum((int(v) & ((1 << INPUT_BITS) - 1)) << (INPUT_BITS * i) for i, v in enumerate(row)) for row in inputs]
+    name = f"tb_{design.top}"
+    (folder / f"{name}.hex").write_text("".join(f"{word:x}\n" for word in words))
+    (folder / f"{name}.v").write_text(f"""module {name};
+    reg [{in_width - 1}:0] stimulus [0:{vectors - 1}];
+    reg [{in_width - 1}:0] x;
+    wire [{out_width - 1}:0] y;
+    integer k;
+    {design.top} dut (x, y);  // by position: every top is (packed input, packed output)
+    initial begin
+        $readmemh("{name}.hex", stimulus);
+        for (k = 0; k < {vectors}; k = k + 1) begin
+            x = stimulus[k];
+            #1 $display("%h", y);
+        end
+    end
+endmodule
+""")
+    build = subprocess.run(["iverilog", "-g2012", "-o", f"{name}.vvp", f"{name}.v", *design.sources],
+                           cwd=folder, capture_output=True, text=True)
+    if build.returncode != 0:
+        return "iverilog: " + (build.stderr.strip().splitlines() or ["failed"])[0]
+    sim = subprocess.run(["vvp", "-n", f"{name}.vvp"], cwd=folder, capture_output=True, text=True)
+    lines = [line.strip() for line in sim.stdout.splitlines() if line.strip()]
+    if len(lines) != vectors:
+        return f"simulation printed {len(lines)} of {vectors} outputs"
+    expected = inputs @ design.matrix.T
+    undefined, wrong = set(), set()
+    for row, line in enumerate(lines):
+        # One character per bit, bit 0 last; an x/z hex digit stands for four x/z bits.
+        bits = "".join(c * 4 if c in "xXzZ" else f"{int(c, 16):04b}" for c in line)[-out_width:]
+        low = 0
+        for o, field in enumerate(design.outputs):
+            field_bits = bits[len(bits) - low - field.width:len(bits) - low]
+            low += field.width
+            if re.search(r"[xXzZ]", field_bits):
+                undefined.add(o)
+                continue
+            code = int(field_bits, 2)
+            if field.signed and code >> (field.width - 1):
+                code -= 1 << field.width
+            if code * field.scale != expected[row, o]:
+                wrong.add(o)
+    if undefined:
+        return f"x/z bits in {len(undefined)} of {n_out} outputs"
+    if wrong:
+        return f"wrong values in {len(wrong)} of {n_out} outputs"
+    return None
+
+
+def run(sizes: list[int], timeout: float, vectors: int, keep: pathlib.Path | None) -> None:
+    """Generate, check and synthesise the four designs per size; print one table row per design."""
     root = keep or pathlib.Path(tempfile.mkdtemp(prefix="bench_rtl_"))
     print(f"Yosys: read_verilog ...; {SYNTH_COMMAND} -top TOP; stat   (work folder {root})")
+    print(f"Each design is first simulated (iverilog) on {vectors} random inputs against numpy's M x.")
     header = f"{'size':>5} {'design':<22} {'LUT':>7} {'CARRY4':>7} {'CARRY8':>7} {'FF':>4} {'DSP':>4} " \
              f"{'synth s':>8} {'LUT / da4ml':>11}"
     print(header)
@@ -134,31 +238,39 @@ def run(sizes: list[int], timeout: float, keep: pathlib.Path | None) -> None:
                    "(b) qfx shift-add": qfx_design(matrix, folder, f"qfx_{n}"),
                    "(c) qfx 2-hot": qfx_design(khot(matrix, 2), folder, f"qfx_khot_{n}"),
                    "(d) da4ml": da4ml_design(matrix, folder)}
+        # A string result says why there are no numbers: the design failed its check, or Yosys timed out.
         results: dict[str, Resources | str] = {}
         for label in ["(d) da4ml", "(a) * on constants", "(b) qfx shift-add", "(c) qfx 2-hot"]:
-            sources, top = designs[label]
+            design = designs[label]
+            failure = check_design(design, folder, vectors, seed=n)
+            if failure:
+                results[label] = f"INVALID: {failure}"
+                continue
             try:
-                results[label] = synthesize_verilog(sources, top, folder, timeout=timeout)
+                results[label] = synthesize_verilog(design.sources, design.top, folder, timeout=timeout)
             except TimeoutError as error:
-                results[label] = str(error)
+                results[label] = f"not finished: {error}"
         reference = results["(d) da4ml"]
         for label, r in sorted(results.items()):
             if isinstance(r, str):
-                print(f"{n:>5} {label:<22} {'not finished: ' + r}")
+                print(f"{n:>5} {label:<22} {r}")
                 continue
-            ratio = f"{r.lut / reference.lut:.2f}" if isinstance(reference, Resources) and reference.lut else "-"
+            ratio = f"{r.lut / reference.lut:.2f}" if isinstance(reference, Resources) and reference.lut else "n/a"
             print(f"{n:>5} {label:<22} {r.lut:>7} {r.carry4:>7} {r.carry8:>7} {r.ff:>4} {r.dsp:>4} "
                   f"{r.seconds:>8.1f} {ratio:>11}")
         sys.stdout.flush()
 
 
 def main() -> None:
+    """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per synthesis (default 1800)")
+    parser.add_argument("--vectors", type=int, default=200,
+                        help="random input vectors each design is simulated on before synthesis (default 200)")
     parser.add_argument("--keep", type=pathlib.Path, default=None, help="work folder to keep the Verilog in")
     args = parser.parse_args()
-    run(args.sizes, args.timeout, args.keep)
+    run(args.sizes, args.timeout, args.vectors, args.keep)
 
 
 if __name__ == "__main__":
