@@ -387,8 +387,9 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
       statistics copied) and the :class:`~qfx.nn.LayerQConfig` that
       ``config.resolve`` gives for that name and type;
     * residual adds (``a + b``, ``torch.add``) become :class:`~qfx.nn.QAdd`
-      and ``F.relu``/``torch.relu`` :class:`~qfx.nn.QReLU`, as new submodules
-      named after the node (``add``, ``add_1``, ``relu``...);
+      ``F.relu``/``torch.relu`` :class:`~qfx.nn.QReLU` and ``F.leaky_relu``
+      :class:`~qfx.nn.QLeakyReLU`, as new submodules named after the node
+      (``add``, ``add_1``, ``relu``...);
     * flattens to ``(N, -1)`` (``torch.flatten(x, 1)``, ``x.flatten(1)``,
       ``x.view(x.size(0), -1)``, ``x.reshape(...)``) become :class:`~qfx.nn.QFlatten`;
     * ``nn.MaxPool2d`` keeps its input's format (no cast), ``nn.Dropout`` is
@@ -494,6 +495,17 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                 width_a, width_b = input_width_of(node, a), input_width_of(node, b)
                 cfg = config.resolve(node.name, None, QAdd)
                 new = insert_module(node, node.name, QAdd(cfg), (a, b))
+                graph.erase_node(node)
+                width[new] = cfg.output.width
+            elif node.op == "call_function" and target is F.leaky_relu:
+                in_width = input_width_of(node, node.args[0])
+                slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+                if not isinstance(slope, (int, float)):
+                    raise _unsupported(f"F.leaky_relu with negative_slope {slope!r}", node,
+                                       detail=" (the slope must be a number)")
+                cfg = config.resolve(node.name, nn.LeakyReLU, QLeakyReLU)
+                new = insert_module(node, node.name, QLeakyReLU(float(slope), cfg=cfg, input_width=in_width),
+                                    (node.args[0],))
                 graph.erase_node(node)
                 width[new] = cfg.output.width
             elif node.op == "call_function" and target in _RELU_FUNCTIONS:

@@ -289,3 +289,28 @@ def test_qconfig_validation():
     cfg = QConfig(weight=6, rounding="TRN", overflow="WRAP").layer_config()
     assert cfg.weight == FixedType(6, 1)
     assert QConfig(accum=20).layer_config().accum.width == 20
+
+
+def test_functional_leaky_relu_becomes_qleakyrelu():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return F.leaky_relu(self.fc(x), 0.25) + F.leaky_relu(x[:, :3], negative_slope=0.5)
+
+    x = torch.randn(16, 4)
+    with pytest.raises(qfx.UnsupportedOperationError, match="getitem"):
+        quantize_model(Net(), QConfig(), example_input=x)
+
+    class Plain(nn.Module):
+        def forward(self, x):
+            return F.leaky_relu(x, 0.25) + F.leaky_relu(x, negative_slope=0.5)
+
+    q = quantize_model(Plain(), QConfig(), example_input=x).eval()
+    slopes = sorted(m.negative_slope for m in q.modules() if isinstance(m, qfx.nn.QLeakyReLU))
+    assert slopes == [0.25, 0.5]
+    xq = qfx.quantize(x, q.x_quant.output_quantizer.fixed_type)
+    expected = qfx.quantize(torch.where(xq >= 0, xq, xq * 0.25), q.leaky_relu.output_quantizer.fixed_type)
+    assert torch.equal(q.leaky_relu(xq), expected)
