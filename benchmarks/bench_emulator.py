@@ -16,7 +16,7 @@ defaults) and calibrated on random data: the digits CNN of
   - **ap_fixed**: a straightforward C++ program of the same layers written
     with ``ap_fixed`` types, as HLS C simulation compiles them (plain loops,
     an exact ``ap_fixed`` accumulator, one cast per layer), ``g++ -O2``
-    against the headers that ``tests/ap_fixed_oracle.py`` finds.  Its outputs
+    against the headers ``qfx csim`` uses (``$XILINX_HLS/include``, else hls4ml's).  Its outputs
     are checked equal to the emulator's: the two are the same computation.
 
 Everything runs on one thread (``OMP_NUM_THREADS=1``, ``torch.set_num_threads(1)``)
@@ -52,11 +52,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "examples"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
 import qfx  # noqa: E402
 from qfx.emulator import compile_graph, emulate  # noqa: E402
 from qfx.format import FixedType  # noqa: E402
+from qfx.hls.toolchain import ap_types_include  # noqa: E402
 from qfx.ir import Graph, Node  # noqa: E402
 
 torch.set_num_threads(1)
@@ -255,12 +256,11 @@ class _ApFixedProgram:
 
 def build_ap_fixed(graph: Graph, directory: Path) -> tuple[Path, float]:
     """Compile the ap_fixed program of ``graph`` with ``g++ -O2``; return it and the seconds spent."""
-    from ap_fixed_oracle import header_dir
     src = directory / f"{graph.name}_ap_fixed.cpp"
     src.write_text(_ApFixedProgram(graph).source())
     binary = directory / f"{graph.name}_ap_fixed"
     start = time.perf_counter()
-    subprocess.run(["g++", "-std=c++17", "-O2", f"-I{header_dir()}", str(src), "-o", str(binary)], check=True)
+    subprocess.run(["g++", "-std=c++17", "-O2", f"-I{ap_types_include()}", str(src), "-o", str(binary)], check=True)
     return binary, time.perf_counter() - start
 
 

@@ -291,34 +291,34 @@ def _avgpool(layer: Layer, x: Value, kernel, stride, padding) -> None:
     _exact(layer, bits_signed(total * abs(code)), x.type.frac_bits + int(divisor.frac_bits()[0]))
 
 
+def _window_avgpool(layer: Layer, x: Value) -> None:
+    a = layer.node.attrs
+    _avgpool(layer, x, a["kernel"], a["stride"], a["padding"])
+
+
+def _global_avgpool(layer: Layer, x: Value) -> None:
+    _, h, w = frame(x.shape)
+    _avgpool(layer, x, [h, w], [1, 1], [0, 0])
+
+
+def _flatten(layer: Layer, x: Value) -> None:
+    layer.function = "copy"
+    layer.ints.append(("n", x.size))
+
+
+#: Each IR op's planner: it fills the layer's function, types and constants from the node and its inputs.
+_PLANNERS = {
+    "dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
+    "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "maxpool2d": _maxpool,
+    "avgpool2d": _window_avgpool, "global_avgpool2d": _global_avgpool, "flatten": _flatten,
+}
+
+
 def _plan_node(layer: Layer, inputs: list[Value]) -> None:
-    op, a = layer.node.op, layer.node.attrs
-    if op == "dense":
-        _dense(layer, *inputs)
-    elif op in ("conv1d", "conv2d"):
-        _conv(layer, *inputs)
-    elif op == "scale_shift":
-        _scale_shift(layer, *inputs)
-    elif op == "relu":
-        _relu(layer, *inputs)
-    elif op == "relu6":
-        _relu6(layer, *inputs)
-    elif op == "leaky_relu":
-        _leaky_relu(layer, *inputs)
-    elif op == "add":
-        _add(layer, *inputs)
-    elif op == "maxpool2d":
-        _maxpool(layer, *inputs)
-    elif op == "avgpool2d":
-        _avgpool(layer, inputs[0], a["kernel"], a["stride"], a["padding"])
-    elif op == "global_avgpool2d":
-        _, h, w = frame(inputs[0].shape)
-        _avgpool(layer, inputs[0], [h, w], [1, 1], [0, 0])
-    elif op == "flatten":
-        layer.function = "copy"
-        layer.ints.append(("n", inputs[0].size))
-    else:
-        raise HLSError(f"{layer.node.describe()}: op '{op}' has no HLS layer")
+    planner = _PLANNERS.get(layer.node.op)
+    if planner is None:
+        raise HLSError(f"{layer.node.describe()}: op '{layer.node.op}' has no HLS layer")
+    planner(layer, *inputs)
 
 
 def plan_layers(graph: Graph, names: dict[str, str], reuse: Optional[dict[str, int]] = None) -> list[Layer]:

@@ -212,8 +212,7 @@ def cast(codes: Union[Codes, list, int], src_frac: Frac, t: FixedType) -> Codes:
     drop = src - t.frac_bits
     up = np.maximum(-drop, 0)
     down = np.maximum(drop, 0)
-    codes = as_codes(codes, int(up.max()) if up.size else 0)
-    shifted = shift_left(codes, up) if up.max(initial=0) > 0 else codes
+    shifted = shift_left(as_codes(codes), up)
     if down.max(initial=0) > 0:
         # Per-channel drops may be 0 somewhere: shift by at least 1 after doubling, so the helpers see one
         # dropped bit that is always 0 there (a value times 2 then halved rounds to itself in every mode).

@@ -163,7 +163,7 @@ def _add(node: Node, a: Codes, fa: int, b: Codes, fb: int) -> Codes:
     return cast(shift_left(a, common - fa) + shift_left(b, common - fb), common, node.output.type)
 
 
-def _maxpool(node: Node, x: Codes, fx: int, t: FixedType) -> Codes:
+def _maxpool(node: Node, x: Codes, t: FixedType) -> Codes:
     kernel, stride, pad, dilation = (node.attrs[k] for k in ("kernel", "stride", "padding", "dilation"))
     out = node.output.shape[1:]
     # Padding (and, with ceil_mode, windows running past the edge) must never win: fill below every code.
@@ -171,7 +171,7 @@ def _maxpool(node: Node, x: Codes, fx: int, t: FixedType) -> Codes:
              for d in range(2)]
     xp = np.pad(x, [(0, 0), (0, 0), (pad[0], pad[0] + extra[0]), (pad[1], pad[1] + extra[1])],
                 constant_values=t.code_min - 1)
-    return cast(_windows(xp, kernel, stride, dilation, out).max(axis=(2, 3)), fx, node.output.type)
+    return cast(_windows(xp, kernel, stride, dilation, out).max(axis=(2, 3)), t.frac_bits, node.output.type)
 
 
 def _avgpool(node: Node, x: Codes, fx: int) -> Codes:
@@ -208,7 +208,7 @@ def _execute(node: Node, args: list[tuple[Codes, FixedType]]) -> Codes:
         return _add(node, a, ta.frac_bits, b, tb.frac_bits)
     (x, t), = args
     if node.op == "maxpool2d":
-        return _maxpool(node, x, t.frac_bits, t)
+        return _maxpool(node, x, t)
     return _UNARY[node.op](node, x, t.frac_bits)
 
 

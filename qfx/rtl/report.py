@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any, Mapping
 
 from .synth import Resources, board_resources
 
-__all__ = ["load_board", "format_resources"]
-
-
-def load_board(name: str = "ultra96v2") -> Any:
-    """The board record ``name``: through :func:`qfx.boards.load_board` when it exists, else its TOML as a dict."""
-    try:
-        from qfx.boards import load_board as load  # type: ignore[import-not-found]
-    except ImportError:
-        load = None
-    if load is not None:
-        return load(name)
-    import tomllib
-    from importlib import resources
-    try:
-        root = pathlib.Path(str(resources.files("qfx._data.boards")))
-    except ModuleNotFoundError:  # an editable install made before the data packages existed
-        root = pathlib.Path(__file__).resolve().parents[2] / "boards"
-    path = root / f"{name}.toml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in root.glob("*.toml")))
-        raise FileNotFoundError(f"no board file {path.name}; known boards: {known}")
-    return tomllib.loads(path.read_text())
+__all__ = ["format_resources"]
 
 
 def format_resources(found: Mapping[str, Resources], board: Any, board_name: str = "") -> str:

@@ -125,20 +125,14 @@ def synthesize(directory: "os.PathLike | str", per_layer: bool = True) -> dict[s
 
 def board_resources(board: Any) -> dict[str, int]:
     """``lut``, ``ff``, ``dsp`` and ``carry8`` of a board: a :class:`qfx.boards.Board`, a flat dict, or a board TOML's dict."""
-    def get(name: str) -> Optional[int]:
-        # A Board record (attribute, or its ``resources`` dict), a flat dict, or a TOML dict with [resources].
-        if isinstance(board, Mapping):
-            nested = board.get("resources")
-            return board.get(name, nested.get(name) if isinstance(nested, Mapping) else None)
-        if hasattr(board, name):
-            return getattr(board, name)
-        nested = getattr(board, "resources", None)
-        return nested.get(name) if isinstance(nested, Mapping) else None
-    found = {name: get(name) for name in ("lut", "ff", "dsp")}
+    counts = getattr(board, "resources", board)  # a Board record keeps its counts in ``resources``
+    if isinstance(counts, Mapping) and isinstance(counts.get("resources"), Mapping):  # a TOML [resources] table
+        counts = counts["resources"]
+    found = {name: counts.get(name) for name in ("lut", "ff", "dsp")}
     missing = [name for name, value in found.items() if value is None]
     if missing:
         raise ValueError(f"the board record has no {', '.join(missing)} count; board files list them under "
                          "[resources]")
     # UltraScale+ has one CARRY8 per CLB of eight LUTs; board files do not list it separately.
-    found["carry8"] = get("carry8") or found["lut"] // 8
+    found["carry8"] = counts.get("carry8") or found["lut"] // 8
     return {name: int(value) for name, value in found.items()}
