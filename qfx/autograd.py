@@ -10,15 +10,16 @@ overflowed.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from .format import FixedType
-from .functional import cast_codes, in_bounds_grad, in_range_grad, nearest_even_cast, saturating_cast_codes
+from . import fused
+from .functional import cast_codes, in_range_grad, saturating_cast_codes
 from .khot import khot_cast_codes
 
-__all__ = ["fixed_cast", "learned_int_bits_cast"]
+__all__ = ["fixed_cast", "learned_int_bits_cast", "fused_training_cast"]
 
 _LN2 = math.log(2.0)
 
@@ -29,18 +30,13 @@ _STEP_POWER = 1.5
 class _FixedCast(torch.autograd.Function):
     """Forward ``q = Q(x)``.  Backward ``dL/dx = dL/dq * in(x)`` (straight-through inside the range).
 
-    ``training=True`` casts with :func:`~qfx.functional.nearest_even_cast`
-    where it applies, else with :func:`~qfx.functional.saturating_cast_codes`
-    (same values for finite ``x``, fewer passes, NaN not refused).
+    ``training=True`` casts ``AP_SAT`` types with
+    :func:`~qfx.functional.saturating_cast_codes` (same values for finite
+    ``x``, fewer passes, NaN not refused).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, t: FixedType, frac_bits, training: bool = False) -> torch.Tensor:
-        nearest = nearest_even_cast(x.detach(), t, frac_bits) if training else None
-        ctx.bounds = None if nearest is None else nearest[1]
-        if nearest is not None:
-            ctx.save_for_backward(x)
-            return nearest[0]
         fast = saturating_cast_codes(x.detach(), t, frac_bits) if training else None
         if fast is not None:
             codes, rounded = fast
@@ -55,8 +51,6 @@ class _FixedCast(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (saved,) = ctx.saved_tensors
-        if ctx.bounds is not None:  # saved: x
-            return in_bounds_grad(grad, saved, ctx.bounds), None, None, None
         if ctx.t is not None:  # saved: the codes before saturation
             return in_range_grad(grad, saved, ctx.t), None, None, None
         return (grad if saved is None else grad * saved), None, None, None
@@ -107,16 +101,14 @@ class _LearnedIntBitsCast(torch.autograd.Function):
     log2 domain, Jain et al. 2020).
 
     ``training=True`` casts ``AP_SAT`` types with
-    :func:`~qfx.functional.nearest_even_cast` where it applies (one binary
-    point, ``AP_RND_CONV``; it keeps the bounds of the range in ``x``),
-    else with :func:`~qfx.functional.saturating_cast_codes` (same values for
-    finite ``x``; it keeps the codes before saturation instead of a mask);
-    the saturated value outside the range is then ``q`` itself, so
+    :func:`~qfx.functional.saturating_cast_codes` (same values for finite
+    ``x``; it keeps the codes before saturation instead of a mask); the
+    saturated value outside the range is then ``q`` itself, so
     ``sum dL/dq * dq/dI / ln 2 = sum dL/dq * q - sum dL/dx * x``: the
     backward pass is one fused pass for ``dL/dx``
-    (:func:`~qfx.functional.in_bounds_grad` or
-    :func:`~qfx.functional.in_range_grad`) and, for a single binary point,
-    two dot products.
+    (:func:`~qfx.functional.in_range_grad`) and, for a single binary point,
+    two dot products.  (``AP_RND_CONV`` with one binary point takes
+    :func:`fused_training_cast` instead, from the quantizer modules.)
 
     Why ``s**-1.5``: for a reconstruction loss the noise terms shrink as
     ``s**2`` and the clipping terms roughly as ``s``.  Unscaled, a binary
@@ -137,16 +129,9 @@ class _LearnedIntBitsCast(torch.autograd.Function):
         if training and khot is None and int_bits.dim() == 0:
             # One binary point: a Python int saves a dozen small tensor ops per call, forward and
             # backward (Python's round, like torch.round, rounds half to even).
-            frac_bits = t.width - round(float(int_bits))
+            frac_bits = t.width - round(float(int_bits.detach()))
         else:
             frac_bits = t.width - torch.round(int_bits.detach())
-        nearest = nearest_even_cast(x.detach(), t, frac_bits) if training and khot is None else None
-        ctx.bounds = None if nearest is None else nearest[1]
-        if nearest is not None:
-            ctx.saturating, ctx.frac, ctx.t = True, frac_bits, t
-            ctx.int_bits_shape, ctx.int_bits_dtype = int_bits.shape, int_bits.dtype
-            ctx.save_for_backward(x, nearest[0], None, None)
-            return nearest[0]
         fast = saturating_cast_codes(x.detach(), t, frac_bits) if training and khot is None else None
         ctx.saturating = fast is not None
         if fast is None and isinstance(frac_bits, int):
@@ -168,9 +153,7 @@ class _LearnedIntBitsCast(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, q, inside, frac_bits = ctx.saved_tensors
         t = ctx.t
-        if ctx.bounds is not None:
-            grad_x = in_bounds_grad(grad, x, ctx.bounds)
-        elif ctx.saturating:
+        if ctx.saturating:
             grad_x = in_range_grad(grad, inside, t)
         else:
             grad_x = grad if inside is None else grad * inside
@@ -224,3 +207,77 @@ def learned_int_bits_cast(x: torch.Tensor, int_bits: torch.Tensor, t: FixedType,
     """
     shaped = int_bits if view_shape is None else int_bits.view(view_shape)
     return _LearnedIntBitsCast.apply(x, shaped, t, khot, training)
+
+
+class _FusedCast(torch.autograd.Function):
+    """Forward ``q = Q(v)`` with ``v = x * scale + shift`` per channel (or ``v = x``), ``Q`` an ``AP_RND_CONV``/``AP_SAT``
+    cast (optionally of ``max(v, 0)``) with one binary point or one per channel, by :mod:`qfx.fused`.
+
+    Backward, with ``in(v)`` the range test of :class:`_FixedCast`:
+    ``dL/dv = dL/dq * in(v)``; ``dL/dx = dL/dv * scale``; ``dL/dscale =
+    sum dL/dv * x`` and ``dL/dshift = sum dL/dv`` per channel; for a learned
+    binary point the gradient of :class:`_LearnedIntBitsCast`, which for a
+    saturating cast is ``dL/dI = ln 2 * s**-1.5 * (sum dL/dq * q - sum dL/dv * v)``,
+    the sums over the elements that share the binary point.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor],
+                int_bits: torch.Tensor, p: Union[fused.NearestEven, fused.ChannelTable],
+                frac_bits: Union[int, tuple[int, ...]]) -> torch.Tensor:
+        q = fused.cast_forward(x.detach(), p, _detached(scale), _detached(shift))
+        ctx.save_for_backward(x, q, scale, shift)
+        ctx.p, ctx.frac = p, frac_bits
+        ctx.int_bits_like = (int_bits.shape, int_bits.dtype)
+        return q
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, q, scale, shift = ctx.saved_tensors
+        grad_x, point, grad_scale, grad_shift = fused.cast_backward(grad, x, q, ctx.p, scale, shift)
+        grad_i = None
+        if ctx.needs_input_grad[3]:  # times ln 2 / step**1.5
+            shape, dtype = ctx.int_bits_like
+            if isinstance(ctx.frac, int):
+                grad_i = point * (_LN2 * 2.0 ** (_STEP_POWER * ctx.frac))
+            else:
+                grad_i = point * torch.tensor([_LN2 * 2.0 ** (_STEP_POWER * f) for f in ctx.frac], dtype=point.dtype)
+            grad_i = grad_i.reshape(shape).to(dtype)
+        return grad_x, grad_scale, grad_shift, grad_i, None, None
+
+
+def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.detach()
+
+
+def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, channel_dim: Optional[int] = None,
+                        scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
+                        relu: bool = False) -> Optional[torch.Tensor]:
+    """Training-mode ``Q(relu?(x * scale + shift))`` in one fused pass each way, or ``None`` where it does not apply.
+
+    ``t`` is the format (``AP_RND_CONV``/``AP_SAT``) and ``int_bits`` its
+    binary point, rounded half to even: 0-d, or one per channel along
+    ``channel_dim``; a learned parameter receives its gradient.  ``scale``
+    and ``shift`` (together, one per channel of dimension 1, cast to
+    ``x``'s dtype) apply before the cast.  ``None`` where
+    :func:`qfx.fused.nearest_even` declines the format, and for a binary
+    point per channel where the native kernels do not take ``x`` or a scale
+    is given: the caller then composes the operations itself.  Values equal
+    the exact cast of ``relu(x * scale + shift)`` computed in ``x``'s dtype;
+    gradients as :class:`_FusedCast`.
+    """
+    bits = int_bits.detach()
+    if bits.dim() == 0:
+        frac_bits: Union[int, tuple[int, ...]] = t.width - round(float(bits))
+        p = fused.nearest_even(t, frac_bits, x.dtype)
+        p = p.after_relu() if relu and p is not None else p
+    elif scale is None and fused.native.applies(x):
+        frac_bits = tuple(t.width - int(b) for b in torch.round(bits).tolist())
+        p = fused.channel_table(t, frac_bits, x.dtype, channel_dim % x.dim(), relu)
+    else:
+        return None
+    if p is None:
+        return None
+    if scale is not None:
+        scale, shift = scale.to(x.dtype), shift.to(x.dtype)
+    return _FusedCast.apply(x, scale, shift, int_bits, p, frac_bits)

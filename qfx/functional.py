@@ -16,7 +16,6 @@ when no element can overflow, so the common case skips that work entirely.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, Optional, Union
 
@@ -26,7 +25,7 @@ import torch
 from .format import FixedType, Overflow, Rounding
 
 __all__ = ["quantize", "to_codes", "from_codes", "cast_codes", "saturating_cast_codes", "in_range_grad",
-           "nearest_even_cast", "in_bounds_grad", "mantissa_bits"]
+           "mantissa_bits"]
 
 FixedLike = Union[FixedType, str]
 FracBits = Union[int, torch.Tensor]
@@ -364,61 +363,6 @@ def in_range_grad(grad: torch.Tensor, rounded: torch.Tensor, t: FixedType) -> to
     ``grad`` (e.g. ``x``) where the code was in range.
     """
     return torch.ops.aten.hardtanh_backward(grad, rounded, t.code_min - 0.5, t.code_max + 0.5)
-
-
-def nearest_even_cast(x: torch.Tensor, t: FixedType,
-                      frac_bits: Optional[int] = None) -> Optional[tuple[torch.Tensor, tuple[float, float]]]:
-    """Training-mode cast for ``AP_RND_CONV`` + ``AP_SAT`` with one binary point: ``(values, bounds)`` or ``None``.
-
-    Two passes and one new tensor: ``clamp((x + M) - M, t.min, t.max)`` with
-    ``M = 1.5 * 2**(m - 1 - F)`` (``m`` the mantissa bits).  While
-    ``|x| < 2**(m - 2 - F)``, ``x + M`` lies in one binade whose spacing is
-    the LSB ``2**-F``, so the float addition itself rounds ``x`` to the
-    nearest multiple of the LSB, ties to even (``M``'s significand is
-    even), and the subtraction is exact.  Larger ``|x|`` lie beyond the
-    range and stay there, on their own side, and are clamped to the same end
-    as :func:`cast_codes` clamps them; infinities saturate and NaN stays NaN,
-    as in :func:`saturating_cast_codes`.  The values equal
-    :func:`cast_codes`'s codes times the LSB (a zero may come out as
-    ``+0.0`` where the exact cast gives ``-0.0``).
-
-    ``bounds = (lo, hi)``: ``x`` was in range after rounding exactly where
-    ``lo < x < hi`` (:func:`in_bounds_grad`): ``hi`` is the tie above
-    ``code_max``, which rounds out of range to the even ``code_max + 1``,
-    and ``lo`` the float just below the tie under ``code_min``, which rounds
-    into range to the even ``code_min``.  ``None`` where these facts do not
-    hold: another mode, a binary point per channel, a format wider than
-    ``m - 2`` bits, a 1-bit signed format (odd ``code_min``) or a binary
-    point near the ends of the exponent range.
-    """
-    frac_bits = t.frac_bits if frac_bits is None else frac_bits
-    if (t.rounding is not Rounding.RND_CONV or t.overflow is not Overflow.SAT or not isinstance(frac_bits, int)
-            or x.dtype not in _EXPONENT_RANGE):
-        return None
-    bounds = _nearest_even_bounds(t, frac_bits, x.dtype)
-    if bounds is None:
-        return None
-    magic = math.ldexp(1.5, mantissa_bits(x.dtype) - 1 - frac_bits)
-    lo, hi = math.ldexp(t.code_min, -frac_bits), math.ldexp(t.code_max, -frac_bits)
-    return torch.add(x, magic).sub_(magic).clamp_(lo, hi), bounds
-
-
-@functools.lru_cache(maxsize=None)
-def _nearest_even_bounds(t: FixedType, frac_bits: int, dtype: torch.dtype) -> Optional[tuple[float, float]]:
-    """``(lo, hi)`` of :func:`nearest_even_cast`, or ``None`` where its shortcut does not hold."""
-    bits = mantissa_bits(dtype)
-    e_min, e_max = _EXPONENT_RANGE[dtype]
-    if (t.width > bits - 2 or t.code_min % 2 or not t.code_max % 2
-            or not e_min < -frac_bits - 1 or bits - 1 - frac_bits > e_max or t.width - frac_bits > e_max):
-        return None
-    tie_below = torch.tensor(math.ldexp(t.code_min - 0.5, -frac_bits), dtype=dtype)
-    lo = float(torch.nextafter(tie_below, torch.tensor(-math.inf, dtype=dtype)))
-    return lo, math.ldexp(t.code_max + 0.5, -frac_bits)
-
-
-def in_bounds_grad(grad: torch.Tensor, x: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
-    """``grad`` where ``lo < x < hi`` for ``bounds = (lo, hi)`` (of :func:`nearest_even_cast`), else 0, in one pass."""
-    return torch.ops.aten.hardtanh_backward(grad, x, *bounds)
 
 
 def _scale(x: torch.Tensor, t: FixedType, frac_bits: FracBits, frac_lo: int, frac_hi: int) -> torch.Tensor:

@@ -93,17 +93,23 @@ def test_batchnorm_running_statistics_follow_torch(momentum) -> None:
     assert torch.equal(before, q.running_mean)  # eval mode leaves them alone
 
 
-@pytest.mark.parametrize("shape", [(16, 3), (8, 3, 7), (8, 3, 5, 6)])
-def test_batch_statistics_equal_var_mean(shape) -> None:
+@pytest.mark.parametrize("kernels", ["native", "torch"])
+@pytest.mark.parametrize("shape", [(16, 3), (8, 3, 7), (8, 3, 5, 6), (64, 3, 20, 20)])
+def test_batch_statistics_equal_var_mean(shape, kernels, monkeypatch) -> None:
     """Mean and biased variance, and the gradient through both, as ``torch.var_mean`` gives them."""
+    from qfx.fused import native
     from qfx.nn.batchnorm import _BatchStatistics
 
+    if kernels == "torch":
+        monkeypatch.setattr(native, "library", lambda: None)
+    else:
+        assert native.library() is not None
     g = gen(4)
     x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 2).requires_grad_()
     dims = [0] + list(range(2, len(shape)))
     up_mean, up_var = torch.randn(3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
     grads = []
-    for stats in (lambda: _BatchStatistics.apply(x, dims), lambda: torch.var_mean(x, dims, correction=0)[::-1]):
+    for stats in (lambda: _BatchStatistics.apply(x), lambda: torch.var_mean(x, dims, correction=0)[::-1]):
         mean, var = stats()
         grads.append((mean.detach(), var.detach(), *torch.autograd.grad((mean * up_mean + var * up_var).sum(), x)))
     for a, b in zip(*grads):

@@ -27,6 +27,19 @@ def test_templates_and_boards_ship_in_the_wheel() -> None:
     assert list((ROOT / "boards").glob("*.toml")), "boards/ holds no board file"
 
 
+def test_native_sources_ship_in_the_wheel() -> None:
+    """Every C++ file under qfx/ (the emulator's headers, the fused kernels) matches its package's package-data."""
+    data = _pyproject()["tool"]["setuptools"]["package-data"]
+    for path in (ROOT / "qfx").rglob("*"):
+        if path.suffix not in (".cpp", ".h"):
+            continue
+        package_dir = next(d for d in path.parents if (d / "__init__.py").is_file())
+        package = ".".join(package_dir.relative_to(ROOT).parts)
+        relative = path.relative_to(package_dir)
+        assert any(relative.match(pattern) for pattern in data.get(package, [])), \
+            f"{path.relative_to(ROOT)} is not in package-data of {package} in pyproject.toml"
+
+
 def test_board_file_describes_the_ultra96() -> None:
     board = tomllib.loads((ROOT / "boards" / "ultra96v2.toml").read_text())
     assert board["part"] == "xczu3eg-sbva484-1-i"

@@ -1,5 +1,6 @@
-"""The training-mode casts (saturating_cast_codes, nearest_even_cast) give cast_codes's values and range mask,
-and the same gradients."""
+"""The training-mode cast saturating_cast_codes gives cast_codes's values and range mask, and the same gradients.
+
+(The fused nearest-even cast has its own tests, in test_fused.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 
 from qfx.autograd import fixed_cast, learned_int_bits_cast
 from qfx.format import FixedType, Rounding
-from qfx.functional import cast_codes, in_bounds_grad, in_range_grad, nearest_even_cast, saturating_cast_codes
+from qfx.functional import cast_codes, in_range_grad, saturating_cast_codes
 
 
 def _values(t: FixedType, dtype: torch.dtype) -> torch.Tensor:
@@ -43,35 +44,6 @@ def test_codes_and_mask_equal_cast_codes(rounding: str, signed: bool, width: int
         assert torch.equal(in_range, torch.ones_like(in_range) if inside is None else inside)
 
 
-@pytest.mark.parametrize("signed", [True, False])
-@pytest.mark.parametrize("width,int_bits", [(8, 3), (2, 0), (12, -2), (22, 4), (6, 9), (8, -100), (8, 100)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_nearest_even_values_and_bounds_equal_cast_codes(signed: bool, width: int, int_bits: int,
-                                                         dtype: torch.dtype) -> None:
-    t = FixedType(width, int_bits, signed=signed, rounding="RND_CONV", overflow="SAT")
-    g = torch.Generator().manual_seed(2)
-    for frac_bits in (t.frac_bits, t.frac_bits + 3, t.frac_bits - 2):
-        lsb = 2.0 ** -frac_bits
-        codes = torch.randint(t.code_min - 4, t.code_max + 4, (3000,), generator=g, dtype=dtype)
-        ties = (codes + 0.5) * lsb  # a tie between every pair of neighbouring codes, in range and beyond
-        x = torch.cat([_values(t.replace(int_bits=width - frac_bits), dtype), ties, codes * lsb])
-        q, bounds = nearest_even_cast(x, t, frac_bits)
-        expected, inside = cast_codes(x, t, frac_bits, need_mask=True)
-        assert torch.equal(q, expected * lsb)
-        in_range = in_bounds_grad(torch.ones_like(x), x, bounds) == 1
-        assert torch.equal(in_range, torch.ones_like(in_range) if inside is None else inside)
-
-
-def test_nearest_even_declines_where_its_shortcut_does_not_hold() -> None:
-    x = torch.randn(10)
-    assert nearest_even_cast(x, FixedType(8, 3, rounding="RND", overflow="SAT")) is None
-    assert nearest_even_cast(x, FixedType(8, 3, rounding="RND_CONV", overflow="WRAP")) is None
-    assert nearest_even_cast(x, FixedType(23, 3, rounding="RND_CONV", overflow="SAT")) is None  # above 24 - 2 bits
-    assert nearest_even_cast(x, FixedType(1, 0, rounding="RND_CONV", overflow="SAT")) is None  # odd code_min
-    assert nearest_even_cast(x, FixedType(8, 3, rounding="RND_CONV", overflow="SAT"), torch.tensor(5.0)) is None
-    assert nearest_even_cast(x.double(), FixedType(23, 3, rounding="RND_CONV", overflow="SAT")) is not None
-
-
 def test_falls_back_where_the_shortcuts_do_not_hold() -> None:
     x = torch.randn(10)
     assert saturating_cast_codes(x, FixedType(8, 3, overflow="WRAP")) is None
@@ -81,7 +53,7 @@ def test_falls_back_where_the_shortcuts_do_not_hold() -> None:
     assert saturating_cast_codes(x, FixedType(8, 10, rounding="RND", overflow="SAT")) is not None
 
 
-@pytest.mark.parametrize("rounding", ["RND_CONV", "RND"])  # nearest_even_cast, saturating_cast_codes
+@pytest.mark.parametrize("rounding", ["RND_CONV", "RND"])
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_training_gradients_match_the_exact_path(per_channel: bool, rounding: str) -> None:
     g = torch.Generator().manual_seed(1)

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .. import fused
 from .config import LayerQConfig, make_quantizer
 from .exact import as_float, cast, cast_output, compact, exact_add, exact_dtype
 from .layer import FixedConstant, QuantizedLayer, fixed_constant
@@ -43,32 +44,30 @@ _NUMERICS = """
 
 
 class _BatchStatistics(torch.autograd.Function):
-    """Forward: per-channel ``mean`` and biased ``var`` of ``x`` over ``dims``, as ``torch.var_mean`` gives them.
+    """Forward: per-channel (dimension 1) ``mean`` and biased ``var`` of ``x``, as ``torch.var_mean`` gives them.
 
     Backward: ``dL/dx = (dL/dmean + 2 * dL/dvar * (x - mean)) / n``, ``n`` the
     values per channel: the gradient of ``torch.var_mean``, in one pass.
 
     Why not ``torch.var_mean``: on the CPU its reduction over ``(0, 2, 3)``
-    of an NCHW tensor is several times slower than a mean, a subtraction and
-    a mean of squares (the same two-pass formula, vectorized), and its
-    backward takes several passes.
+    of an NCHW tensor is several times slower than the two-pass formula
+    (:func:`qfx.fused.batch_moments`: a native kernel reads ``x`` twice and
+    writes nothing), and its backward takes several passes.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, dims: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = x.mean(dims, keepdim=True)
-        deviation = x - mean
-        var = deviation.square_().mean(dims)
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, var = fused.batch_moments(x.detach())
         ctx.save_for_backward(x, mean)
         ctx.n = x.numel() // mean.numel()
-        return mean.flatten(), var
+        return mean, var
 
     @staticmethod
     def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor):
         x, mean = ctx.saved_tensors
-        slope = (grad_var * (2 / ctx.n)).view(mean.shape)
-        offset = grad_mean.view(mean.shape) / ctx.n - slope * mean
-        return (x * slope).add_(offset), None  # faster than addcmul's three-way broadcast
+        slope = grad_var * (2 / ctx.n)
+        offset = grad_mean / ctx.n - slope * mean
+        return fused.channel_affine(x, slope.contiguous(), offset.contiguous())
 
 
 class _QBatchNorm(QuantizedLayer):
@@ -128,12 +127,11 @@ class _QBatchNorm(QuantizedLayer):
 
     def _batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's mean and biased variance per channel; updates the running statistics."""
-        dims = [0] + list(range(2, x.dim()))
         count = x.numel() // self.num_features
         if count < 2:
             raise ValueError(f"{self.describe()} needs more than one value per channel in training mode to form "
                              f"batch statistics, got input shape {tuple(x.shape)}; use a larger batch or eval mode")
-        mean, var = _BatchStatistics.apply(x, dims)
+        mean, var = _BatchStatistics.apply(x)
         with torch.no_grad():
             self.num_batches_tracked += 1
             factor = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
@@ -153,9 +151,9 @@ class _QBatchNorm(QuantizedLayer):
         view = (1, self.num_features) + (1,) * (x.dim() - 2)
         if self.training:
             scale, shift = self._fold(*self._batch_statistics(x))
-            s = cast(self.scale_quantizer, scale).to(x.dtype).view(view)
-            sh = cast(self.shift_quantizer, shift).to(x.dtype).view(view)
-            return cast_output(self.output_quantizer, (x * s).add_(sh), x.dtype, exact=False)
+            s = cast(self.scale_quantizer, scale).to(x.dtype)
+            sh = cast(self.shift_quantizer, shift).to(x.dtype)
+            return cast_output(self.output_quantizer, x, x.dtype, exact=False, scale=s, shift=sh)
         scale, shift = self.folded()
         s, sh = cast(self.scale_quantizer, scale), cast(self.shift_quantizer, shift)
         dtype = self.compute_dtype()

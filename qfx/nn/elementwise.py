@@ -64,6 +64,10 @@ class QReLU(_QActivation):
     def _function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = as_float(x)  # the quantizer applies the ReLU: training fuses it into the cast
+        return cast_output(self.output_quantizer, x, x.dtype, exact=not self.training, relu=True)
+
 
 class QReLU6(_QActivation):
     """``y = Qout(min(max(x, 0), 6))``.

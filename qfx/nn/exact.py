@@ -26,12 +26,12 @@ of :mod:`qfx.nn` use this in eval mode to compute, bit for bit, what
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 
 from ..functional import mantissa_bits
-from .quantizers import FixedQuantizer, KHotQuantizer
+from .quantizers import FixedQuantizer, KHotQuantizer, affine_relu
 
 __all__ = ["exact_dtype", "float32_is_exact", "exact_kernels", "exact_add", "cast", "cast_output",
            "as_float", "compact"]
@@ -140,20 +140,24 @@ def compact(x: torch.Tensor) -> torch.Tensor:
     return narrow if torch.equal(narrow.to(x.dtype), x) else x
 
 
-def cast(quantizer: Quantizer, x: torch.Tensor) -> torch.Tensor:
-    """``quantizer(x)``, moved to float64 first when the format is wider than ``x``'s dtype holds."""
+def cast(quantizer: Quantizer, x: torch.Tensor, scale: Optional[torch.Tensor] = None,
+         shift: Optional[torch.Tensor] = None, relu: bool = False) -> torch.Tensor:
+    """``quantizer(x, scale, shift, relu)``; moved to float64 first (after the affine map and ReLU, which stay in
+    ``x``'s dtype) when the format is wider than ``x``'s dtype holds."""
     if quantizer.base_type.width > mantissa_bits(x.dtype):
-        x = x.double()
-    return quantizer(x)
+        return quantizer(affine_relu(x, scale, shift, relu).double())
+    return quantizer(x, scale, shift, relu)
 
 
-def cast_output(quantizer: Quantizer, x: torch.Tensor, dtype: torch.dtype, exact: bool) -> torch.Tensor:
-    """``quantizer(x)`` returned in ``dtype``.
+def cast_output(quantizer: Quantizer, x: torch.Tensor, dtype: torch.dtype, exact: bool,
+                scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
+                relu: bool = False) -> torch.Tensor:
+    """``quantizer(x, scale, shift, relu)`` (see :func:`cast`) returned in ``dtype``.
 
     ``exact`` (eval mode): in ``dtype`` only if it holds the format exactly,
     else in float64.  Otherwise (training, fake quantization) always in ``dtype``.
     """
-    y = cast(quantizer, x)
+    y = cast(quantizer, x, scale, shift, relu)
     if exact and quantizer.base_type.width > mantissa_bits(dtype):
         return y
     return y.to(dtype)

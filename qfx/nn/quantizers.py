@@ -8,11 +8,14 @@ calibration may set.  ``freeze()`` turns a learned binary point into a fixed
 one.
 
 In training mode (``module.train()``) the quantizers cast ``AP_SAT`` formats
-with the training-mode casts (:func:`qfx.functional.nearest_even_cast` for
+with the training-mode casts (:func:`qfx.autograd.fused_training_cast` for
 ``AP_RND_CONV`` with one binary point, else
 :func:`qfx.functional.saturating_cast_codes`): the same values for finite
 inputs in fewer passes, without the NaN/Inf check; eval mode always uses
-the exact :func:`qfx.functional.cast_codes`.
+the exact :func:`qfx.functional.cast_codes`.  A quantizer may also apply
+the per-channel affine map of a BatchNorm and a ReLU before its cast
+(``forward``'s ``scale``, ``shift`` and ``relu``), which training fuses
+into the same pass.
 """
 
 from __future__ import annotations
@@ -23,13 +26,22 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
-from ..autograd import fixed_cast, learned_int_bits_cast
+from ..autograd import fixed_cast, fused_training_cast, learned_int_bits_cast
 from ..format import FixedType
 from ..khot import _KHotCast, _check_k
 
 __all__ = ["FixedQuantizer", "KHotQuantizer"]
 
 _GRANULARITIES = ("tensor", "channel")
+
+
+def affine_relu(x: torch.Tensor, scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
+                relu: bool = False) -> torch.Tensor:
+    """``x * scale + shift`` (one per channel of dimension 1, in ``x``'s dtype), then ``max(.., 0)`` if ``relu``."""
+    if scale is not None:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        x = (x * scale.to(x.dtype).view(shape)).add_(shift.to(x.dtype).view(shape))
+    return torch.relu(x) if relu else x
 
 
 class _BinaryPointQuantizer(nn.Module):
@@ -130,9 +142,25 @@ class _BinaryPointQuantizer(nn.Module):
         return ", ".join(parts)
 
     # ----------------------------------------------------------- forward
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
+                relu: bool = False) -> torch.Tensor:
+        """``Q(x)``; with ``scale`` and ``shift`` (one per channel of dimension 1) ``Q(x * scale + shift)``, and
+        with ``relu=True`` the cast of ``max(.., 0)``.
+
+        The affine map and the ReLU are computed in ``x``'s dtype, rounding
+        after the product and after the sum, as BatchNorm and ReLU layers
+        would before the cast; in training mode, for ``AP_RND_CONV``/``AP_SAT``
+        with one binary point, all of it runs as one fused pass each way
+        (:func:`qfx.autograd.fused_training_cast`), with the same values and
+        gradients.
+        """
         self._materialize(x)
         view = self._view_shape(x)
+        if self.training and self._khot is None:
+            y = self._fused_forward(x, view, scale, shift, relu)
+            if y is not None:
+                return y
+        x = affine_relu(x, scale, shift, relu)
         if self.learn_int_bits:
             with torch.no_grad():  # keep the parameter where rounding and the float range stay meaningful
                 self.int_bits.clamp_(*self.int_bits_range)
@@ -141,6 +169,18 @@ class _BinaryPointQuantizer(nn.Module):
         bits = self.effective_int_bits()
         frac = self.base_type.width - (bits if view is None else bits.view(view))
         return self._fixed_forward(x, frac)
+
+    def _fused_forward(self, x: torch.Tensor, view: Optional[tuple[int, ...]], scale: Optional[torch.Tensor],
+                       shift: Optional[torch.Tensor], relu: bool) -> Optional[torch.Tensor]:
+        """The training-mode fused cast, or ``None`` where it does not apply."""
+        if self.learn_int_bits:
+            with torch.no_grad():
+                self.int_bits.clamp_(*self.int_bits_range)
+            int_bits = self.int_bits
+        else:
+            int_bits = self.effective_int_bits()
+        channel_dim = None if view is None else self.channel_dim
+        return fused_training_cast(x, self.base_type, int_bits, channel_dim, scale, shift, relu)
 
     _khot: Optional[int] = None
 

@@ -1,0 +1,153 @@
+"""The native kernels of the fused cast: ``kernels.cpp`` compiled once with g++ and loaded with ``ctypes``.
+
+Built on first use into ``$QFX_CACHE_DIR/fused`` (:func:`qfx.cxx.compile_cached`,
+about a second).  OpenMP threads: the library links ``libgomp.so.1``, the
+runtime PyTorch has already loaded, so the kernels share PyTorch's thread
+pool and take ``torch.get_num_threads()`` threads.  Where no compiler is
+found or the build fails, a warning says so once and :mod:`qfx.fused` falls
+back to PyTorch operations; ``QFX_FUSED_KERNELS=0`` chooses that fallback
+without trying.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import platform
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..cxx import compile_cached
+
+__all__ = ["library", "applies", "layout", "cast_forward", "cast_backward", "channel_moments", "channel_affine"]
+
+FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared")
+# Vector instructions of this CPU, where the compiler knows it: a third faster.  Exactness does not
+# depend on them (no contraction into FMA; adds, multiplies and compares round alike at any width).
+NATIVE_FLAGS = ("-march=native",)
+
+_P, _N, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+_SIGNATURES = {
+    "cast_forward": [_P, _P, _N, _N, _N, _P, _P, _P, _N, _INT],
+    "cast_backward": [_P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _INT],
+    "channel_moments": [_P, _N, _N, _N, _P, _P, _INT],
+    "channel_affine": [_P, _P, _N, _N, _N, _P, _P, _INT],
+}
+
+
+class Kernels:
+    """The library's entry points, one dict per kernel keyed by dtype."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.lib = lib  # keeps the library loaded
+        for name, argtypes in _SIGNATURES.items():
+            entries = {}
+            for dtype, suffix in _SUFFIX.items():
+                entry = getattr(lib, f"qfx_{name}_{suffix}")
+                entry.argtypes, entry.restype = argtypes, None
+                entries[dtype] = entry
+            setattr(self, name, entries)
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> Optional[Kernels]:
+    """The loaded kernels, or ``None`` (disabled, or no working compiler: warned once)."""
+    if os.environ.get("QFX_FUSED_KERNELS", "1") == "0":
+        return None
+    source = (Path(__file__).resolve().parent / "kernels.cpp").read_text()
+    try:
+        try:  # the CPU's description keys the cache: a shared cache must not hand this build to another CPU
+            path = compile_cached(source, "fused_cast", FLAGS + NATIVE_FLAGS, "fused", _cpu_description())
+        except RuntimeError:
+            path = compile_cached(source, "fused_cast", FLAGS, "fused")
+        return Kernels(ctypes.CDLL(str(path)))
+    except (RuntimeError, OSError, AttributeError) as error:
+        warnings.warn(f"qfx: the fused training kernels are unavailable ({error}); training falls back to slower "
+                      "PyTorch operations with the same results. Install g++ to speed it up, or set "
+                      "QFX_FUSED_KERNELS=0 to silence this.", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _cpu_description() -> bytes:
+    """The model and feature flags of this machine's CPU (what ``-march=native`` builds for)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return (platform.machine() + platform.processor()).encode()
+    keys = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    return "\n".join(dict.fromkeys(line for line in lines if line.startswith(keys))).encode()
+
+
+def applies(x: torch.Tensor, *per_channel: Optional[torch.Tensor]) -> bool:
+    """Whether the kernels take ``x``: contiguous, nonempty, float32/float64 on the CPU, the library built;
+    and each tensor of ``per_channel`` (or ``None``) contiguous, on the CPU, in ``x``'s dtype."""
+    if x.device.type != "cpu" or x.dtype not in _SUFFIX or not x.is_contiguous() or x.numel() == 0:
+        return False
+    for c in per_channel:
+        if c is not None and (c.device.type != "cpu" or c.dtype != x.dtype or not c.is_contiguous()):
+            return False
+    return library() is not None
+
+
+def layout(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
+    """``(numel, channels, inner)`` of ``x`` with channels along ``dim`` (``-1``: none)."""
+    if dim < 0:
+        return x.numel(), 1, x.numel()
+    inner = 1
+    for size in x.shape[dim + 1:]:
+        inner *= size
+    return x.numel(), x.shape[dim], inner
+
+
+def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+    return None if t is None else t.data_ptr()
+
+
+def cast_forward(x: torch.Tensor, table: torch.Tensor, dim: int, scale: Optional[torch.Tensor],
+                 shift: Optional[torch.Tensor]) -> torch.Tensor:
+    """The cast of :func:`qfx.fused.cast_forward`; ``table`` holds one row, or one per channel along ``dim``."""
+    q = torch.empty_like(x)
+    library().cast_forward[x.dtype](x.data_ptr(), q.data_ptr(), *layout(x, dim), _ptr(scale), _ptr(shift),
+                                    table.data_ptr(), table.shape[0], torch.get_num_threads())
+    return q
+
+
+def cast_backward(grad: torch.Tensor, x: torch.Tensor, table: torch.Tensor, dim: int, scale: Optional[torch.Tensor],
+                  shift: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor],
+                                                          Optional[torch.Tensor]]:
+    """``(dL/dx, point, dL/dscale, dL/dshift)`` of :func:`qfx.fused.cast_backward`; ``point`` has one entry per table row."""
+    grad = grad.contiguous()
+    grad_x = torch.empty_like(x)
+    n, channels, inner = layout(x, dim)
+    rows = table.shape[0]
+    sums = torch.empty(rows + (2 * channels if scale is not None else 0), dtype=torch.float64)
+    base = sums.data_ptr()
+    library().cast_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), n, channels, inner,
+                                     _ptr(scale), _ptr(shift), table.data_ptr(), rows, base,
+                                     base + 8 * rows, base + 8 * (rows + channels), torch.get_num_threads())
+    if scale is None:
+        return grad_x, sums, None, None
+    return grad_x, sums[:rows], sums[rows:rows + channels].to(x.dtype), sums[rows + channels:].to(x.dtype)
+
+
+def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (dimension 1) mean and biased variance of ``x``, in ``x``'s dtype."""
+    n, channels, inner = layout(x, 1)
+    moments = torch.empty(2, channels, dtype=torch.float64)
+    library().channel_moments[x.dtype](x.data_ptr(), n, channels, inner, moments[0].data_ptr(),
+                                       moments[1].data_ptr(), torch.get_num_threads())
+    moments = moments.to(x.dtype)
+    return moments[0], moments[1]
+
+
+def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``x * a + b`` with one ``a`` and ``b`` per channel (dimension 1), rounding after each operation."""
+    y = torch.empty_like(x)
+    library().channel_affine[x.dtype](x.data_ptr(), y.data_ptr(), *layout(x, 1), a.data_ptr(), b.data_ptr(),
+                                      torch.get_num_threads())
+    return y
