@@ -9,13 +9,14 @@ overflowed.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Union
 
 import torch
 
-from .format import FixedType
 from . import fused
+from .format import FixedType
 from .functional import cast_codes, in_range_grad, saturating_cast_codes
 from .khot import khot_cast_codes
 
@@ -227,23 +228,23 @@ class _FusedCast(torch.autograd.Function):
                 frac_bits: Union[int, tuple[int, ...]]) -> torch.Tensor:
         q = fused.cast_forward(x.detach(), p, _detached(scale), _detached(shift))
         ctx.save_for_backward(x, q, scale, shift)
-        ctx.p, ctx.frac = p, frac_bits
-        ctx.int_bits_like = (int_bits.shape, int_bits.dtype)
+        ctx.p, ctx.frac, ctx.int_bits_shape = p, frac_bits, int_bits.shape
         return q
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, q, scale, shift = ctx.saved_tensors
-        grad_x, point, grad_scale, grad_shift = fused.cast_backward(grad, x, q, ctx.p, scale, shift)
-        grad_i = None
-        if ctx.needs_input_grad[3]:  # times ln 2 / step**1.5
-            shape, dtype = ctx.int_bits_like
-            if isinstance(ctx.frac, int):
-                grad_i = point * (_LN2 * 2.0 ** (_STEP_POWER * ctx.frac))
-            else:
-                grad_i = point * torch.tensor([_LN2 * 2.0 ** (_STEP_POWER * f) for f in ctx.frac], dtype=point.dtype)
-            grad_i = grad_i.reshape(shape).to(dtype)
+        grad_x, grad_i, grad_scale, grad_shift = fused.cast_backward(grad, x, q, ctx.p, scale, shift,
+                                                                     _point_weights(ctx.frac))
+        grad_i = grad_i.view(ctx.int_bits_shape) if ctx.needs_input_grad[3] else None
         return grad_x, grad_scale, grad_shift, grad_i, None, None
+
+
+@functools.lru_cache(maxsize=4096)
+def _point_weights(frac_bits: Union[int, tuple[int, ...]]) -> torch.Tensor:
+    """``ln 2 / step**1.5`` per binary point (float64): turns the sums of :class:`_FusedCast` into gradients."""
+    fracs = (frac_bits,) if isinstance(frac_bits, int) else frac_bits
+    return torch.tensor([_LN2 * 2.0 ** (_STEP_POWER * f) for f in fracs], dtype=torch.float64)
 
 
 def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

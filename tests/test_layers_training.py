@@ -96,7 +96,8 @@ def test_batchnorm_running_statistics_follow_torch(momentum) -> None:
 @pytest.mark.parametrize("kernels", ["native", "torch"])
 @pytest.mark.parametrize("shape", [(16, 3), (8, 3, 7), (8, 3, 5, 6), (64, 3, 20, 20)])
 def test_batch_statistics_equal_var_mean(shape, kernels, monkeypatch) -> None:
-    """Mean and biased variance, and the gradient through both, as ``torch.var_mean`` gives them."""
+    """Mean and biased variance, and the gradient through both and through the returned ``x``, as
+    ``torch.var_mean`` and ``x`` itself give them."""
     from qfx.fused import native
     from qfx.nn.batchnorm import _BatchStatistics
 
@@ -108,10 +109,12 @@ def test_batch_statistics_equal_var_mean(shape, kernels, monkeypatch) -> None:
     x = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 2).requires_grad_()
     dims = [0] + list(range(2, len(shape)))
     up_mean, up_var = torch.randn(3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    up_x = torch.randn(shape, generator=g, dtype=torch.float64)
     grads = []
-    for stats in (lambda: _BatchStatistics.apply(x), lambda: torch.var_mean(x, dims, correction=0)[::-1]):
-        mean, var = stats()
-        grads.append((mean.detach(), var.detach(), *torch.autograd.grad((mean * up_mean + var * up_var).sum(), x)))
+    for stats in (lambda: _BatchStatistics.apply(x), lambda: (*torch.var_mean(x, dims, correction=0)[::-1], x)):
+        mean, var, same_x = stats()
+        loss = (mean * up_mean + var * up_var).sum() + (same_x * up_x).sum()
+        grads.append((mean.detach(), var.detach(), same_x.detach(), *torch.autograd.grad(loss, x)))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 

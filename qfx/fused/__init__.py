@@ -153,27 +153,29 @@ def cast_forward(x: torch.Tensor, p: Union[NearestEven, ChannelTable], scale: Op
 
 
 def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union[NearestEven, ChannelTable],
-                  scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
+                  scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], weight: torch.Tensor,
                   ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """``(dL/dx, point, dL/dscale, dL/dshift)`` for the cast of :func:`cast_forward`, which returned ``q``.
 
     With ``g = dL/dq`` and ``g' = g`` where ``below < v < above``, else 0:
-    ``dL/dx = g' * scale`` (``g'`` without a scale), ``point = sum g*q -
-    sum g'*v`` (float64, one entry per row of the constants: what the
-    binary point's gradient is made of), ``dL/dscale = sum g'*x`` and
-    ``dL/dshift = sum g'`` per channel (``None`` without a scale).
+    ``dL/dx = g' * scale`` (``g'`` without a scale); ``point = weight * (sum
+    g*q - sum g'*v)``, one float32 entry per row of the constants, summed in
+    float64 and scaled by the caller's float64 ``weight`` (one per row) before
+    rounding: what a binary point's gradient is made of; ``dL/dscale = sum
+    g'*x`` and ``dL/dshift = sum g'`` per channel (``None`` without a scale).
     """
     if isinstance(p, ChannelTable):
-        return native.cast_backward(grad, x, p.table, p.dim, None, None)
+        return native.cast_backward(grad, x, p.table, p.dim, None, None, weight)
     if native.applies(x, scale, shift) and grad.dtype == x.dtype and grad.device == x.device:
-        return native.cast_backward(grad, x, p.table, -1 if scale is None else 1, scale, shift)
+        return native.cast_backward(grad, x, p.table, -1 if scale is None else 1, scale, shift, weight)
     v = _affine(x, scale, shift)
     kept = torch.ops.aten.hardtanh_backward(grad, v, p.below, p.above)
-    point = (torch.dot(grad.reshape(-1), q.reshape(-1)) - torch.dot(kept.reshape(-1), v.reshape(-1))).double()
+    point = torch.dot(grad.reshape(-1), q.reshape(-1)) - torch.dot(kept.reshape(-1), v.reshape(-1))
+    point = (point.double() * weight.to(point.device)).float()
     if scale is None:
-        return kept, point.reshape(1), None, None
+        return kept, point, None, None
     dims = [0] + list(range(2, x.dim()))
-    return kept * _channel_view(x, scale), point.reshape(1), (kept * x).sum(dims), kept.sum(dims)
+    return kept * _channel_view(x, scale), point, (kept * x).sum(dims), kept.sum(dims)
 
 
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,8 +187,10 @@ def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean.flatten(), (x - mean).square_().mean(dims)
 
 
-def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``x * a + b`` with one ``a`` and ``b`` per channel of dimension 1, rounding after each operation."""
-    if native.applies(x, a, b):
-        return native.channel_affine(x, a, b)
-    return _affine(x, a, b)
+def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``(x * a + b) + z`` with one ``a`` and ``b`` per channel of dimension 1 (``z``, shaped like ``x``, optional),
+    rounding after each operation."""
+    if native.applies(x, a, b) and (z is None or (z.is_contiguous() and z.dtype == x.dtype and z.device == x.device)):
+        return native.channel_affine(x, a, b, z)
+    y = _affine(x, a, b)
+    return y if z is None else y.add_(z)

@@ -7,8 +7,8 @@
 // the binary point and the per-channel scale and shift need.  A table holds the cast's constants,
 // one row for the tensor or one per channel.
 //
-// Batch statistics: per-channel mean and biased variance (two read passes, no temporaries), and
-// the per-channel affine map their backward pass needs.
+// Batch statistics: per-channel mean and biased variance (one read pass, no temporaries), and
+// the per-channel affine map their backward pass needs, added to another gradient in the same pass.
 //
 // Layout: element i belongs to channel (i / inner) % channels.  Compiled without -ffast-math and
 // with -ffp-contract=off: (v + M) - M must be two rounded operations, and x * scale + shift must
@@ -24,7 +24,7 @@
 namespace {
 
 // Elements below which one thread does the work: a parallel region costs microseconds.
-constexpr int64_t kParallelGrain = 1 << 15;
+constexpr int64_t kParallelGrain = 1 << 17;
 // Elements per OpenMP chunk, and at most per partial sum in the tensor's dtype (then added in double).
 constexpr int64_t kChunk = 1 << 12;
 // Columns of the cast table.
@@ -81,18 +81,23 @@ void reduce_rows(const std::vector<double>& rows, int team, int64_t width, doubl
 }
 
 // ------------------------------------------------------------------------------------------ the cast
+// The loops over one run take their pointers as arguments: pointers captured by a lambda are
+// reloaded every iteration, and the vectorizer falls back to gathers.
+template <class T, bool Affine>
+void cast_forward_run(const T* x, T* q, int64_t n, T s, T sh, const Cast<T>& k) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) q[i] = round_and_saturate(Affine ? x[i] * s + sh : x[i], k);
+}
+
 template <class T>
 void cast_forward(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, const T* scale, const T* shift,
                   const T* table, int64_t rows, int threads) {
     parallel_runs(n, channels, inner, team_size(n, threads), [&](int64_t b, int64_t e, int64_t c, int) {
         const Cast<T> k(table + (rows == 1 ? 0 : c) * kColumns);
         if (scale != nullptr) {
-            const T s = scale[c], sh = shift[c];
-#pragma omp simd
-            for (int64_t i = b; i < e; ++i) q[i] = round_and_saturate(x[i] * s + sh, k);
+            cast_forward_run<T, true>(x + b, q + b, e - b, scale[c], shift[c], k);
         } else {
-#pragma omp simd
-            for (int64_t i = b; i < e; ++i) q[i] = round_and_saturate(x[i], k);
+            cast_forward_run<T, false>(x + b, q + b, e - b, T(1), T(0), k);
         }
     });
 }
@@ -121,12 +126,12 @@ Sums cast_backward_run(const T* g, const T* x, T* grad_x, int64_t n, T s, T sh, 
     return Sums{gq, gv, gx, gs};
 }
 
-// point[r] = sum g*q - sum g'*v per table row (the binary point's); dscale[c] = sum g'*x and
-// dshift[c] = sum g' per channel (with a scale).
+// point[r] = weight[r] * (sum g*q - sum g'*v) per table row (what the binary point's gradient is made
+// of, in float); dscale[c] = sum g'*x and dshift[c] = sum g' per channel (with a scale).
 template <class T>
 void cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner, const T* scale,
-                   const T* shift, const T* table, int64_t rows, double* point, double* dscale, double* dshift,
-                   int threads) {
+                   const T* shift, const T* table, int64_t rows, const double* weight, float* point, T* dscale,
+                   T* dshift, int threads) {
     const int team = team_size(n, threads);
     std::vector<double> points(team * rows, 0.0), ds(team * channels, 0.0), dsh(team * channels, 0.0);
     parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
@@ -139,49 +144,86 @@ void cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channel
         ds[t * channels + c] += s.gx;
         dsh[t * channels + c] += s.g;
     });
-    reduce_rows(points, team, rows, point);
+    std::vector<double> total(std::max(rows, channels));
+    reduce_rows(points, team, rows, total.data());
+    for (int64_t r = 0; r < rows; ++r) point[r] = float(weight[r] * total[r]);
     if (scale != nullptr) {
-        reduce_rows(ds, team, channels, dscale);
-        reduce_rows(dsh, team, channels, dshift);
+        reduce_rows(ds, team, channels, total.data());
+        for (int64_t c = 0; c < channels; ++c) dscale[c] = T(total[c]);
+        reduce_rows(dsh, team, channels, total.data());
+        for (int64_t c = 0; c < channels; ++c) dshift[c] = T(total[c]);
     }
 }
 
 // ------------------------------------------------------------------------------- batch statistics
-// mean[c] and the biased variance var[c] = mean((x - mean)**2), in double.
+template <class T>
+T sum_run(const T* x, int64_t n) {
+    T total = 0;
+#pragma omp simd reduction(+ : total)
+    for (int64_t i = 0; i < n; ++i) total += x[i];
+    return total;
+}
+
+template <class T>
+T squared_deviation_run(const T* x, int64_t n, T mean) {
+    T total = 0;
+#pragma omp simd reduction(+ : total)
+    for (int64_t i = 0; i < n; ++i) total += (x[i] - mean) * (x[i] - mean);
+    return total;
+}
+
+template <class T, bool Add>
+void affine_run(const T* x, const T* z, T* y, int64_t n, T a, T b) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) y[i] = Add ? (x[i] * a + b) + z[i] : x[i] * a + b;
+}
+
+// Count, mean and sum of squared deviations of some values; merge() adds another part (Chan et al.).
+struct Moments {
+    double count = 0, mean = 0, m2 = 0;
+
+    void merge(const Moments& other) {
+        if (other.count == 0) return;
+        const double total = count + other.count, delta = other.mean - mean;
+        mean += delta * (other.count / total);
+        m2 += other.m2 + delta * delta * (count * other.count / total);
+        count = total;
+    }
+};
+
+// mean[c] and the biased variance var[c] = mean((x - mean)**2), in double, in one pass over memory:
+// each run's own two passes read it from cache, and the runs' moments are merged in order.
 template <class T>
 void channel_moments(const T* x, int64_t n, int64_t channels, int64_t inner, double* mean, double* var,
                      int threads) {
     const int team = team_size(n, threads);
-    const double count = double(n / channels);
-    std::vector<double> sums(team * channels, 0.0);
+    std::vector<Moments> parts(team * channels);
     parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
-        T total = 0;
-#pragma omp simd reduction(+ : total)
-        for (int64_t i = b; i < e; ++i) total += x[i];
-        sums[t * channels + c] += total;
+        const double count = double(e - b);
+        const double run_mean = double(sum_run(x + b, e - b)) / count;
+        const double m2 = double(squared_deviation_run(x + b, e - b, T(run_mean)));
+        // The deviations were taken from run_mean rounded to T: correct the sum for that offset.
+        const double offset = double(T(run_mean)) - run_mean;
+        parts[t * channels + c].merge(Moments{count, run_mean, m2 - count * offset * offset});
     });
-    reduce_rows(sums, team, channels, mean);
-    for (int64_t c = 0; c < channels; ++c) mean[c] /= count;
-    std::fill(sums.begin(), sums.end(), 0.0);
-    parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
-        const T m = T(mean[c]);
-        T total = 0;
-#pragma omp simd reduction(+ : total)
-        for (int64_t i = b; i < e; ++i) total += (x[i] - m) * (x[i] - m);
-        sums[t * channels + c] += total;
-    });
-    reduce_rows(sums, team, channels, var);
-    for (int64_t c = 0; c < channels; ++c) var[c] /= count;
+    for (int64_t c = 0; c < channels; ++c) {
+        Moments total;
+        for (int t = 0; t < team; ++t) total.merge(parts[t * channels + c]);
+        mean[c] = total.mean;
+        var[c] = total.count > 0 ? total.m2 / total.count : 0.0;
+    }
 }
 
-// y = x * a[c] + b[c].
+// y = x * a[c] + b[c], plus z where z is given.
 template <class T>
-void channel_affine(const T* x, T* y, int64_t n, int64_t channels, int64_t inner, const T* a, const T* b,
-                    int threads) {
+void channel_affine(const T* x, const T* z, T* y, int64_t n, int64_t channels, int64_t inner, const T* a,
+                    const T* b, int threads) {
     parallel_runs(n, channels, inner, team_size(n, threads), [&](int64_t begin, int64_t end, int64_t c, int) {
-        const T ac = a[c], bc = b[c];
-#pragma omp simd
-        for (int64_t i = begin; i < end; ++i) y[i] = x[i] * ac + bc;
+        if (z != nullptr) {
+            affine_run<T, true>(x + begin, z + begin, y + begin, end - begin, a[c], b[c]);
+        } else {
+            affine_run<T, false>(x + begin, nullptr, y + begin, end - begin, a[c], b[c]);
+        }
     });
 }
 
@@ -195,18 +237,18 @@ void channel_affine(const T* x, T* y, int64_t n, int64_t channels, int64_t inner
     }                                                                                                          \
     extern "C" void qfx_cast_backward_##SUFFIX(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels,  \
                                                int64_t inner, const T* scale, const T* shift, const T* table,  \
-                                               int64_t rows, double* point, double* dscale, double* dshift,    \
-                                               int threads) {                                                  \
-        cast_backward<T>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, point, dscale, dshift,   \
-                         threads);                                                                             \
+                                               int64_t rows, const double* weight, float* point, T* dscale,    \
+                                               T* dshift, int threads) {                                       \
+        cast_backward<T>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, weight, point, dscale,   \
+                         dshift, threads);                                                                     \
     }                                                                                                          \
     extern "C" void qfx_channel_moments_##SUFFIX(const T* x, int64_t n, int64_t channels, int64_t inner,        \
                                                  double* mean, double* var, int threads) {                     \
         channel_moments<T>(x, n, channels, inner, mean, var, threads);                                         \
     }                                                                                                          \
-    extern "C" void qfx_channel_affine_##SUFFIX(const T* x, T* y, int64_t n, int64_t channels, int64_t inner,   \
-                                                const T* a, const T* b, int threads) {                         \
-        channel_affine<T>(x, y, n, channels, inner, a, b, threads);                                            \
+    extern "C" void qfx_channel_affine_##SUFFIX(const T* x, const T* z, T* y, int64_t n, int64_t channels,      \
+                                                int64_t inner, const T* a, const T* b, int threads) {          \
+        channel_affine<T>(x, z, y, n, channels, inner, a, b, threads);                                         \
     }
 
 QFX_FUSED_ENTRY_POINTS(float, f32)

@@ -34,9 +34,9 @@ _P, _N, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _SIGNATURES = {
     "cast_forward": [_P, _P, _N, _N, _N, _P, _P, _P, _N, _INT],
-    "cast_backward": [_P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _INT],
+    "cast_backward": [_P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _P, _INT],
     "channel_moments": [_P, _N, _N, _N, _P, _P, _INT],
-    "channel_affine": [_P, _P, _N, _N, _N, _P, _P, _INT],
+    "channel_affine": [_P, _P, _P, _N, _N, _N, _P, _P, _INT],
 }
 
 
@@ -118,21 +118,23 @@ def cast_forward(x: torch.Tensor, table: torch.Tensor, dim: int, scale: Optional
 
 
 def cast_backward(grad: torch.Tensor, x: torch.Tensor, table: torch.Tensor, dim: int, scale: Optional[torch.Tensor],
-                  shift: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor],
-                                                          Optional[torch.Tensor]]:
-    """``(dL/dx, point, dL/dscale, dL/dshift)`` of :func:`qfx.fused.cast_backward`; ``point`` has one entry per table row."""
+                  shift: Optional[torch.Tensor], weight: torch.Tensor,
+                  ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """``(dL/dx, point, dL/dscale, dL/dshift)`` of :func:`qfx.fused.cast_backward`; ``weight`` (float64) and
+    ``point`` (float32) have one entry per table row."""
     grad = grad.contiguous()
     grad_x = torch.empty_like(x)
     n, channels, inner = layout(x, dim)
-    rows = table.shape[0]
-    sums = torch.empty(rows + (2 * channels if scale is not None else 0), dtype=torch.float64)
-    base = sums.data_ptr()
+    point = torch.empty(table.shape[0], dtype=torch.float32)
+    per_channel = None if scale is None else torch.empty(2, channels, dtype=x.dtype)
+    base = None if per_channel is None else per_channel.data_ptr()
     library().cast_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), n, channels, inner,
-                                     _ptr(scale), _ptr(shift), table.data_ptr(), rows, base,
-                                     base + 8 * rows, base + 8 * (rows + channels), torch.get_num_threads())
-    if scale is None:
-        return grad_x, sums, None, None
-    return grad_x, sums[:rows], sums[rows:rows + channels].to(x.dtype), sums[rows + channels:].to(x.dtype)
+                                     _ptr(scale), _ptr(shift), table.data_ptr(), table.shape[0], weight.data_ptr(),
+                                     point.data_ptr(), base, None if base is None else base + x.element_size() *
+                                     channels, torch.get_num_threads())
+    if per_channel is None:
+        return grad_x, point, None, None
+    return grad_x, point, per_channel[0], per_channel[1]
 
 
 def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,9 +147,10 @@ def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return moments[0], moments[1]
 
 
-def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``x * a + b`` with one ``a`` and ``b`` per channel (dimension 1), rounding after each operation."""
+def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x * a + b`` (``+ z`` where given) with one ``a`` and ``b`` per channel (dimension 1), rounding after each
+    operation."""
     y = torch.empty_like(x)
-    library().channel_affine[x.dtype](x.data_ptr(), y.data_ptr(), *layout(x, 1), a.data_ptr(), b.data_ptr(),
+    library().channel_affine[x.dtype](x.data_ptr(), _ptr(z), y.data_ptr(), *layout(x, 1), a.data_ptr(), b.data_ptr(),
                                       torch.get_num_threads())
     return y

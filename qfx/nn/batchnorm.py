@@ -44,10 +44,14 @@ _NUMERICS = """
 
 
 class _BatchStatistics(torch.autograd.Function):
-    """Forward: per-channel (dimension 1) ``mean`` and biased ``var`` of ``x``, as ``torch.var_mean`` gives them.
+    """Forward: per-channel (dimension 1) ``mean`` and biased ``var`` of ``x``, as ``torch.var_mean`` gives them,
+    and ``x`` itself (a view), for the layer to go on with.
 
-    Backward: ``dL/dx = (dL/dmean + 2 * dL/dvar * (x - mean)) / n``, ``n`` the
-    values per channel: the gradient of ``torch.var_mean``, in one pass.
+    Backward: ``dL/dx = dL/dx' + (dL/dmean + 2 * dL/dvar * (x - mean)) / n``,
+    ``n`` the values per channel and ``x'`` the returned view: the gradient
+    of ``torch.var_mean`` added to the one from the rest of the layer, in
+    one pass (:func:`qfx.fused.channel_affine`).  Returning ``x`` spares
+    autograd a separate pass that would add the two gradients of ``x``.
 
     Why not ``torch.var_mean``: on the CPU its reduction over ``(0, 2, 3)``
     of an NCHW tensor is several times slower than the two-pass formula
@@ -56,18 +60,18 @@ class _BatchStatistics(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mean, var = fused.batch_moments(x.detach())
         ctx.save_for_backward(x, mean)
         ctx.n = x.numel() // mean.numel()
-        return mean, var
+        return mean, var, x
 
     @staticmethod
-    def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor):
+    def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor, grad_x: torch.Tensor):
         x, mean = ctx.saved_tensors
         slope = grad_var * (2 / ctx.n)
         offset = grad_mean / ctx.n - slope * mean
-        return fused.channel_affine(x, slope.contiguous(), offset.contiguous())
+        return fused.channel_affine(x, slope.contiguous(), offset.contiguous(), grad_x)
 
 
 class _QBatchNorm(QuantizedLayer):
@@ -125,20 +129,21 @@ class _QBatchNorm(QuantizedLayer):
             raise ValueError(f"{self.describe()} expects a {dims} input with {self.num_features} channels in "
                              f"dimension 1, got shape {tuple(x.shape)}")
 
-    def _batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's mean and biased variance per channel; updates the running statistics."""
+    def _batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's mean and biased variance per channel, and ``x`` to go on with (see :class:`_BatchStatistics`);
+        updates the running statistics."""
         count = x.numel() // self.num_features
         if count < 2:
             raise ValueError(f"{self.describe()} needs more than one value per channel in training mode to form "
                              f"batch statistics, got input shape {tuple(x.shape)}; use a larger batch or eval mode")
-        mean, var = _BatchStatistics.apply(x)
+        mean, var, x = _BatchStatistics.apply(x)
         with torch.no_grad():
             self.num_batches_tracked += 1
             factor = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
             unbiased = var * (count / (count - 1))
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
-        return mean, var
+        return mean, var, x
 
     def compute_dtype(self) -> torch.dtype:
         """The dtype eval mode multiplies in (float32 or float64); ``ValueError`` beyond 53 bits."""
@@ -150,7 +155,8 @@ class _QBatchNorm(QuantizedLayer):
         x = as_float(x)
         view = (1, self.num_features) + (1,) * (x.dim() - 2)
         if self.training:
-            scale, shift = self._fold(*self._batch_statistics(x))
+            mean, var, x = self._batch_statistics(x)
+            scale, shift = self._fold(mean, var)
             s = cast(self.scale_quantizer, scale).to(x.dtype)
             sh = cast(self.shift_quantizer, shift).to(x.dtype)
             return cast_output(self.output_quantizer, x, x.dtype, exact=False, scale=s, shift=sh)

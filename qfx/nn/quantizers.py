@@ -174,9 +174,11 @@ class _BinaryPointQuantizer(nn.Module):
                        shift: Optional[torch.Tensor], relu: bool) -> Optional[torch.Tensor]:
         """The training-mode fused cast, or ``None`` where it does not apply."""
         if self.learn_int_bits:
-            with torch.no_grad():
-                self.int_bits.clamp_(*self.int_bits_range)
             int_bits = self.int_bits
+            lo, hi = self.int_bits_range
+            if int_bits.dim() or not lo <= float(int_bits.detach()) <= hi:  # a no-op clamp costs as much as the check
+                with torch.no_grad():
+                    int_bits.clamp_(lo, hi)
         else:
             int_bits = self.effective_int_bits()
         channel_dim = None if view is None else self.channel_dim
