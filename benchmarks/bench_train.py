@@ -13,7 +13,9 @@ process, interleaved:
   starts: input, every convolution's weights and output, every BatchNorm's
   scale, shift and output, every ReLU, every residual add, the pooling and
   the linear layer's weights, bias and output are cast to 8-bit
-  ``ap_fixed`` (16-bit bias), each with a learned binary point.
+  ``ap_fixed`` (16-bit bias), each with a learned binary point.  The casts
+  run through qfx's fused native kernels (``qfx.fused``), compiled on first
+  use, during warm-up; ``QFX_FUSED_KERNELS=0`` times the PyTorch fallback.
 * **brevitas**: the same network from Brevitas layers with 8-bit
   power-of-two fixed point: ``QuantIdentity`` on the input, ``QuantConv2d``
   with ``Int8WeightPerTensorFixedPoint`` weights and
@@ -253,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ResNet-20 training step, batch {args.batch}, 3x32x32, SGD; torch {torch.__version__}, "
           f"{args.threads} threads; median of {args.repeats} x {args.steps} steps, round-robin")
     print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
+    if "qfx" in variants:
+        from qfx.fused import native
+        print("qfx casts: " + ("fused native kernels" if native.library() is not None else "PyTorch fallback"))
     header = (f"{'model':<9} {'median ms/step':>14} {'min':>8} {'max':>8} {'vs float':>8} "
               f"{'CPU ms/step':>11} {'vs float':>8}")
     if memory:

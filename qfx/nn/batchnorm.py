@@ -54,9 +54,9 @@ class _BatchStatistics(torch.autograd.Function):
     autograd a separate pass that would add the two gradients of ``x``.
 
     Why not ``torch.var_mean``: on the CPU its reduction over ``(0, 2, 3)``
-    of an NCHW tensor is several times slower than the two-pass formula
-    (:func:`qfx.fused.batch_moments`: a native kernel reads ``x`` twice and
-    writes nothing), and its backward takes several passes.
+    of an NCHW tensor is several times slower than
+    :func:`qfx.fused.batch_moments` (a native kernel that reads ``x`` once
+    and writes nothing), and its backward takes several passes.
     """
 
     @staticmethod
