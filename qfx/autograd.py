@@ -273,7 +273,7 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
         p = fused.nearest_even(t, frac_bits, x.dtype)
         p = p.after_relu() if relu and p is not None else p
     elif scale is None and fused.native.applies(x):
-        frac_bits = tuple(t.width - int(b) for b in torch.round(bits).tolist())
+        frac_bits = tuple((t.width - torch.round(bits)).int().tolist())
         p = fused.channel_table(t, frac_bits, x.dtype, channel_dim % x.dim(), relu)
     else:
         return None

@@ -158,6 +158,6 @@ def cast_output(quantizer: Quantizer, x: torch.Tensor, dtype: torch.dtype, exact
     else in float64.  Otherwise (training, fake quantization) always in ``dtype``.
     """
     y = cast(quantizer, x, scale, shift, relu)
-    if exact and quantizer.base_type.width > mantissa_bits(dtype):
+    if y.dtype == dtype or (exact and quantizer.base_type.width > mantissa_bits(dtype)):
         return y
     return y.to(dtype)
