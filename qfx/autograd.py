@@ -262,8 +262,8 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
     and ``shift`` (together, one per channel of dimension 1, cast to
     ``x``'s dtype) apply before the cast.  ``None`` where
     :func:`qfx.fused.nearest_even` declines the format, and for a binary
-    point per channel where the native kernels do not take ``x`` or a scale
-    is given: the caller then composes the operations itself.  Values equal
+    point per channel where the native kernels do not take ``x`` (or its
+    runs along ``channel_dim`` are short) or a scale is given: the caller then composes the operations itself.  Values equal
     the exact cast of ``relu(x * scale + shift)`` computed in ``x``'s dtype;
     gradients as :class:`_FusedCast`.
     """
@@ -272,7 +272,7 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
         frac_bits: Union[int, tuple[int, ...]] = t.width - round(float(bits))
         p = fused.nearest_even(t, frac_bits, x.dtype)
         p = p.after_relu() if relu and p is not None else p
-    elif scale is None and fused.native.applies(x):
+    elif scale is None and fused.native.applies(x) and fused.native.long_runs(x, channel_dim % x.dim()):
         frac_bits = tuple((t.width - torch.round(bits)).int().tolist())
         p = fused.channel_table(t, frac_bits, x.dtype, channel_dim % x.dim(), relu)
     else:

@@ -83,7 +83,7 @@ def test_nearest_even_declines_where_its_shortcut_does_not_hold() -> None:
 
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("affine", [False, True])
-@pytest.mark.parametrize("shape", [(6, 5, 7, 3), (300, 4), (64, 8, 16, 16)])  # the last one runs on 2 threads
+@pytest.mark.parametrize("shape", [(6, 5, 7, 3), (300, 4), (5000, 3), (64, 8, 16, 16)])  # last: 2 threads
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_affine_relu_cast_and_gradients(kernels: str, relu: bool, affine: bool, shape, dtype) -> None:
     """``Q(relu(x * scale + shift))`` with a learned binary point, against the composition done by hand."""
@@ -198,3 +198,10 @@ print("fell back")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "fell back" in result.stdout
+
+
+def test_short_runs_of_large_tensors_take_pytorch_operations() -> None:
+    """BatchNorm1d's (N, C): one element per run is slow in the kernels once N*C is large."""
+    assert native.long_runs(torch.empty(64, 16, 8, 8), 1) and native.long_runs(torch.empty(300, 4), 1)
+    assert not native.long_runs(torch.empty(5000, 3), 1) and not native.long_runs(torch.empty(2000, 4, 3), 1)
+    assert native.long_runs(torch.empty(64, 4096), -1)  # one binary point: a single run

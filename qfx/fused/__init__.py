@@ -12,7 +12,8 @@ for binary points per channel).
 
 :func:`cast_forward` and :func:`cast_backward` run a native kernel
 (``kernels.cpp``, built on first use by :mod:`qfx.fused.native`) for
-contiguous float32/float64 CPU tensors: one read of ``x`` and one write of
+contiguous float32/float64 CPU tensors (with runs of one channel long enough,
+:func:`qfx.fused.native.long_runs`): one read of ``x`` and one write of
 ``q`` forward; one read of ``x`` and the gradient and one write backward,
 which also sums what the binary point, scale and shift need.  Elsewhere, or
 with ``QFX_FUSED_KERNELS=0``, PyTorch operations compute the same values and
@@ -145,7 +146,7 @@ def cast_forward(x: torch.Tensor, p: Union[NearestEven, ChannelTable], scale: Op
     """
     if isinstance(p, ChannelTable):
         return native.cast_forward(x, p.table, p.dim, None, None)
-    if native.applies(x, scale, shift):
+    if native.applies(x, scale, shift) and (scale is None or native.long_runs(x, 1)):
         return native.cast_forward(x, p.table, -1 if scale is None else 1, scale, shift)
     v = _affine(x, scale, shift)
     q = torch.add(v, p.magic) if v is x else v.add_(p.magic)
@@ -166,7 +167,8 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union
     """
     if isinstance(p, ChannelTable):
         return native.cast_backward(grad, x, p.table, p.dim, None, None, weight)
-    if native.applies(x, scale, shift) and grad.dtype == x.dtype and grad.device == x.device:
+    if (native.applies(x, scale, shift) and (scale is None or native.long_runs(x, 1)) and grad.dtype == x.dtype
+            and grad.device == x.device):
         return native.cast_backward(grad, x, p.table, -1 if scale is None else 1, scale, shift, weight)
     v = _affine(x, scale, shift)
     kept = torch.ops.aten.hardtanh_backward(grad, v, p.below, p.above)
@@ -180,7 +182,7 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union
 
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (dimension 1) mean and biased variance of ``x`` (``N, C, ...``), in ``x``'s dtype."""
-    if native.applies(x):
+    if native.applies(x) and native.long_runs(x, 1):
         return native.channel_moments(x)
     dims = [0] + list(range(2, x.dim()))
     mean = x.mean(dims, keepdim=True)
@@ -190,7 +192,8 @@ def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``(x * a + b) + z`` with one ``a`` and ``b`` per channel of dimension 1 (``z``, shaped like ``x``, optional),
     rounding after each operation."""
-    if native.applies(x, a, b) and (z is None or (z.is_contiguous() and z.dtype == x.dtype and z.device == x.device)):
+    if (native.applies(x, a, b) and native.long_runs(x, 1)
+            and (z is None or (z.is_contiguous() and z.dtype == x.dtype and z.device == x.device))):
         return native.channel_affine(x, a, b, z)
     y = _affine(x, a, b)
     return y if z is None else y.add_(z)

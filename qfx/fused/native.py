@@ -23,7 +23,7 @@ import torch
 
 from ..cxx import compile_cached
 
-__all__ = ["library", "applies", "layout", "cast_forward", "cast_backward", "channel_moments", "channel_affine"]
+__all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "channel_moments", "channel_affine"]
 
 FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared")
 # Vector instructions of this CPU, where the compiler knows it: a third faster.  Exactness does not
@@ -92,6 +92,16 @@ def applies(x: torch.Tensor, *per_channel: Optional[torch.Tensor]) -> bool:
         if c is not None and (c.device.type != "cpu" or c.dtype != x.dtype or not c.is_contiguous()):
             return False
     return library() is not None
+
+
+# A run (elements in a row that share a channel) shorter than this costs more in the kernels, per element, than
+# PyTorch's vectorized broadcasting does, once the tensor is larger than _SMALL elements.
+_SHORT_RUN, _SMALL = 16, 4096
+
+
+def long_runs(x: torch.Tensor, dim: int) -> bool:
+    """Whether ``x``'s runs along channel dimension ``dim`` suit the kernels (e.g. not BatchNorm1d's ``(N, C)``)."""
+    return layout(x, dim)[2] >= _SHORT_RUN or x.numel() <= _SMALL
 
 
 def layout(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
