@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 import platform
 import warnings
@@ -106,12 +107,8 @@ def long_runs(x: torch.Tensor, dim: int) -> bool:
 
 def layout(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
     """``(numel, channels, inner)`` of ``x`` with channels along ``dim`` (``-1``: none)."""
-    if dim < 0:
-        return x.numel(), 1, x.numel()
-    inner = 1
-    for size in x.shape[dim + 1:]:
-        inner *= size
-    return x.numel(), x.shape[dim], inner
+    n = x.numel()
+    return (n, 1, n) if dim < 0 else (n, x.shape[dim], math.prod(x.shape[dim + 1:]))
 
 
 def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
