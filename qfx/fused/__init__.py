@@ -34,14 +34,11 @@ from typing import Optional, Union
 import torch
 
 from ..format import FixedType, Overflow, Rounding
+from ..functional import _EXPONENT_RANGE, mantissa_bits
 from . import native
 
 __all__ = ["NearestEven", "ChannelTable", "nearest_even", "channel_table", "cast_forward", "cast_backward",
            "batch_moments", "channel_affine"]
-
-# Largest and smallest binary exponents whose powers are normal numbers.
-_EXPONENT_RANGE = {torch.float32: (-126, 127), torch.float64: (-1022, 1023)}
-_MANTISSA_BITS = {torch.float32: 24, torch.float64: 53}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +97,7 @@ def nearest_even(t: FixedType, frac_bits: int, dtype: torch.dtype) -> Optional[N
     """
     if (t.rounding is not Rounding.RND_CONV or t.overflow is not Overflow.SAT or dtype not in _EXPONENT_RANGE):
         return None
-    bits = _MANTISSA_BITS[dtype]
+    bits = mantissa_bits(dtype)
     e_min, e_max = _EXPONENT_RANGE[dtype]
     if (t.width > bits - 2 or t.code_min % 2 or not t.code_max % 2
             or not e_min < -frac_bits - 1 or bits - 1 - frac_bits > e_max or t.width - frac_bits > e_max):
@@ -135,6 +132,11 @@ def _affine(x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torc
     return (x * _channel_view(x, scale)).add_(_channel_view(x, shift))
 
 
+def _kernels_take(x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor]) -> bool:
+    """Whether the kernels cast ``x`` (with its per-channel ``scale`` and ``shift``, if any)."""
+    return native.applies(x, scale, shift) and (scale is None or native.long_runs(x, 1))
+
+
 def cast_forward(x: torch.Tensor, p: Union[NearestEven, ChannelTable], scale: Optional[torch.Tensor] = None,
                  shift: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``clamp((v + M) - M, lo, hi)`` with ``v = x * scale + shift`` (per channel of dimension 1) or ``v = x``.
@@ -146,7 +148,7 @@ def cast_forward(x: torch.Tensor, p: Union[NearestEven, ChannelTable], scale: Op
     """
     if isinstance(p, ChannelTable):
         return native.cast_forward(x, p.table, p.dim, None, None)
-    if native.applies(x, scale, shift) and (scale is None or native.long_runs(x, 1)):
+    if _kernels_take(x, scale, shift):
         return native.cast_forward(x, p.table, -1 if scale is None else 1, scale, shift)
     v = _affine(x, scale, shift)
     q = torch.add(v, p.magic) if v is x else v.add_(p.magic)
@@ -167,8 +169,7 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union
     """
     if isinstance(p, ChannelTable):
         return native.cast_backward(grad, x, p.table, p.dim, None, None, weight)
-    if (native.applies(x, scale, shift) and (scale is None or native.long_runs(x, 1)) and grad.dtype == x.dtype
-            and grad.device == x.device):
+    if _kernels_take(x, scale, shift) and grad.dtype == x.dtype and grad.device == x.device:
         return native.cast_backward(grad, x, p.table, -1 if scale is None else 1, scale, shift, weight)
     v = _affine(x, scale, shift)
     kept = torch.ops.aten.hardtanh_backward(grad, v, p.below, p.above)

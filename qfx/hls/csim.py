@@ -19,6 +19,7 @@ import tempfile
 import time
 from typing import Optional
 
+from .. import cxx
 from .toolchain import ToolchainError, ap_types_include, compiler
 
 __all__ = ["CsimReport", "TensorResult", "CsimError", "compile_testbench", "run_csim", "cache_dir"]
@@ -76,8 +77,7 @@ class CsimReport:
 
 def cache_dir() -> pathlib.Path:
     """``$QFX_CACHE_DIR/hls`` or ``~/.cache/qfx/hls``."""
-    root = os.environ.get("QFX_CACHE_DIR")
-    return (pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "qfx") / "hls"
+    return cxx.cache_dir("hls")
 
 
 def _sources(directory: pathlib.Path) -> list[pathlib.Path]:

@@ -157,8 +157,7 @@ class _QBatchNorm(QuantizedLayer):
         if self.training:
             mean, var, x = self._batch_statistics(x)
             scale, shift = self._fold(mean, var)
-            s = cast(self.scale_quantizer, scale).to(x.dtype)
-            sh = cast(self.shift_quantizer, shift).to(x.dtype)
+            s, sh = cast(self.scale_quantizer, scale), cast(self.shift_quantizer, shift)
             return cast_output(self.output_quantizer, x, x.dtype, exact=False, scale=s, shift=sh)
         scale, shift = self.folded()
         s, sh = cast(self.scale_quantizer, scale), cast(self.shift_quantizer, shift)

@@ -156,33 +156,29 @@ class _BinaryPointQuantizer(nn.Module):
         """
         self._materialize(x)
         view = self._view_shape(x)
+        if self.learn_int_bits:
+            self._keep_int_bits_in_range()
+            int_bits = self.int_bits
+        else:
+            int_bits = self.effective_int_bits()
         if self.training and self._khot is None:
-            y = self._fused_forward(x, view, scale, shift, relu)
+            channel_dim = None if view is None else self.channel_dim
+            y = fused_training_cast(x, self.base_type, int_bits, channel_dim, scale, shift, relu)
             if y is not None:
                 return y
         x = affine_relu(x, scale, shift, relu)
         if self.learn_int_bits:
-            with torch.no_grad():  # keep the parameter where rounding and the float range stay meaningful
-                self.int_bits.clamp_(*self.int_bits_range)
-            return learned_int_bits_cast(x, self.int_bits, self.base_type, view, khot=self._khot,
-                                         training=self.training)
-        bits = self.effective_int_bits()
-        frac = self.base_type.width - (bits if view is None else bits.view(view))
+            return learned_int_bits_cast(x, int_bits, self.base_type, view, khot=self._khot, training=self.training)
+        frac = self.base_type.width - (int_bits if view is None else int_bits.view(view))
         return self._fixed_forward(x, frac)
 
-    def _fused_forward(self, x: torch.Tensor, view: Optional[tuple[int, ...]], scale: Optional[torch.Tensor],
-                       shift: Optional[torch.Tensor], relu: bool) -> Optional[torch.Tensor]:
-        """The training-mode fused cast, or ``None`` where it does not apply."""
-        if self.learn_int_bits:
-            int_bits = self.int_bits
-            lo, hi = self.int_bits_range
-            if int_bits.dim() or not lo <= float(int_bits.detach()) <= hi:  # a no-op clamp costs as much as the check
-                with torch.no_grad():
-                    int_bits.clamp_(lo, hi)
-        else:
-            int_bits = self.effective_int_bits()
-        channel_dim = None if view is None else self.channel_dim
-        return fused_training_cast(x, self.base_type, int_bits, channel_dim, scale, shift, relu)
+    def _keep_int_bits_in_range(self) -> None:
+        """Clamp the learned parameter to ``int_bits_range``, where rounding and the float range stay meaningful."""
+        lo, hi = self.int_bits_range
+        # One binary point: reading it is cheaper than a clamp that does nothing.
+        if self.int_bits.dim() or not lo <= float(self.int_bits.detach()) <= hi:
+            with torch.no_grad():
+                self.int_bits.clamp_(lo, hi)
 
     _khot: Optional[int] = None
 
