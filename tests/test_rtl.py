@@ -12,7 +12,7 @@ from qfx.format import FixedType
 from qfx.ir import Constant, Graph, Node, Value
 from qfx.rtl import RTLError, build_adder_graph, csd_digits, generate, render
 from qfx.rtl.casts import plan_cast
-from qfx.rtl.templates import write_files
+from qfx.render import write_project
 from rtl_graphs import every_mode_graph
 
 
@@ -153,9 +153,9 @@ def test_existing_folders_are_kept_unless_forced(tmp_path):
     target.mkdir()
     (target / "mine.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="--force"):
-        write_files({"a.v": "x"}, target)
+        write_project({"a.v": "x"}, target, marker="manifest.json")
     with pytest.raises(ValueError, match="not replace it even with --force"):
-        write_files({"a.v": "x"}, target, force=True)
+        write_project({"a.v": "x"}, target, force=True, marker="manifest.json")
     assert [p.name for p in target.iterdir()] == ["mine.txt"]
     design = generate(_odd_names_graph(), tmp_path / "design")
     generate(_odd_names_graph(), design, pipeline=1, force=True)  # an earlier design is replaced

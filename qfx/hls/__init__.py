@@ -5,9 +5,9 @@
     report = qfx.hls.run_csim("out/net_hls")                                    # g++ + ap_types
     assert report.ok, report.summary()
 
-Modules: :mod:`.environment` (Jinja2 and filters), :mod:`.layers` (each
-node as a library call, sized to be exact), :mod:`.project` (the plan:
-``{path: text}``), :mod:`.writer` (atomic writing), :mod:`.csim`
+Modules: :mod:`.layers` (each node as a library call, sized to be exact),
+:mod:`.project` (the plan: ``{path: text}``, rendered through
+:mod:`qfx.render`, which also writes it atomically), :mod:`.csim`
 (compile, cache, run, verdict), :mod:`.toolchain` (where headers and tools
 are), :mod:`.report` (formats, costs, synthesis results).
 """
@@ -24,7 +24,7 @@ from .csim import CsimError, CsimReport, TensorResult, run_csim
 from .layers import HLSError
 from .project import IO_MODES, plan_project
 from .toolchain import ToolchainError
-from .writer import UnsafePathError, write_project
+from ..render import UnsafePathError, write_project
 
 __all__ = ["generate", "default_inputs", "float_inputs", "write_project", "run_csim", "CsimReport",
            "TensorResult", "HLSError", "CsimError", "ToolchainError", "UnsafePathError", "IO_MODES"]

@@ -1,7 +1,7 @@
 """A Vitis HLS project as a plan: the graph, the board and the interface rendered into ``{path: text}``.
 
 :func:`plan_project` renders every file in memory and returns them; nothing
-touches the disk (see :mod:`qfx.hls.writer`).  The same graph, board,
+touches the disk (see :mod:`qfx.render.writer`).  The same graph, board,
 options and golden inputs always give byte-identical files.  Layout::
 
     firmware/  top.cpp, top.h, types.h, parameters.h, weights.h, qfx_layers.h, qfx_trace.h
@@ -22,7 +22,7 @@ import numpy as np
 
 from ..boards import Board
 from ..ir import Graph, c_identifier, run_codes
-from .environment import environment, template_dir
+from ..render import environment, template_dir
 from .layers import HLSError, Layer, code_type, frame, plan_layers
 
 __all__ = ["IO_MODES", "plan_project", "golden_codes", "safe_names", "Stream"]

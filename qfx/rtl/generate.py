@@ -30,12 +30,14 @@ import numpy as np
 
 from ..ir import Graph, IRError, run_codes
 from ..ir.graph import c_identifier
+from ..render import environment, write_project
 from .layers import LayerModule, RTLError, lower_node
-from .templates import environment, write_files
 
 __all__ = ["Design", "plan_design", "render", "generate", "random_input_codes"]
 
 DEFAULT_VECTORS = 256
+#: The file that marks a folder as a design written by ``qfx rtl`` (which ``force`` may replace).
+MANIFEST = "manifest.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,4 +211,4 @@ def render(graph: Graph, pipeline: int = 0, inputs: Optional[np.ndarray] = None,
 def generate(graph: Graph, directory: "os.PathLike | str", pipeline: int = 0, inputs: Optional[np.ndarray] = None,
              top: Optional[str] = None, force: bool = False) -> pathlib.Path:
     """Write the design of ``graph`` into ``directory`` (see :func:`render`); returns the folder."""
-    return write_files(render(graph, pipeline, inputs, top), directory, force=force)
+    return write_project(render(graph, pipeline, inputs, top), directory, force=force, marker=MANIFEST)

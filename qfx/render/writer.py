@@ -1,6 +1,6 @@
 """Writing generated files to disk: all files or none, never over a directory without ``force``.
 
-Both back ends write through here: an HLS project (marked by ``qfx.json``)
+Every back end writes through here: an HLS project (marked by ``qfx.json``)
 and a Verilog design (marked by ``manifest.json``).
 
 The plan's paths are checked before anything is written: relative, no

@@ -1,4 +1,4 @@
-"""The one Jinja2 environment that renders HLS projects, and its filters.
+"""The one Jinja2 environment every back end renders through, and its filters.
 
 Templates live in ``hls_templates/`` (the data package
 ``qfx._data.hls_templates``).  The environment is strict: an undefined
