@@ -18,7 +18,7 @@ import math
 import re
 from typing import Union
 
-__all__ = ["Rounding", "Overflow", "FixedType"]
+__all__ = ["Rounding", "Overflow", "FixedType", "BIPOLAR"]
 
 
 class _Mode(str, enum.Enum):
@@ -252,3 +252,8 @@ class FixedType:
     def accum_type(self, other: "FixedType", count: int) -> "FixedType":
         """Exact accumulator for a sum of ``count`` products ``self * other`` (a dot product of length ``count``)."""
         return self.mul_type(other).sum_type(count)
+
+
+#: The format of a binary (bipolar) tensor: ``ap_fixed<2,2>`` holding only the codes -1 and +1; a back end
+#: may store it as one bit per value (1 for +1).
+BIPOLAR = FixedType(2, 2, rounding="TRN", overflow="WRAP")

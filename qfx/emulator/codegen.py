@@ -330,9 +330,88 @@ def _flatten(unit: _Unit, node: Node) -> str:
     return f"qfx::copy<{node.output.size}>({unit.ws(node.inputs[0])}, {unit.ws(node.name)});"
 
 
+# ------------------------------------------------------------- binary ops
+def _packed(codes: np.ndarray) -> np.ndarray:
+    """Rows of ``codes`` (``-1``/``+1``, last axis the bits) packed into 64-bit words, bit 1 for ``+1``.
+
+    Returned as int64 (the same bit patterns) for the constant table; bits past the row's end are 0."""
+    rows = codes.reshape(-1, codes.shape[-1]) > 0
+    words = -(-rows.shape[1] // 64)
+    out = np.zeros((rows.shape[0], words), dtype=np.uint64)
+    for bit in range(rows.shape[1]):
+        out[:, bit // 64] |= rows[:, bit].astype(np.uint64) << np.uint64(bit % 64)
+    return out.view(np.int64).reshape(codes.shape[:-1] + (words,))
+
+
+def _words_constant(unit: _Unit, node: Node, words: np.ndarray) -> str:
+    name = f"{unit.names[node.name]}__words"
+    flat = [f"{int(v) & (2 ** 64 - 1)}ULL" for v in words.ravel()] or ["0ULL"]
+    rows = [", ".join(flat[i:i + 8]) for i in range(0, len(flat), 8)]
+    unit.constants.append(f"constexpr std::uint64_t {name}[{len(flat)}] = {{" + ",\n    ".join(rows) + "};")
+    return f"constants::{name}"
+
+
+def _sign(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    return f"qfx::sign<{x.size}>({unit.ws(x.name)}, {unit.ws(node.name)});"
+
+
+def _thermometer(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    thresholds = node.constants["thresholds"]
+    ft = thresholds.types[0].frac_bits
+    common = max(x.type.frac_bits, ft)
+    if max(_bits(x.type) + common - x.type.frac_bits, _constant_bits(thresholds) + common - ft) > 63:
+        raise EmulatorError(f"{node.describe()}: the input and the thresholds lie too far apart to compare in "
+                            "64 bits; narrow the input or the threshold format")
+    aligned = [int(c) << (common - ft) for c in thresholds.codes]
+    name = unit.constant(node, "thresholds", np.array(aligned, dtype=np.int64), "std::int64_t")
+    size = x.size // x.shape[0]
+    return (f"qfx::thermometer<{x.shape[0]}, {size}, {len(aligned)}, {common - x.type.frac_bits}>("
+            f"{unit.ws(x.name)}, {name}, {unit.ws(node.name)});")
+
+
+def _binary_dense(unit: _Unit, node: Node) -> str:
+    weight = node.constants["weight"].codes
+    outs, ins = weight.shape
+    words = _packed(weight)
+    name = unit.names[node.name]
+    unit.scratch.append(f"  std::uint64_t {name}__packed[{words.shape[1]}];")
+    return (f"qfx::binary_dense<{unit.fmt(node.name)}, {ins}, {outs}, {words.shape[1]}>({unit.ws(node.inputs[0])}, "
+            f"{_words_constant(unit, node, words)}, ws.{name}__packed, {unit.ws(node.name)});")
+
+
+def _binary_conv(unit: _Unit, node: Node) -> str:
+    weight = node.constants["weight"].codes
+    x = unit.values[node.inputs[0]]
+    a = node.attrs
+    if node.op == "binary_conv1d":  # a 1-D convolution is a 2-D one of height 1
+        weight = weight[:, :, None, :]
+        (c, length) = x.shape
+        size, out = [1, length], [1, node.output.shape[1]]
+        stride, dilation, before, after = [1, a["stride"][0]], [1, a["dilation"][0]], [0, a["padding"][0][0]], \
+            [0, a["padding"][0][1]]
+    else:
+        c, size, out = x.shape[0], list(x.shape[1:]), list(node.output.shape[1:])
+        stride, dilation = list(a["stride"]), list(a["dilation"])
+        before, after = [p[0] for p in a["padding"]], [p[1] for p in a["padding"]]
+    o, _, kh, kw = weight.shape
+    shape = [c, *size, o, kh, kw, *stride, before[0], after[0], before[1], after[1], *dilation, a["groups"], *out]
+    words = _packed(np.moveaxis(weight, 1, -1))  # [o][kh][kw][words]
+    per_pixel = words.shape[-1]
+    name = unit.names[node.name]
+    pixels = a["groups"] * (size[0] + before[0] + after[0]) * (size[1] + before[1] + after[1])
+    unit.scratch.append(f"  std::uint64_t {name}__packed[{pixels * per_pixel}];")
+    return (f"qfx::binary_conv2d<{unit.fmt(node.name)}, qfx::Conv2dShape<{', '.join(map(str, shape))}>, "
+            f"{per_pixel}, {a['pad_value']}>({unit.ws(x.name)}, {_words_constant(unit, node, words)}, "
+            f"ws.{name}__packed, {unit.ws(node.name)});")
+
+
 _EMITTERS = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
              "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "maxpool2d": _maxpool,
-             "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool, "flatten": _flatten}
+             "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool, "flatten": _flatten,
+             "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense, "binary_conv1d": _binary_conv,
+             "binary_conv2d": _binary_conv}
 
 
 # -------------------------------------------------------------- the unit

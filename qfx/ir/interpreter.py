@@ -195,10 +195,57 @@ def _flatten(node: Node, x: Codes, fx: int) -> Codes:
     return x.reshape((x.shape[0],) + tuple(node.output.shape))
 
 
+# ------------------------------------------------------------- binary ops
+# A binary tensor holds the codes -1 and +1; read as bits, 1 stands for +1.
+def _sign(node: Node, x: Codes, fx: int) -> Codes:
+    return np.where(x >= 0, 1, -1).astype(np.int64)
+
+
+def _thermometer(node: Node, x: Codes, fx: int) -> Codes:
+    thresholds = node.constants["thresholds"]
+    ft = int(thresholds.frac_bits()[0])
+    common = max(fx, ft)
+    t = shift_left(as_codes(thresholds.codes), common - ft).reshape((1, 1, -1) + (1,) * (x.ndim - 2))
+    above = shift_left(x, common - fx)[:, :, None] >= t
+    return np.where(above, 1, -1).astype(np.int64).reshape((x.shape[0],) + tuple(node.output.shape))
+
+
+def _xnor_sums(x: Codes, w: Codes) -> Codes:
+    """``2 * popcount(xnor(x, w)) - N`` along the last axis of ``x`` (..., N) and ``w`` (..., O, N)."""
+    xb, wb = (x > 0).astype(np.int64), (w > 0).astype(np.int64)
+    agree = np.matmul(xb, np.swapaxes(wb, -1, -2)) + np.matmul(1 - xb, np.swapaxes(1 - wb, -1, -2))
+    return 2 * agree - x.shape[-1]
+
+
+def _binary_dense(node: Node, x: Codes, fx: int) -> Codes:
+    return cast(_xnor_sums(x, node.constants["weight"].codes), 0, node.output.type)
+
+
+def _binary_conv(node: Node, x: Codes, fx: int) -> Codes:
+    w = node.constants["weight"].codes
+    if w.ndim == 3:  # a 1-D convolution is a 2-D one of height 1
+        w, x = w[:, :, None, :], x[:, :, None, :]
+        pad, stride, dilation = [[0, 0]] + node.attrs["padding"], [1] + node.attrs["stride"], \
+            [1] + node.attrs["dilation"]
+        out = (1, node.output.shape[1])
+    else:
+        pad, stride, dilation, out = node.attrs["padding"], node.attrs["stride"], node.attrs["dilation"], \
+            tuple(node.output.shape[1:])
+    xp = np.pad(x, [(0, 0), (0, 0), tuple(pad[0]), tuple(pad[1])], constant_values=node.attrs["pad_value"])
+    win = _windows(xp, list(w.shape[2:]), stride, dilation, out)  # N, C, KH, KW, OH, OW
+    n, c, groups, oc = x.shape[0], x.shape[1], node.attrs["groups"], w.shape[0]
+    k = (c // groups) * w.shape[2] * w.shape[3]
+    cols = np.swapaxes(win.reshape(n, groups, k, -1), 2, 3)  # N, G, P, K
+    sums = _xnor_sums(cols, w.reshape(groups, oc // groups, k)[None])  # N, G, P, O/G
+    sums = np.swapaxes(sums, 2, 3).reshape((n, oc) + out)
+    return cast(sums[:, :, 0, :] if node.op == "binary_conv1d" else sums, 0, node.output.type)
+
+
 _UNARY: dict[str, Callable[[Node, Codes, int], Codes]] = {
     "dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
     "relu6": _relu6, "leaky_relu": _leaky_relu, "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool,
-    "flatten": _flatten,
+    "flatten": _flatten, "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense,
+    "binary_conv1d": _binary_conv, "binary_conv2d": _binary_conv,
 }
 
 

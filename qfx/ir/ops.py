@@ -23,7 +23,19 @@ op                            result before the output cast                     
                                                                                           stride, padding)
 ``global_avgpool2d``          ``sum over H, W * divisor``                                 divisor
 ``flatten``                   the same codes in the output's shape (no cast)
+``sign``                      ``x >= 0 ? +1 : -1`` (a binary tensor)
+``thermometer``               ``y[c*T + t] = x[c] >= thresholds[t] ? +1 : -1``            thresholds (T)
+``binary_dense``              ``sum_i x[i] * w[o, i] = 2 * popcount(xnor) - N``           weight (codes ±1)
+``binary_conv1d``,            the same over each window, padded with ``pad_value``        weight (codes ±1)
+``binary_conv2d``                                                                         (stride, padding,
+                                                                                          dilation, groups,
+                                                                                          pad_value)
 ============================  ==========================================================  =======================
+
+A binary tensor has the format ``ap_fixed<2,2>`` and only the codes ``-1``
+and ``+1`` (``BIPOLAR``); the ``binary_*`` ops take a binary input and
+binary weights, and a back end may hold them as one bit each (``1`` for
+``+1``).
 
 Shapes are per sample, channels first (``(C, L)``, ``(C, H, W)``, ``(F,)``
 for ``dense``).  Paddings are explicit: ``[[begin, end], ...]`` per spatial
@@ -37,6 +49,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
+from ..format import BIPOLAR, FixedType
 from .graph import Constant, IRError, Node, Value
 
 __all__ = ["OPS", "check_node", "conv_output_size", "pool_output_size"]
@@ -211,6 +224,60 @@ def _flatten(node: Node, inputs: list[Value]) -> tuple[int, ...]:
     return node.output.shape
 
 
+# ------------------------------------------------------------- binary ops
+def _bipolar(node: Node, what: str, t: FixedType) -> None:
+    if (t.width, t.int_bits, t.signed) != (2, 2, True):
+        raise IRError(f"{node.describe()}: {what} must be binary (format ap_fixed<2,2>, codes -1 and +1), "
+                      f"got {t}")
+
+
+def _binary_weight(node: Node) -> Constant:
+    w = _constant(node, "weight", None)
+    _bipolar(node, "constant 'weight'", w.types[0])
+    if w.codes.size and not ((w.codes == 1) | (w.codes == -1)).all():
+        raise IRError(f"{node.describe()}: constant 'weight' holds codes other than -1 and +1")
+    return w
+
+
+def _sign(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    _bipolar(node, "the output", node.output.type)
+    return inputs[0].shape
+
+
+def _thermometer(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    (x,) = inputs
+    if len(x.shape) < 1:
+        raise IRError(f"{node.describe()}: input '{x.name}' needs a channel dimension")
+    thresholds = _constant(node, "thresholds", None)
+    if thresholds.codes.ndim != 1 or thresholds.codes.size < 1:
+        raise IRError(f"{node.describe()}: constant 'thresholds' must be a non-empty vector, got shape "
+                      f"{tuple(thresholds.codes.shape)}")
+    _bipolar(node, "the output", node.output.type)
+    return (x.shape[0] * thresholds.codes.size,) + tuple(x.shape[1:])
+
+
+def _binary_dense(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    (x,) = inputs
+    _bipolar(node, f"input '{x.name}'", x.type)
+    _binary_weight(node)
+    return _dense(node, inputs)
+
+
+def _binary_conv(dims: int) -> Callable[[Node, list[Value]], tuple[int, ...]]:
+    conv = _conv(dims)
+
+    def check(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+        _bipolar(node, f"input '{inputs[0].name}'", inputs[0].type)
+        _binary_weight(node)
+        if node.attrs.get("pad_value") not in (-1, 1) or isinstance(node.attrs.get("pad_value"), bool):
+            raise IRError(f"{node.describe()}: attribute 'pad_value' must be -1 or 1, got "
+                          f"{node.attrs.get('pad_value')!r}")
+        return conv(node, inputs)
+    return check
+
+
+_BINARY_CONV_ATTRS = frozenset({"stride", "padding", "dilation", "groups", "pad_value"})
+
 #: Each op: (number of inputs, the check returning the output shape, attributes it takes, formats it takes).
 OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozenset, frozenset]] = {
     "dense": (1, _dense, frozenset(), frozenset({"accum"})),
@@ -225,11 +292,17 @@ OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozen
     "avgpool2d": (1, _avgpool, frozenset({"kernel", "stride", "padding"}), frozenset()),
     "global_avgpool2d": (1, _global_avgpool, frozenset(), frozenset()),
     "flatten": (1, _flatten, frozenset(), frozenset()),
+    "sign": (1, _sign, frozenset(), frozenset()),
+    "thermometer": (1, _thermometer, frozenset(), frozenset()),
+    "binary_dense": (1, _binary_dense, frozenset(), frozenset()),
+    "binary_conv1d": (1, _binary_conv(1), _BINARY_CONV_ATTRS, frozenset()),
+    "binary_conv2d": (1, _binary_conv(2), _BINARY_CONV_ATTRS, frozenset()),
 }
 
 _CONSTANTS = {"dense": {"weight", "bias"}, "conv1d": {"weight", "bias"}, "conv2d": {"weight", "bias"},
               "scale_shift": {"scale", "shift"}, "leaky_relu": {"slope"}, "avgpool2d": {"divisor"},
-              "global_avgpool2d": {"divisor"}}
+              "global_avgpool2d": {"divisor"}, "thermometer": {"thresholds"}, "binary_dense": {"weight"},
+              "binary_conv1d": {"weight"}, "binary_conv2d": {"weight"}}
 
 
 def check_node(node: Node, inputs: list[Value]) -> None:

@@ -6,6 +6,7 @@ training mode does differently.
 """
 
 from .batchnorm import QBatchNorm1d, QBatchNorm2d
+from .binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
 from .config import LayerQConfig, constant_type, make_quantizer
 from .elementwise import QAdd, QLeakyReLU, QReLU, QReLU6
 from .input import QInput
@@ -19,4 +20,5 @@ __all__ = [
     "QuantizedLayer", "FixedConstant",
     "QInput", "QLinear", "QConv1d", "QConv2d", "QBatchNorm1d", "QBatchNorm2d",
     "QReLU", "QReLU6", "QLeakyReLU", "QAdd", "QMaxPool2d", "QAvgPool2d", "QAdaptiveAvgPool2d", "QFlatten",
+    "QSign", "QThermometer", "QBinaryLinear", "QBinaryConv1d", "QBinaryConv2d",
 ]

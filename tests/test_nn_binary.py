@@ -1,0 +1,128 @@
+"""Binary layers: sign, thermometer, binary dense and convolutions, PyTorch eval = interpreter = emulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import qfx
+from qfx.emulator import emulate, generate
+from qfx.format import BIPOLAR
+from qfx.ir import IRError
+from qfx.nn import (LayerQConfig, QBatchNorm2d, QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QFlatten, QInput,
+                    QSign, QThermometer)
+
+
+def _reference_sums(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Independent reference: count agreeing signs bit by bit, ``2 * agree - N``, row by row."""
+    out = np.zeros((x.shape[0], w.shape[0]), dtype=np.int64)
+    for n in range(x.shape[0]):
+        for o in range(w.shape[0]):
+            agree = sum(1 for a, b in zip(x[n], w[o]) if (a > 0) == (b > 0))
+            out[n, o] = 2 * agree - x.shape[1]
+    return out
+
+
+class _Conv2dNet(nn.Module):
+    """Thermometer, two binary convolutions (odd channel counts, one with 70 channels: two words), a binary dense."""
+
+    def __init__(self, groups: int = 1) -> None:
+        super().__init__()
+        self.inp = QInput(LayerQConfig(output="ap_ufixed<8,1>"))
+        self.thermo = QThermometer(3)
+        self.conv1 = QBinaryConv2d(6, 70, 3, padding=1, pad_value=1)
+        self.bn = QBatchNorm2d(70)
+        self.sign1 = QSign()
+        self.conv2 = QBinaryConv2d(70, 10, 3, stride=2, padding=1, groups=groups)
+        self.sign2 = QSign()
+        self.flat = QFlatten()
+        self.fc = QBinaryLinear(10 * 3 * 3, 5)
+
+    def forward(self, x):
+        x = self.sign1(self.bn(self.conv1(self.thermo(self.inp(x)))))
+        return self.fc(self.flat(self.sign2(self.conv2(x))))
+
+
+class _Conv1dNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = QInput(LayerQConfig(output="ap_fixed<8,2>"))
+        self.sign = QSign()
+        self.conv = QBinaryConv1d(3, 7, 3, padding=2, dilation=2)
+        self.sign2 = QSign()
+        self.conv2 = QBinaryConv1d(7, 5, 2, stride=2)
+
+    def forward(self, x):
+        return self.conv2(self.sign2(self.conv(self.sign(self.inp(x)))))
+
+
+def _trained_a_little(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    model.train()
+    model(x).sum().backward()  # the straight-through gradients run
+    with torch.no_grad():
+        model(x)  # BatchNorm statistics
+    return model.eval()
+
+
+def _chain(model: nn.Module, x: torch.Tensor) -> None:
+    graph = qfx.export(model, x[:1])
+    expected = model(x).detach().double().numpy()
+    assert np.array_equal(qfx.ir.run(graph, x.numpy()), expected)
+    assert np.array_equal(emulate(graph, x.numpy()), expected)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_binary_conv2d_chain(groups):
+    torch.manual_seed(0)
+    x = torch.rand(16, 2, 6, 6)
+    _chain(_trained_a_little(_Conv2dNet(groups), x), x)
+
+
+def test_binary_conv1d_chain():
+    torch.manual_seed(1)
+    x = torch.randn(16, 3, 11)
+    _chain(_trained_a_little(_Conv1dNet(), x), x)
+
+
+def test_binary_dense_matches_popcount_reference():
+    torch.manual_seed(2)
+    layer = QBinaryLinear(67, 9).eval()  # 67 bits: a word and three bits
+    x = torch.where(torch.rand(5, 67) < 0.5, 1.0, -1.0)
+    w = torch.where(layer.weight >= 0, 1, -1).numpy()
+    assert np.array_equal(layer(x).numpy().astype(np.int64), _reference_sums(x.numpy(), w))
+
+
+def test_sign_and_weights_have_clipped_straight_through_gradients():
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0], requires_grad=True)
+    y = QSign()(x)
+    assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    layer = QBinaryLinear(2, 1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.3, -1.5]]))
+    layer(torch.ones(1, 2)).sum().backward()
+    assert layer.weight.grad.tolist() == [[1.0, 0.0]]
+
+
+def test_thermometer_encodes_levels_channel_by_channel():
+    thermo = QThermometer(thresholds=[0.25, 0.5, 0.75])
+    y = thermo(torch.tensor([[[0.1], [0.6]]]))  # (N=1, C=2, L=1)
+    assert y[0, :, 0].tolist() == [-1, -1, -1, 1, 1, -1]
+    assert thermo.formats()["output"] == BIPOLAR
+
+
+def test_binary_ops_refuse_non_binary_inputs():
+    model = nn.Sequential(QInput(LayerQConfig(output="ap_fixed<4,2>")), QBinaryLinear(4, 2))
+    with pytest.raises(IRError, match="must be binary"):
+        qfx.export(model.eval(), torch.zeros(1, 4))
+
+
+def test_emulator_packs_words_and_uses_popcount():
+    torch.manual_seed(3)
+    x = torch.rand(2, 2, 6, 6)
+    source = generate(qfx.export(_trained_a_little(_Conv2dNet(), x), x[:1]))
+    assert "qfx::binary_conv2d<" in source and "qfx::binary_dense<" in source
+    assert "std::uint64_t" in source
