@@ -5,7 +5,7 @@ from .functional import from_codes, quantize, to_codes
 from .khot import quantize_khot
 from . import nn
 from .convert import QConfig, UnsupportedOperationError, quantize_model
-from .observers import MinMaxObserver, PercentileObserver, calibrate
+from .observers import MinMaxObserver, MSEObserver, PercentileObserver, calibrate
 from .cost import bit_cost, summary
 from . import ir
 from .ir import export
@@ -13,7 +13,7 @@ from .emulator import emulate  # numpy and the IR only; nothing compiles before 
 from .compare import compare  # the function (ComparisonReport stays importable from qfx.compare)
 
 __all__ = ["FixedType", "Rounding", "Overflow", "quantize", "to_codes", "from_codes", "quantize_khot",
-           "QConfig", "quantize_model", "UnsupportedOperationError", "calibrate", "MinMaxObserver",
+           "QConfig", "quantize_model", "UnsupportedOperationError", "calibrate", "MinMaxObserver", "MSEObserver",
            "PercentileObserver", "bit_cost", "summary", "ir", "export", "export_onnx", "emulate", "compare"]
 __version__ = "0.1.0"
 

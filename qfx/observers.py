@@ -6,15 +6,28 @@ observer to every activation quantizer (each layer's ``output_quantizer`` and
 ``accum_quantizer``) with forward pre-hooks, runs the calibration batches in
 eval mode through the graph node by node (every batch through one layer,
 whose binary points are then placed, before the next layer sees its input),
-and places every binary point with :func:`fit_int_bits`: the smallest number
-of integer bits such that the observed range fits the format.
-Constants (weights, biases, BatchNorm scales and shifts) are fitted to the
-tensors themselves, per channel where the quantizer is per channel.
+and places every binary point with the observer's rule (:meth:`Observer.int_bits`).
+
+The default, :class:`MSEObserver`, tries the range-based binary point
+(:func:`fit_int_bits`: the smallest number of integer bits such that the
+observed range fits the format) and the few below it, and keeps the one
+whose cast has the smallest squared error over the observed values: at 4
+bits it clips rare outliers to buy resolution for the bulk of the values.
+:class:`MinMaxObserver` (never saturates on the calibration data) and
+:class:`PercentileObserver` stay available.  Constants (weights, biases,
+BatchNorm scales and shifts) are fitted to the tensors themselves, per
+channel where the quantizer is per channel, by the same rules.
+
+An unsigned format cannot hold negative values: its binary point is fitted
+to the non-negative part of what it sees (the cast sends the rest to 0 or
+wraps it whatever the binary point), with a warning naming the tensor when
+most of what it sees is negative.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
@@ -25,9 +38,9 @@ from .khot import khot_codes
 from .nn.layer import QuantizedLayer
 from .nn.linear import _QDotProduct
 from .nn.batchnorm import _QBatchNorm
-from .nn.quantizers import FixedQuantizer, KHotQuantizer
+from .nn.quantizers import FixedQuantizer, KHotQuantizer, affine_relu
 
-__all__ = ["Observer", "MinMaxObserver", "PercentileObserver", "fit_int_bits", "calibrate",
+__all__ = ["Observer", "MinMaxObserver", "PercentileObserver", "MSEObserver", "fit_int_bits", "calibrate",
            "calibrate_constants"]
 
 Quantizer = Union[FixedQuantizer, KHotQuantizer]
@@ -37,13 +50,16 @@ class Observer:
     """Watches tensors (``observe``) and reports the range to fit (``bounds``): ``(low, high)`` tensors.
 
     ``channel_dim=None`` gives one range for the tensor; an int gives one per
-    index along that dimension.
+    index along that dimension.  :meth:`int_bits` turns what was seen into
+    a quantizer's binary point(s).
     """
 
     def __init__(self, channel_dim: Optional[int] = None) -> None:
         self.channel_dim = channel_dim
         self.low: Optional[torch.Tensor] = None
         self.high: Optional[torch.Tensor] = None
+        self.count = 0
+        self.negatives = 0
 
     def _reduce(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -63,6 +79,9 @@ class Observer:
         low, high = self._reduce(flat)
         self.low = low if self.low is None else torch.minimum(self.low, low)
         self.high = high if self.high is None else torch.maximum(self.high, high)
+        self.count += flat.numel()
+        if float(low.min()) < 0:
+            self.negatives += int((flat < 0).sum())
 
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The observed ``(low, high)``; per-tensor observers give 0-d tensors."""
@@ -74,6 +93,20 @@ class Observer:
 
     def reset(self) -> None:
         self.low = self.high = None
+        self.count = self.negatives = 0
+
+    def int_bits(self, quantizer: "Quantizer", name: str = "") -> torch.Tensor:
+        """The binary point(s) for ``quantizer``: :func:`fit_int_bits` of the observed range.
+
+        For an unsigned format only the non-negative part of the range is
+        fitted; ``name`` (the tensor's) goes into the warning given when
+        most observed values are negative.
+        """
+        low, high = self.bounds()
+        if not quantizer.base_type.signed:
+            _warn_if_mostly_negative(self, quantizer, name)
+            low, high = low.clamp(min=0), high.clamp(min=0)
+        return fit_int_bits(quantizer, low, high)
 
 
 class MinMaxObserver(Observer):
@@ -106,6 +139,105 @@ class PercentileObserver(Observer):
         q = torch.tensor([1 - self.percentile / 100, self.percentile / 100], dtype=x.dtype, device=x.device)
         low, high = torch.quantile(x, q, dim=1)
         return low, high
+
+
+class MSEObserver(MinMaxObserver):
+    """The binary point whose cast has the smallest squared error over the observed values (the default).
+
+    Candidates: the range-based binary point ``I0`` (:func:`fit_int_bits` of
+    the exact minimum and maximum) and ``I0 - 1`` ... ``I0 - candidates + 1``
+    (within the quantizer's ``int_bits_range``): each step down halves the
+    LSB and the range, trading clipped outliers for finer rounding of the
+    bulk.  The error is that of the quantizer's own cast (its rounding and
+    overflow modes, K-hot included) over a sample of the observed values
+    (every value up to ``max_samples`` per channel, else an even stride of
+    each batch), summed per binary point (per tensor or per channel); ties
+    go to the larger ``I``.  More integer bits than ``I0`` never lower the
+    error: nothing clips at ``I0`` already.
+    """
+
+    def __init__(self, channel_dim: Optional[int] = None, candidates: int = 5,
+                 max_samples: int = 1 << 16) -> None:
+        super().__init__(channel_dim)
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
+        self.candidates, self.max_samples = int(candidates), int(max_samples)
+        self.samples: list[torch.Tensor] = []
+        self.kept = 0
+
+    def observe(self, x: torch.Tensor) -> None:
+        super().observe(x)
+        flat = torch.nan_to_num(self._flat(x), nan=0.0)
+        if flat.numel() == 0 or self.kept >= self.max_samples:
+            return
+        room = self.max_samples - self.kept
+        if flat.shape[1] > room:
+            flat = flat[:, :: math.ceil(flat.shape[1] / room)]
+        self.samples.append(flat.float())
+        self.kept += flat.shape[1]
+
+    def reset(self) -> None:
+        super().reset()
+        self.samples, self.kept = [], 0
+
+    def int_bits(self, quantizer: "Quantizer", name: str = "") -> torch.Tensor:
+        start = super().int_bits(quantizer, name)
+        if not self.samples:
+            return start
+        values = torch.cat(self.samples, dim=1)  # (binary points, values)
+        if not quantizer.base_type.signed:
+            values = values.clamp(min=0)
+        return mse_int_bits(quantizer, values, start, self.candidates)
+
+
+def mse_int_bits(quantizer: "Quantizer", values: torch.Tensor, start: torch.Tensor,
+                 candidates: int) -> torch.Tensor:
+    """Among ``start``, ``start - 1``, ... (``candidates`` values), the integer bits with the least squared error.
+
+    ``values`` is ``(rows, n)``: one row per binary point of ``start`` (a
+    0-d ``start`` takes one row).  The cast is ``quantizer``'s own, in eval
+    mode, with its binary point(s) set to each candidate in turn and then
+    restored.
+    """
+    lo, _ = quantizer.int_bits_range
+    saved = quantizer.int_bits.detach().clone()
+    training = quantizer.training
+    per_channel = start.dim() > 0
+    shaped = values if not per_channel else values.movedim(0, quantizer.channel_dim % 2)
+    if not per_channel:
+        shaped = shaped.reshape(-1)
+    best, best_error = start.clone(), None
+    quantizer.eval()
+    try:
+        with torch.no_grad():
+            for step in range(candidates):
+                bits = (start - step).clamp(min=lo)
+                quantizer.set_int_bits(bits)
+                q = quantizer(shaped)
+                error = (q.double() - shaped.double()).square()
+                if per_channel:
+                    error = error.movedim(quantizer.channel_dim % 2, 0).sum(dim=1)
+                else:
+                    error = error.sum()
+                if best_error is None:
+                    best_error = error
+                    continue
+                better = error < best_error
+                best = torch.where(better, bits, best)
+                best_error = torch.where(better, error, best_error)
+    finally:
+        quantizer.set_int_bits(saved)
+        quantizer.train(training)
+    return best
+
+
+def _warn_if_mostly_negative(obs: Observer, quantizer: "Quantizer", name: str) -> None:
+    if obs.count and obs.negatives * 2 > obs.count:
+        where = f"'{name}'" if name else "a tensor"
+        warnings.warn(f"calibrate: {where} has the unsigned format {quantizer.base_type} but "
+                      f"{100 * obs.negatives / obs.count:.0f}% of the values it saw are negative; they cast to "
+                      "0 (or wrap). Its binary point is fitted to the non-negative part; a signed format or a "
+                      "ReLU before it may be what is meant", stacklevel=3)
 
 
 def _code_bounds(quantizer: Quantizer) -> tuple[int, int]:
@@ -146,30 +278,33 @@ def fit_int_bits(quantizer: Quantizer, low: Union[float, torch.Tensor],
     return result.float()
 
 
-def _fit(quantizer: Optional[Quantizer], value: torch.Tensor) -> None:
+def _fit(quantizer: Optional[Quantizer], value: torch.Tensor, observer: Callable[..., Observer],
+         name: str) -> None:
     """Fit ``quantizer``'s binary point(s) to the constant ``value`` (per channel along dim 0 if per channel)."""
     if quantizer is None:
         return
-    value = value.detach().double()
-    if quantizer.granularity == "channel":
-        flat = value.reshape(value.shape[0], -1)
-        low, high = flat.amin(dim=1), flat.amax(dim=1)
-    else:
-        low, high = value.min(), value.max()
-    quantizer.set_int_bits(fit_int_bits(quantizer, low, high))
+    obs = observer(channel_dim=0) if quantizer.granularity == "channel" else observer()
+    obs.observe(value.detach())
+    quantizer.set_int_bits(obs.int_bits(quantizer, name))
 
 
-def calibrate_constants(model: nn.Module) -> None:
-    """Fit the binary points of every weight, bias and BatchNorm scale/shift to the tensors themselves."""
-    for layer in model.modules():
+def calibrate_constants(model: nn.Module, observer: Callable[..., Observer] = None) -> None:
+    """Fit the binary points of every weight, bias and BatchNorm scale/shift to the tensors themselves.
+
+    ``observer`` (default :class:`MSEObserver`) is called with
+    ``channel_dim=0`` for a per-channel quantizer and without arguments
+    otherwise; it sees the whole tensor.
+    """
+    observer = observer or MSEObserver
+    for name, layer in model.named_modules():
         if isinstance(layer, _QDotProduct):
-            _fit(layer.weight_quantizer, layer.weight)
+            _fit(layer.weight_quantizer, layer.weight, observer, f"{name}.weight")
             if layer.bias is not None:
-                _fit(layer.bias_quantizer, layer.bias)
+                _fit(layer.bias_quantizer, layer.bias, observer, f"{name}.bias")
         elif isinstance(layer, _QBatchNorm):
             scale, shift = layer.folded()
-            _fit(layer.scale_quantizer, scale)
-            _fit(layer.shift_quantizer, shift)
+            _fit(layer.scale_quantizer, scale, observer, f"{name}.scale")
+            _fit(layer.shift_quantizer, shift, observer, f"{name}.shift")
 
 
 def _default_input_fn(batch: Any) -> tuple:
@@ -193,19 +328,23 @@ def _activation_quantizers(model: nn.Module) -> dict[str, Quantizer]:
 
 
 def calibrate(model: nn.Module, batches: Iterable[Any], *,
-              observer: Callable[[], Observer] = MinMaxObserver,
+              observer: Callable[[], Observer] = MSEObserver,
               input_fn: Optional[Callable[[Any], tuple]] = None, constants: bool = True,
+              constant_observer: Optional[Callable[..., Observer]] = None,
               max_passes: Optional[int] = None, progress: bool = False) -> dict[str, FixedType]:
     """Post-training quantization: place every binary point of ``model`` from data.
 
     1. With ``constants=True``, weights, biases and BatchNorm scales and
-       shifts get the smallest integer bits that hold them
-       (:func:`calibrate_constants`), per channel where their quantizer is.
+       shifts get their binary points from the tensors themselves
+       (:func:`calibrate_constants` with ``constant_observer``, default
+       :class:`MSEObserver`), per channel where their quantizer is.
     2. Every activation quantizer (``output_quantizer``, ``accum_quantizer``)
-       gets an observer (``observer()``, default :class:`MinMaxObserver`)
-       through a forward pre-hook, which sees the exact value about to be
-       cast; ``model`` runs in eval mode without gradients; each binary
-       point is then set with :func:`fit_int_bits`.
+       gets an observer (``observer()``, default :class:`MSEObserver`; pass
+       :class:`MinMaxObserver` for ranges that never saturate on the
+       calibration data) through a forward pre-hook, which sees the exact
+       value about to be cast; ``model`` runs in eval mode without
+       gradients; each binary point is then set by the observer's
+       :meth:`Observer.int_bits`.
 
     A layer's observed input depends on the formats upstream, so step 2
     walks a ``torch.fx.GraphModule`` (what :func:`qfx.quantize_model`
@@ -213,10 +352,10 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *,
     node before the next: a layer's quantizers are fitted (the accumulator
     before the output) on all batches before any downstream layer runs, and
     the layer then runs once more to give its consumers the values cast to
-    the final formats.  One walk thus reaches the fixed point: observing
-    again with these formats would place every binary point where it is
-    (and with :class:`MinMaxObserver` no activation saturates on the
-    calibration data).  The batches are read once; every node's outputs are
+    the final formats.  With :class:`MinMaxObserver` one walk thus reaches
+    the fixed point: observing again with these formats would place every
+    binary point where it is, and no activation saturates on the
+    calibration data.  The batches are read once; every node's outputs are
     kept until their last consumer has run.
 
     Any other model (not a ``GraphModule``, a quantized layer called at
@@ -237,7 +376,7 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *,
     if iter(batches) is batches:
         batches = list(batches)
     if constants:
-        calibrate_constants(model)
+        calibrate_constants(model, constant_observer)
     quantizers = _activation_quantizers(model)
     modes = {m: m.training for m in model.modules()}
     model.eval()
@@ -279,9 +418,21 @@ def _walkable(model: nn.Module, quantizers: dict[str, Quantizer]) -> bool:
     return shown == {id(q) for q in quantizers.values()}
 
 
-def _fit_observed(quantizer: Quantizer, obs: Observer) -> None:
+def _watch(obs: Observer) -> Callable:
+    """A quantizer pre-hook feeding ``obs`` the value the quantizer casts: its input after the
+    BatchNorm affine map and the ReLU it may apply (``quantizer(x, scale, shift, relu)``)."""
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        names = ("x", "scale", "shift", "relu")
+        bound = dict(zip(names, args), **kwargs)
+        obs.observe(affine_relu(bound["x"], bound.get("scale"), bound.get("shift"), bool(bound.get("relu", False))))
+
+    return hook
+
+
+def _fit_observed(quantizer: Quantizer, obs: Observer, name: str) -> None:
     if obs.low is not None:  # never reached by the data: left as it is
-        quantizer.set_int_bits(fit_int_bits(quantizer, *obs.bounds()))
+        quantizer.set_int_bits(obs.int_bits(quantizer, name))
 
 
 def _calibrate_graph(model: fx.GraphModule, batches: list, observer: Callable[[], Observer],
@@ -303,14 +454,16 @@ def _calibrate_graph(model: fx.GraphModule, batches: list, observer: Callable[[]
 
     for index, node in enumerate(_progress(nodes, progress, "calibrate")):
         if node.op == "call_module" and isinstance(model.get_submodule(node.target), QuantizedLayer):
-            for q in _layer_quantizers(model.get_submodule(node.target)):
+            layer = model.get_submodule(node.target)
+            for q in _layer_quantizers(layer):
                 obs = observer()
-                handle = q.register_forward_pre_hook(lambda module, args, obs=obs: obs.observe(args[0]))
+                handle = q.register_forward_pre_hook(_watch(obs), with_kwargs=True)
                 try:
                     run(node)
                 finally:
                     handle.remove()
-                _fit_observed(q, obs)
+                tensor = "accum" if q is getattr(layer, "accum_quantizer", None) else "output"
+                _fit_observed(q, obs, f"{node.target}.{tensor}")
         if node.op == "output":
             break
         for interpreter, value in zip(interpreters, run(node)):
@@ -326,7 +479,7 @@ def _calibrate_by_passes(model: nn.Module, quantizers: dict[str, Quantizer], bat
                          progress: bool) -> None:
     """Whole-model passes until no binary point moves (see :func:`calibrate`)."""
     observers = {name: observer() for name in quantizers}
-    handles = [q.register_forward_pre_hook(lambda module, args, obs=observers[name]: obs.observe(args[0]))
+    handles = [q.register_forward_pre_hook(_watch(observers[name]), with_kwargs=True)
                for name, q in quantizers.items()]
     try:
         for index in range(max(max_passes, 1)):
@@ -339,7 +492,7 @@ def _calibrate_by_passes(model: nn.Module, quantizers: dict[str, Quantizer], bat
                 obs = observers[name]
                 if obs.low is None:
                     continue  # never reached by the data
-                bits = fit_int_bits(q, *obs.bounds())
+                bits = obs.int_bits(q, name)
                 old = q.effective_int_bits().to(bits)
                 if index:
                     bits = torch.maximum(bits, old)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import warnings
+import zlib
 
 import pytest
 import torch
@@ -89,7 +91,7 @@ def test_calibrate_no_activation_saturates():
     x, _ = _data()
     batches = list(x.split(128))
     q = quantize_model(model, QConfig(activation=8), example_input=x[:2])
-    formats = qfx.calibrate(q, iter(batches))  # an iterator is stored and reused across passes
+    formats = qfx.calibrate(q, iter(batches), observer=MinMaxObserver)  # an iterator is stored and reused
     assert set(formats) == {"input_1_quant.output", "0.output", "1.output", "2.output", "3.output", "4.output"}
     q.eval()
     seen = []
@@ -113,7 +115,7 @@ def test_calibrate_restores_training_mode_and_fits_constants():
     x, _ = _data(64)
     q = quantize_model(model, QConfig(weight_granularity="channel"))
     q.train()
-    qfx.calibrate(q, [(x, None)])  # (inputs, targets) batches
+    qfx.calibrate(q, [(x, None)], constant_observer=MinMaxObserver)  # (inputs, targets) batches
     assert q.training and all(m.training for m in q.modules())
     wq = q.get_submodule("0").weight_quantizer
     w = q.get_submodule("0").weight
@@ -146,7 +148,7 @@ def test_calibrate_with_percentile_and_batchnorm_constants():
         model(x * 3)
     model.eval()
     q = quantize_model(model, QConfig())
-    calibrate_constants(q)
+    calibrate_constants(q, MinMaxObserver)
     scale, shift = q.get_submodule("1").folded()
     sq = q.get_submodule("1").scale_quantizer
     assert torch.equal(sq.effective_int_bits(), fit_int_bits(sq, scale, scale))
@@ -203,7 +205,7 @@ def test_calibrate_one_walk_is_the_fixed_point_of_repeated_passes():
     cfg = QConfig(weight=6, activation=6, accum=12)
 
     walked = quantize_model(model, cfg, example_input=batches[0][:1])
-    qfx.calibrate(walked, batches)
+    qfx.calibrate(walked, batches, observer=MinMaxObserver, constant_observer=MinMaxObserver)
     walked_bits = {n: m.effective_int_bits().clone() for n, m in walked.named_modules()
                    if isinstance(m, FixedQuantizer)}
     # Observing again with the walk's formats moves nothing.
@@ -212,7 +214,7 @@ def test_calibrate_one_walk_is_the_fixed_point_of_repeated_passes():
 
     # Plain passes from the initial formats converge, after several passes, to the same formats.
     iterated = quantize_model(model, cfg, example_input=batches[0][:1])
-    calibrate_constants(iterated)
+    calibrate_constants(iterated, MinMaxObserver)
     previous, passes = None, 0
     while True:
         current = _observe_and_fit(iterated, batches)
@@ -223,3 +225,111 @@ def test_calibrate_one_walk_is_the_fixed_point_of_repeated_passes():
         assert passes < 30
     assert passes > 2  # the formats really do depend on each other
     assert all(torch.equal(bits, walked_bits[name]) for name, bits in current.items())
+
+
+# ------------------------------------------------------------------ MSE observer
+
+
+def _brute_force_int_bits(values: list[float], t: FixedType, int_bits_range: tuple[int, int]) -> int:
+    """The integer bits of least exact squared cast error over ``values``, every ``I`` tried; ties to larger ``I``."""
+    from fractions import Fraction
+
+    from reference_fixed import ap_fixed_code
+
+    best, best_error = None, None
+    for bits in range(int_bits_range[1], int_bits_range[0] - 1, -1):  # larger I first: it keeps ties
+        lsb = Fraction(2) ** (bits - t.width)
+        error = sum((ap_fixed_code(Fraction(v), t.width, bits, t.signed, t.rounding.name, t.overflow.name) * lsb
+                     - Fraction(v)) ** 2 for v in values)
+        if best_error is None or error < best_error:
+            best, best_error = bits, error
+    return best
+
+
+@pytest.mark.parametrize("kind", ["gauss", "outlier", "uniform", "laplace", "relu"])
+@pytest.mark.parametrize("spec", ["ap_fixed<4,2,AP_RND_CONV,AP_SAT>", "ap_fixed<6,2,AP_TRN,AP_SAT>",
+                                  "ap_ufixed<4,2,AP_RND,AP_SAT>"])
+def test_mse_observer_matches_brute_force_search(kind, spec):
+    t = FixedType.coerce(spec)
+    g = torch.Generator().manual_seed(zlib.crc32(f"{kind}{spec}".encode()))
+    x = torch.randn(3, 40, generator=g) * torch.tensor([[0.3], [2.0], [7.0]])
+    if kind == "outlier":
+        x[:, 0] = x[:, 0].sign() * 4 * x.abs().amax(dim=1)
+    elif kind == "uniform":
+        x = torch.rand(3, 40, generator=g) * torch.tensor([[0.3], [2.0], [7.0]]) - 0.1
+    elif kind == "laplace":
+        x = torch.empty(3, 40).exponential_(generator=g) * torch.randn(3, 40, generator=g).sign() * torch.tensor([[0.3], [2.0], [7.0]])
+    elif kind == "relu":
+        x = x.relu()
+    q = FixedQuantizer(t, granularity="channel", channel_dim=0, num_channels=3)
+    obs = qfx.MSEObserver(channel_dim=0)
+    for part in x.split(20, dim=1):  # two batches
+        obs.observe(part)
+    chosen = obs.int_bits(q)
+    for row in range(3):
+        values = [float(v) for v in x[row] if t.signed or v >= 0]
+        assert int(chosen[row]) == _brute_force_int_bits(values, t, q.int_bits_range), (row, chosen)
+        # One binary point for the whole row gives the same choice.
+        single = FixedQuantizer(t)
+        one = qfx.MSEObserver()
+        one.observe(x[row])
+        assert int(one.int_bits(single)) == int(chosen[row])
+
+
+def test_mse_calibration_clips_an_outlier_that_min_max_keeps():
+    x = torch.cat([torch.randn(2000), torch.tensor([40.0])])
+    t = FixedType(4, 0, rounding="RND_CONV", overflow="SAT")
+    minmax, mse = MinMaxObserver(), qfx.MSEObserver()
+    minmax.observe(x)
+    mse.observe(x)
+    q = FixedQuantizer(t)
+    assert int(minmax.int_bits(q)) == 7  # 40 < 2**6 needs 7 signed integer bits
+    assert int(mse.int_bits(q)) < 7
+    errors = {}
+    for observer in (minmax, mse):
+        q.set_int_bits(observer.int_bits(q))
+        errors[type(observer).__name__] = float((q.eval()(x) - x).square().sum())
+    assert errors["MSEObserver"] < errors["MinMaxObserver"]
+
+
+@pytest.mark.filterwarnings("ignore:calibrate")
+def test_calibrate_unsigned_format_fits_the_non_negative_part():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5))
+    x = torch.randn(256, 6)
+    for observer in (MinMaxObserver, qfx.MSEObserver):
+        for overflow in ("AP_SAT", "AP_WRAP"):
+            cfg = QConfig(overrides={"0": {"output": f"ap_ufixed<8,3,AP_RND_CONV,{overflow}>"}})
+            q = quantize_model(model, cfg)
+            formats = qfx.calibrate(q, [x], observer=observer)
+            positive = model(x).detach().clamp(min=0)
+            t = formats["0.output"]
+            assert t.int_bits <= 4 and float(positive.max()) <= t.max, t  # fits what it can hold, no more
+            q.eval()
+            y = q(x).detach()
+            assert bool((y[positive > 2 * t.lsb] > 0).all())  # the positive outputs survive
+
+
+def test_calibrate_warns_when_an_unsigned_format_sees_mostly_negative_values():
+    model = nn.Sequential(nn.Linear(4, 3))
+    with torch.no_grad():
+        model[0].bias.fill_(-10.0)
+    q = quantize_model(model, QConfig(overrides={"0": {"output": "ap_ufixed<8,3,AP_RND_CONV,AP_SAT>"}}))
+    with pytest.warns(UserWarning, match=r"'0\.output'.*unsigned.*negative"):
+        formats = qfx.calibrate(q, [torch.randn(64, 4)])
+    assert formats["0.output"].int_bits < 16  # not pushed to its limit by values it cannot hold
+
+
+def test_calibrate_sees_what_a_relu_casts():
+    # QReLU's quantizer applies the ReLU itself: the observer must see max(x, 0), not x.
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU())
+    with torch.no_grad():
+        model[0].bias.fill_(-1.0)
+    q = quantize_model(model, QConfig(overrides={"1": {"output": "ap_ufixed<8,3,AP_RND_CONV,AP_SAT>"}}))
+    x = torch.randn(256, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing negative reaches the unsigned cast
+        formats = qfx.calibrate(q, [x], observer=MinMaxObserver)
+    assert formats["1.output"] == qfx.FixedType(8, fit_int_bits(FixedQuantizer("ap_ufixed<8,3>"), 0.0,
+                                                                  model(x).max()).int().item(), signed=False,
+                                                rounding="RND_CONV", overflow="SAT")
