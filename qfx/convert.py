@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from . import convert_rules
 from .format import FixedType, Overflow, Rounding
 from .nn import (LayerQConfig, QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QBatchNorm1d, QBatchNorm2d, QConv1d,
                  QConv2d, QFlatten, QInput, QLeakyReLU, QLinear, QMaxPool2d, QReLU, QReLU6, QuantizedLayer)
@@ -352,6 +353,9 @@ _WITH_INPUT_WIDTH = (QLinear, QConv1d, QConv2d, QBatchNorm1d, QBatchNorm2d, QLea
 
 
 def _convert_module(module: nn.Module, cfg: LayerQConfig, input_width: int) -> nn.Module:
+    structural = convert_rules.convert_module(module, cfg, input_width)
+    if structural is not None:
+        return structural
     for float_type, qtype in _FROM_FLOAT.items():
         if type(module) is float_type:
             if qtype in _WITH_INPUT_WIDTH:
@@ -365,6 +369,9 @@ def _convert_module(module: nn.Module, cfg: LayerQConfig, input_width: int) -> n
 
 
 def _qfx_type(module: nn.Module) -> Optional[type]:
+    structural = convert_rules.module_type(module)
+    if structural is not None:
+        return structural
     if type(module) is nn.MaxPool2d:
         return QMaxPool2d
     if type(module) is nn.Flatten:
@@ -484,6 +491,8 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                 new = insert_module(node, node.name, QFlatten(*dims), (node.args[0],))
                 graph.erase_node(node)
                 width[new] = in_width
+            elif _structure(node, config, input_width_of, insert_module, width):
+                pass
             elif node.op == "call_function" and target in _ADD_FUNCTIONS:
                 a, b = (node.args + (None, None))[:2]
                 alpha = node.kwargs.get("alpha", 1)
@@ -531,6 +540,24 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
     if example_input is not None:
         record_shapes(gm, example_input)
     return gm
+
+
+def _structure(node: fx.Node, config: QConfig, input_width_of, insert_module, width: dict) -> bool:
+    """Convert ``node`` by a rule of :mod:`qfx.convert_rules` (cat, -, *, constants, clamp, mean, pad...)."""
+    try:
+        rule = convert_rules.function_rule(node)
+    except ValueError as error:
+        raise _unsupported(_describe_target(node), node, detail=f" ({error})") from error
+    if rule is None:
+        return False
+    widths = [input_width_of(node, a) for a in rule.inputs]
+    cfg = config.resolve(node.name, rule.float_type, rule.qtype)
+    layer = rule.build(cfg, widths)
+    new = insert_module(node, node.name, layer, tuple(rule.inputs))
+    node.graph.erase_node(node)
+    q = getattr(layer, "output_quantizer", None)
+    width[new] = widths[0] if q is None else q.base_type.width
+    return True
 
 
 def record_shapes(gm: fx.GraphModule, example_input: Any) -> None:

@@ -265,7 +265,7 @@ def test_unsupported_variants_are_refused_not_skipped():
             self.fc = nn.Linear(4, 4)
 
         def forward(self, x):
-            return self.fc(x) + 1.0
+            return torch.add(self.fc(x), self.fc(x), alpha=2)
 
     with pytest.raises(qfx.UnsupportedOperationError, match="node 'add'"):
         quantize_model(Scaled())
@@ -277,8 +277,8 @@ def test_unsupported_variants_are_refused_not_skipped():
     with pytest.raises(qfx.UnsupportedOperationError, match="view"):
         quantize_model(Reshape())
 
-    with pytest.raises(qfx.UnsupportedOperationError, match="output_size=1"):
-        quantize_model(nn.Sequential(nn.AdaptiveAvgPool2d(2)))
+    with pytest.raises(qfx.UnsupportedOperationError, match="None"):
+        quantize_model(nn.Sequential(nn.AdaptiveAvgPool2d((None, 2))))
 
 
 def test_qconfig_validation():

@@ -22,6 +22,7 @@ from ..nn.batchnorm import _QBatchNorm
 from ..nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
 from ..nn.layer import FixedConstant
 from .graph import Constant, Graph, IRError, Node, Value
+from .lower import lower_layer
 
 __all__ = ["export"]
 
@@ -148,6 +149,11 @@ def export(model: nn.Module, example_input: Any, name: str = "") -> Graph:
         missing = [a.name for a in args if a not in values]
         if missing:
             raise IRError(f"export: layer '{fx_node.target}' reads '{missing[0]}', which is not fixed-point")
+        lowered = lower_layer(layer, fx_node.name, str(fx_node.target), [values[a] for a in args], _shape(fx_node))
+        if lowered is not None:
+            nodes.extend(lowered)
+            values[fx_node] = lowered[-1].output
+            continue
         op = _op(layer)
         formats = layer.formats()
         out_type = formats["output"] if "output" in formats else values[args[0]].type

@@ -249,7 +249,61 @@ _UNARY: dict[str, Callable[[Node, Codes, int], Codes]] = {
 }
 
 
+# ------------------------------------------------------- structural ops
+def _sub(node: Node, a: Codes, fa: int, b: Codes, fb: int) -> Codes:
+    common = max(fa, fb)
+    return cast(shift_left(a, common - fa) - shift_left(b, common - fb), common, node.output.type)
+
+
+def _mul(node: Node, a: Codes, fa: int, b: Codes, fb: int) -> Codes:
+    bits = _width(a) + _width(b)
+    product = as_codes(a, bits) * as_codes(b, bits) if bits <= 62 else a.astype(object) * b.astype(object)
+    return cast(product, fa + fb, node.output.type)
+
+
+def _clamp(node: Node, x: Codes, fx: int) -> Codes:
+    bounds = {k: node.constants[k] for k in ("low", "high") if k in node.constants}
+    common = max([fx] + [int(c.frac_bits()[0]) for c in bounds.values()])
+    y = shift_left(x, common - fx)
+    for role, c in bounds.items():
+        bound = shift_left(as_codes(c.codes.reshape(())), common - int(c.frac_bits()[0]))
+        y = np.maximum(y, bound) if role == "low" else np.minimum(y, bound)
+    return cast(y, common, node.output.type)
+
+
+def _concat(node: Node, args: list[tuple[Codes, FixedType]]) -> Codes:
+    parts = [cast(codes, t.frac_bits, node.output.type) for codes, t in args]
+    return np.concatenate(parts, axis=1 + node.attrs["axis"])
+
+
+def _zero_pad(node: Node, x: Codes, fx: int) -> Codes:
+    insert, padding = node.attrs["insert"], node.attrs["padding"]
+    out = np.zeros((x.shape[0],) + tuple(node.output.shape), dtype=x.dtype)
+    index = (slice(None), slice(None)) + tuple(slice(b, b + (n - 1) * s + 1, s)
+                                               for n, s, (b, _) in zip(x.shape[2:], insert, padding))
+    out[index] = x
+    return out
+
+
+def _upsample(node: Node, x: Codes, fx: int) -> Codes:
+    for d, s in enumerate(node.attrs["scale"]):
+        x = np.repeat(x, s, axis=2 + d)
+    return x
+
+
+_STRUCTURE_BINARY = {"sub": _sub, "mul": _mul}
+_STRUCTURE_UNARY = {"clamp": _clamp, "zero_pad": _zero_pad, "upsample": _upsample}
+
+
 def _execute(node: Node, args: list[tuple[Codes, FixedType]]) -> Codes:
+    if node.op == "concat":
+        return _concat(node, args)
+    if node.op in _STRUCTURE_BINARY:
+        (a, ta), (b, tb) = args
+        return _STRUCTURE_BINARY[node.op](node, a, ta.frac_bits, b, tb.frac_bits)
+    if node.op in _STRUCTURE_UNARY:
+        (x, t), = args
+        return _STRUCTURE_UNARY[node.op](node, x, t.frac_bits)
     if node.op == "add":
         (a, ta), (b, tb) = args
         return _add(node, a, ta.frac_bits, b, tb.frac_bits)

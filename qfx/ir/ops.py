@@ -30,6 +30,15 @@ op                            result before the output cast                     
 ``binary_conv2d``                                                                         (stride, padding,
                                                                                           dilation, groups,
                                                                                           pad_value)
+``sub``                       ``a - b``
+``mul``                       ``a * b`` (widths and fractional bits add)
+``clamp``                     ``min(max(x, low), high)`` on their common binary point     low?, high?
+``concat``                    each input cast to the output format, joined along          (axis)
+                              ``axis`` (one or more inputs)
+``zero_pad``                  ``insert - 1`` zeros between neighbours, then zero          (insert, padding)
+                              padding ``[[begin, end], ...]`` (no cast)
+``upsample``                  each element repeated ``scale`` times per spatial           (scale)
+                              dimension, nearest (no cast)
 ============================  ==========================================================  =======================
 
 A binary tensor has the format ``ap_fixed<2,2>`` and only the codes ``-1``
@@ -278,6 +287,74 @@ def _binary_conv(dims: int) -> Callable[[Node, list[Value]], tuple[int, ...]]:
 
 _BINARY_CONV_ATTRS = frozenset({"stride", "padding", "dilation", "groups", "pad_value"})
 
+# ------------------------------------------------- structural ops
+def _same_shapes(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    a, b = inputs
+    if a.shape != b.shape:
+        raise IRError(f"{node.describe()}: operands '{a.name}' {a.shape} and '{b.name}' {b.shape} differ in shape "
+                      "(no broadcasting)")
+    return a.shape
+
+
+def _clamp(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    low, high = _constant(node, "low", (), optional=True), _constant(node, "high", (), optional=True)
+    if low is None and high is None:
+        raise IRError(f"{node.describe()}: a clamp needs a constant 'low', 'high' or both")
+    return inputs[0].shape
+
+
+def _keeps_format(node: Node, x: Value) -> None:
+    if node.output.type != x.type:
+        raise IRError(f"{node.describe()}: {node.op} moves codes and keeps its input's format {x.type}, but its "
+                      f"output is {node.output.type}")
+
+
+def _concat(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    axis = _int(node, "axis", 0)
+    first = inputs[0]
+    if axis >= len(first.shape):
+        raise IRError(f"{node.describe()}: axis {axis} is past the {len(first.shape)} dimensions of its inputs")
+    for v in inputs[1:]:
+        if len(v.shape) != len(first.shape) or any(a != b for d, (a, b) in enumerate(zip(v.shape, first.shape))
+                                                   if d != axis):
+            raise IRError(f"{node.describe()}: input '{v.name}' {v.shape} does not match '{first.name}' "
+                          f"{first.shape} outside axis {axis}")
+    shape = list(first.shape)
+    shape[axis] = sum(v.shape[axis] for v in inputs)
+    return tuple(shape)
+
+
+def _spatial_rank(node: Node, x: Value) -> int:
+    if len(x.shape) not in (2, 3):
+        raise IRError(f"{node.describe()}: input '{x.name}' has shape {x.shape}; it takes (C, L) or (C, H, W)")
+    return len(x.shape) - 1
+
+
+def _zero_pad(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    (x,) = inputs
+    dims = _spatial_rank(node, x)
+    insert = _ints(node, "insert", dims, 1)
+    padding = node.attrs.get("padding")
+    if not (isinstance(padding, (list, tuple)) and len(padding) == dims
+            and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, int) and v >= 0 for v in p)
+                    for p in padding)):
+        raise IRError(f"{node.describe()}: attribute 'padding' must be {dims} pairs [begin, end] of integers >= 0, "
+                      f"got {padding!r}")
+    _keeps_format(node, x)
+    return (x.shape[0],) + tuple((n - 1) * s + 1 + b + e for n, s, (b, e) in zip(x.shape[1:], insert, padding))
+
+
+def _upsample(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    (x,) = inputs
+    scale = _ints(node, "scale", _spatial_rank(node, x), 1)
+    _keeps_format(node, x)
+    return (x.shape[0],) + tuple(n * s for n, s in zip(x.shape[1:], scale))
+
+
+#: Ops taking any number (one or more) of inputs.
+VARIADIC = frozenset({"concat"})
+
+
 #: Each op: (number of inputs, the check returning the output shape, attributes it takes, formats it takes).
 OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozenset, frozenset]] = {
     "dense": (1, _dense, frozenset(), frozenset({"accum"})),
@@ -297,12 +374,19 @@ OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozen
     "binary_dense": (1, _binary_dense, frozenset(), frozenset()),
     "binary_conv1d": (1, _binary_conv(1), _BINARY_CONV_ATTRS, frozenset()),
     "binary_conv2d": (1, _binary_conv(2), _BINARY_CONV_ATTRS, frozenset()),
+    "sub": (2, _same_shapes, frozenset(), frozenset()),
+    "mul": (2, _same_shapes, frozenset(), frozenset()),
+    "clamp": (1, _clamp, frozenset(), frozenset()),
+    "concat": (0, _concat, frozenset({"axis"}), frozenset()),
+    "zero_pad": (1, _zero_pad, frozenset({"insert", "padding"}), frozenset()),
+    "upsample": (1, _upsample, frozenset({"scale"}), frozenset()),
 }
 
 _CONSTANTS = {"dense": {"weight", "bias"}, "conv1d": {"weight", "bias"}, "conv2d": {"weight", "bias"},
               "scale_shift": {"scale", "shift"}, "leaky_relu": {"slope"}, "avgpool2d": {"divisor"},
               "global_avgpool2d": {"divisor"}, "thermometer": {"thresholds"}, "binary_dense": {"weight"},
-              "binary_conv1d": {"weight"}, "binary_conv2d": {"weight"}}
+              "binary_conv1d": {"weight"}, "binary_conv2d": {"weight"},
+              "clamp": {"low", "high"}}
 
 
 def check_node(node: Node, inputs: list[Value]) -> None:
@@ -310,7 +394,7 @@ def check_node(node: Node, inputs: list[Value]) -> None:
     if node.op not in OPS:
         raise IRError(f"{node.describe()}: unknown op '{node.op}'; known ops: {', '.join(sorted(OPS))}")
     arity, check, attrs, formats = OPS[node.op]
-    if len(inputs) != arity:
+    if (len(inputs) < 1) if node.op in VARIADIC else len(inputs) != arity:
         raise IRError(f"{node.describe()}: takes {arity} input(s), got {len(inputs)}")
     for kind, given, allowed in (("attribute", node.attrs, attrs), ("constant", node.constants,
                                                                     _CONSTANTS.get(node.op, set())),

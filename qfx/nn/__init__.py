@@ -14,6 +14,9 @@ from .layer import FixedConstant, QuantizedLayer
 from .linear import QConv1d, QConv2d, QLinear
 from .pooling import QAdaptiveAvgPool2d, QAvgPool2d, QFlatten, QMaxPool2d
 from .quantizers import FixedQuantizer, KHotQuantizer
+from .reduce import QAdaptiveAvgPool, QAvgPool1d, QMaxPool1d, QMean
+from .structure import (QClamp, QConcat, QConstantAdd, QConstantMul, QConvTranspose1d, QConvTranspose2d, QMul, QSub,
+                        QUpsample, QZeroPad)
 
 __all__ = [
     "FixedQuantizer", "KHotQuantizer", "LayerQConfig", "make_quantizer", "constant_type",
@@ -21,4 +24,6 @@ __all__ = [
     "QInput", "QLinear", "QConv1d", "QConv2d", "QBatchNorm1d", "QBatchNorm2d",
     "QReLU", "QReLU6", "QLeakyReLU", "QAdd", "QMaxPool2d", "QAvgPool2d", "QAdaptiveAvgPool2d", "QFlatten",
     "QSign", "QThermometer", "QBinaryLinear", "QBinaryConv1d", "QBinaryConv2d",
+    "QSub", "QMul", "QConstantAdd", "QConstantMul", "QClamp", "QConcat", "QZeroPad", "QUpsample",
+    "QConvTranspose1d", "QConvTranspose2d", "QMaxPool1d", "QAvgPool1d", "QAdaptiveAvgPool", "QMean",
 ]

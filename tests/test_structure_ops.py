@@ -1,0 +1,109 @@
+"""The structural ops through every back end: PyTorch eval == qfx.ir.run == emulator == HLS C simulation
+(both interfaces) == QONNX == RTL simulation where RTL takes the ops, with zero mismatches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import qfx
+import qfx.ir
+from qfx.format import FixedType
+from structure_zoo import MODE_PAIRS, MODELS, mode_chain, quantized
+
+
+def _outputs(values) -> list[np.ndarray]:
+    values = values if isinstance(values, tuple) else (values,)
+    return [np.asarray(v.detach().double().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float64)
+            for v in values]
+
+
+def _pytorch(qm, x: torch.Tensor) -> list[np.ndarray]:
+    with torch.no_grad():
+        return _outputs(qm(x))
+
+
+def _assert_equal(expected: list[np.ndarray], got: list[np.ndarray], what: str) -> None:
+    assert len(expected) == len(got), what
+    for k, (e, g) in enumerate(zip(expected, got)):
+        mismatches = int((e.reshape(g.shape) != g).sum())
+        assert mismatches == 0, f"{what}, output {k}: {mismatches} of {g.size} values differ"
+
+
+_CACHE: dict = {}
+
+
+def _model(name: str):
+    if name not in _CACHE:
+        qm, x = quantized(name) if name in MODELS else mode_chain()
+        _CACHE[name] = (qm, qfx.export(qm, x[:2]), x)
+    return _CACHE[name]
+
+
+CASES = sorted(MODELS) + ["modes"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_interpreter_equals_pytorch(name):
+    qm, graph, x = _model(name)
+    _assert_equal(_pytorch(qm, x), _outputs(qfx.ir.run(graph, x.numpy())), f"{name}: qfx.ir.run")
+
+
+def test_mode_chain_covers_every_pair_and_overflows():
+    qm, graph, x = _model("modes")
+    casting = {"sub", "mul", "clamp", "concat", "scale_shift", "avgpool2d"}
+    for op in casting:
+        pairs = {(n.output.type.rounding, n.output.type.overflow) for n in graph.nodes if n.op == op}
+        assert len(pairs) == len(MODE_PAIRS) == 35, op
+    codes = qfx.ir.run_codes(graph, [qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)])
+    saturated = [n for n in graph.nodes if n.op == "mul" and (codes[n.name] == n.output.type.code_max).any()]
+    assert saturated, "no product reaches the top of its format: the overflow modes are not exercised"
+
+
+def test_ops_in_the_graph():
+    ops = {name: {n.op for n in _model(name)[1].nodes} for name in MODELS}
+    assert {"concat", "zero_pad", "upsample", "conv2d"} <= ops["unet"]
+    assert {"maxpool2d", "avgpool2d", "clamp", "relu6", "global_avgpool2d", "zero_pad"} <= ops["signal1d"]
+    assert {"sub", "mul", "scale_shift", "clamp", "concat"} <= ops["arithmetic"]
+
+
+def test_layers_equal_float_pytorch_where_nothing_rounds():
+    """Independent reference: dyadic inputs and constants, wide formats: each layer is the float op."""
+    from qfx.nn import (LayerQConfig, QAdaptiveAvgPool, QAvgPool1d, QClamp, QConcat, QConstantAdd, QConstantMul,
+                        QConvTranspose1d, QConvTranspose2d, QMaxPool1d, QMean, QMul, QSub, QUpsample, QZeroPad)
+    cfg = LayerQConfig(output=FixedType(20, 8))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-16, 16, (4, 2, 8), generator=g).double() / 4
+    y = torch.randint(-16, 16, (4, 2, 8), generator=g).double() / 8
+    x2 = torch.randint(-16, 16, (4, 2, 4, 6), generator=g).double() / 4
+    pairs = [
+        (QSub(cfg)(x, y), x - y), (QMul(cfg, 8, 8)(x, y), x * y), (QConstantAdd(-0.75, cfg)(x), x - 0.75),
+        (QConstantMul(1.25, cfg)(x), x * 1.25), (QClamp(-1.5, 0.5, cfg)(x), x.clamp(-1.5, 0.5)),
+        (QConcat(1, cfg)(x, y), torch.cat([x, y], 1)), (QZeroPad([[1, 2]])(x), F.pad(x, (1, 2))),
+        (QZeroPad([[0, 1], [2, 0]], [2, 3])(x2), _stuffed(x2)), (QUpsample([2])(x), F.interpolate(x, scale_factor=2)),
+        (QUpsample([2, 3])(x2), F.interpolate(x2, scale_factor=(2, 3))),
+        (QMaxPool1d(3, 2, 1)(x), F.max_pool1d(x, 3, 2, 1)), (QAvgPool1d(2, cfg=cfg)(x), F.avg_pool1d(x, 2)),
+        (QAdaptiveAvgPool(2, 1, cfg=cfg)(x), F.adaptive_avg_pool1d(x, 2)),
+        (QAdaptiveAvgPool((2, 3), 2, cfg=cfg)(x2), F.adaptive_avg_pool2d(x2, (2, 3))),
+        (QMean([2, 3], cfg=cfg)(x2[..., :4]), x2[..., :4].mean((2, 3))), (QMean([-1], True, cfg=cfg)(x), x.mean(-1, keepdim=True)),
+    ]
+    for float_t, build, inp in ((nn.ConvTranspose1d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2),
+                                 QConvTranspose1d, x),
+                                (nn.ConvTranspose2d(2, 3, (2, 3), stride=(2, 1), dilation=(1, 2)), QConvTranspose2d, x2)):
+        with torch.no_grad():
+            float_t.weight.copy_(torch.randint(-4, 4, float_t.weight.shape, generator=g) / 4)
+            float_t.bias.copy_(torch.randint(-4, 4, float_t.bias.shape, generator=g) / 4)
+        layer = build.from_float(float_t, LayerQConfig(output=FixedType(20, 8), weight=FixedType(8, 2)),
+                                 input_width=8)
+        pairs.append((layer.eval()(inp.float()), float_t.double()(inp)))
+    for k, (got, want) in enumerate(pairs):
+        assert torch.equal(got.double(), want.double()), k
+
+
+def _stuffed(x: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros(x.shape[0], x.shape[1], 1 + 3 * 2 + 1, 2 + 5 * 3 + 1, dtype=x.dtype)
+    out[:, :, 0:7:2, 2:18:3] = x
+    return out
