@@ -41,6 +41,8 @@ import torch
 from torch import fx, nn
 
 from .convert import record_shapes, trace
+from .nn import (QAdaptiveAvgPool, QClamp, QConcat, QConstantAdd, QConstantMul, QMean, QMul, QSub, QUpsample,
+                 QZeroPad)
 from .nn import (QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QFlatten, QInput, QLeakyReLU, QMaxPool2d, QReLU,
                  QReLU6, QuantizedLayer)
 from .nn.batchnorm import _QBatchNorm
@@ -187,9 +189,46 @@ def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
             w_sum = w_in + (window - 1).bit_length()
             cost = cost + _per_sample(node) * ((window - 1) * w_sum + w_sum * layer.divisor_quantizer.base_type.width)
         else:
-            raise TypeError(f"bit_cost: no cost model for {type(layer).__name__} at '{node.target}'")
+            structural = _structure_cost(layer, node, w_in, [operand_of(a) for a in node.args])
+            if structural is None:
+                raise TypeError(f"bit_cost: no cost model for {type(layer).__name__} at '{node.target}'")
+            cost = cost + structural
         costs.append(LayerCost(node.target, layer, cost))
     return costs
+
+
+def _structure_cost(layer: nn.Module, node: fx.Node, w_in: int, args: list) -> Optional[torch.Tensor]:
+    """Bit-operations of the structural layers (``qfx.nn.structure``, ``qfx.nn.reduce``); ``None`` for others.
+
+    Differences cost like sums, products of two tensors ``wa * wb`` per
+    element, a constant product like a BatchNorm scale (``(K - 1)`` adds when
+    K-hot), a clamp one comparison per bound, averages like pooling; joins,
+    padding and upsampling move wires only.
+    """
+    elems = _per_sample(node)
+    if isinstance(layer, QSub):
+        a, b = args
+        i_a, i_b = (torch.zeros(()) if v.int_bits is None else v.int_bits for v in (a, b))
+        return elems * _align_width(i_a, a.width - i_a, i_b, b.width - i_b)
+    if isinstance(layer, QMul):
+        return torch.tensor(elems * layer.a_width * layer.b_width, dtype=torch.float32)
+    if isinstance(layer, QConstantMul):
+        q = layer.scale_quantizer
+        w = q.base_type.width
+        ops = (q.k - 1) * (w_in + w) if isinstance(q, KHotQuantizer) else w_in * w
+        return torch.tensor(elems * ops, dtype=torch.float32)
+    if isinstance(layer, QConstantAdd):
+        return torch.tensor(elems * max(w_in, layer.shift_quantizer.base_type.width), dtype=torch.float32)
+    if isinstance(layer, QClamp):
+        return torch.tensor(elems * w_in * len(layer.constants()), dtype=torch.float32)
+    if isinstance(layer, (QConcat, QZeroPad, QUpsample)):
+        return torch.zeros(())
+    if isinstance(layer, (QAdaptiveAvgPool, QMean)):
+        window = layer.window
+        w_sum = w_in + (window - 1).bit_length()
+        return torch.tensor(elems * ((window - 1) * w_sum + w_sum * layer.divisor_quantizer.base_type.width),
+                            dtype=torch.float32)
+    return None
 
 
 def bit_cost(model: nn.Module, example_input: Any = None) -> torch.Tensor:

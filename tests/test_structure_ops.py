@@ -107,3 +107,38 @@ def _stuffed(x: torch.Tensor) -> torch.Tensor:
     out = torch.zeros(x.shape[0], x.shape[1], 1 + 3 * 2 + 1, 2 + 5 * 3 + 1, dtype=x.dtype)
     out[:, :, 0:7:2, 2:18:3] = x
     return out
+
+
+def test_bit_cost_summary_and_save_load_take_the_ops(tmp_path):
+    qm, graph, x = _model("arithmetic")
+    costs = {item.name: float(item.cost) for item in qfx.cost.layer_costs(qm, x[:1])}
+    a, b = qm.fc1.output_quantizer.base_type.width, qm.fc2.output_quantizer.base_type.width
+    assert costs["mul"] == 8 * a * b  # 8 features, one product of an a-bit and a b-bit code each
+    assert costs["cat"] == 0 and costs["clamp"] > 0 and costs["sub"] > 0
+    lines = []
+    qfx.summary(qm, x[:1], print_fn=lines.append)
+    assert "QMul" in "\n".join(lines) and "QConcat" in "\n".join(lines)
+    qfx.ir.save(graph, tmp_path / "g.json")
+    again = qfx.ir.load(tmp_path / "g.json")
+    assert np.array_equal(qfx.ir.run(again, x.numpy()), qfx.ir.run(graph, x.numpy()))
+
+
+def test_unsupported_variants_are_refused_naming_the_node():
+    class Net(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, scale_factor=2, mode="bilinear")
+
+    with pytest.raises(qfx.UnsupportedOperationError, match="node 'interpolate'.*nearest"):
+        qfx.quantize_model(Net())
+
+    class Cat0(nn.Module):
+        def forward(self, x):
+            return torch.cat([x, x], 0)
+
+    with pytest.raises(qfx.UnsupportedOperationError, match="node 'cat'.*dim=0"):
+        qfx.quantize_model(Cat0())
+    with pytest.raises(qfx.UnsupportedOperationError, match="crops"):
+        qfx.quantize_model(nn.Sequential(nn.ConvTranspose1d(2, 2, 2, padding=2)))
+    qm = qfx.quantize_model(nn.Sequential(nn.AdaptiveAvgPool1d(3)))
+    with pytest.raises(ValueError, match="divide"):
+        qm.eval()(torch.randn(2, 2, 8))
