@@ -29,6 +29,7 @@ from . import convert_rules
 from .format import FixedType, Overflow, Rounding
 from .nn import (LayerQConfig, QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QBatchNorm1d, QBatchNorm2d, QConv1d,
                  QConv2d, QFlatten, QInput, QLeakyReLU, QLinear, QMaxPool2d, QReLU, QReLU6, QuantizedLayer)
+from .nn.prelu import QPReLU, QRPReLU, RPReLU
 
 __all__ = ["QConfig", "quantize_model", "UnsupportedOperationError", "SUPPORTED_MODULES", "SUPPORTED_FUNCTIONS"]
 
@@ -201,7 +202,7 @@ class UnsupportedOperationError(TypeError):
 #: Float module classes quantize_model converts (nn.Dropout and nn.Identity are kept as they are).
 SUPPORTED_MODULES: tuple[type, ...] = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.PReLU, RPReLU)
 
 #: Functions and methods quantize_model converts, by their spelling in the error message.
 SUPPORTED_FUNCTIONS = ("operator.add (a + b of two tensors)", "torch.add(a, b)", "F.relu", "torch.relu",
@@ -214,7 +215,7 @@ _PASSTHROUGH = (nn.Identity, nn.Dropout, QFlatten)
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, QuantizedLayer) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (QuantizedLayer, RPReLU)) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -227,7 +228,8 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 def _unsupported(what: str, node: fx.Node, module_path: Optional[str] = None, detail: str = "") -> UnsupportedOperationError:
     where = f"node '{node.name}'" + (f", module path '{module_path}'" if module_path else "")
-    modules = ", ".join(f"nn.{m.__name__}" for m in SUPPORTED_MODULES)
+    modules = ", ".join(f"{'nn' if m.__module__.startswith('torch') else 'qfx.nn'}.{m.__name__}"
+                        for m in SUPPORTED_MODULES)
     functions = ", ".join(SUPPORTED_FUNCTIONS)
     return UnsupportedOperationError(
         f"quantize_model: unsupported {what} at {where}{detail}. Supported modules: {modules} "
@@ -347,9 +349,10 @@ _FROM_FLOAT: dict[type, type] = {
     nn.Linear: QLinear, nn.Conv1d: QConv1d, nn.Conv2d: QConv2d, nn.BatchNorm1d: QBatchNorm1d,
     nn.BatchNorm2d: QBatchNorm2d, nn.LeakyReLU: QLeakyReLU, nn.AvgPool2d: QAvgPool2d,
     nn.AdaptiveAvgPool2d: QAdaptiveAvgPool2d, nn.ReLU: QReLU, nn.ReLU6: QReLU6,
+    nn.PReLU: QPReLU, RPReLU: QRPReLU,
 }
 _WITH_INPUT_WIDTH = (QLinear, QConv1d, QConv2d, QBatchNorm1d, QBatchNorm2d, QLeakyReLU, QAvgPool2d,
-                     QAdaptiveAvgPool2d)
+                     QAdaptiveAvgPool2d, QPReLU, QRPReLU)
 
 
 def _convert_module(module: nn.Module, cfg: LayerQConfig, input_width: int) -> nn.Module:

@@ -38,6 +38,7 @@ from .khot import khot_codes
 from .nn.layer import QuantizedLayer
 from .nn.linear import _QDotProduct
 from .nn.batchnorm import _QBatchNorm
+from .nn.prelu import QPReLU, QRPReLU
 from .nn.quantizers import FixedQuantizer, KHotQuantizer, affine_relu
 
 __all__ = ["Observer", "MinMaxObserver", "PercentileObserver", "MSEObserver", "fit_int_bits", "calibrate",
@@ -289,7 +290,7 @@ def _fit(quantizer: Optional[Quantizer], value: torch.Tensor, observer: Callable
 
 
 def calibrate_constants(model: nn.Module, observer: Callable[..., Observer] = None) -> None:
-    """Fit the binary points of every weight, bias and BatchNorm scale/shift to the tensors themselves.
+    """Fit the binary points of every weight, bias, BatchNorm scale/shift and PReLU slope/shift to the tensors.
 
     ``observer`` (default :class:`MSEObserver`) is called with
     ``channel_dim=0`` for a per-channel quantizer and without arguments
@@ -305,6 +306,11 @@ def calibrate_constants(model: nn.Module, observer: Callable[..., Observer] = No
             scale, shift = layer.folded()
             _fit(layer.scale_quantizer, scale, observer, f"{name}.scale")
             _fit(layer.shift_quantizer, shift, observer, f"{name}.shift")
+        elif isinstance(layer, QPReLU):
+            _fit(layer.slope_quantizer, layer.weight, observer, f"{name}.slope")
+            if isinstance(layer, QRPReLU):
+                _fit(layer.bias_quantizer, layer.bias, observer, f"{name}.bias")
+                _fit(layer.shift_quantizer, layer.shift, observer, f"{name}.shift")
 
 
 def _default_input_fn(batch: Any) -> tuple:

@@ -330,6 +330,43 @@ def _flatten(unit: _Unit, node: Node) -> str:
     return f"qfx::copy<{node.output.size}>({unit.ws(node.inputs[0])}, {unit.ws(node.name)});"
 
 
+def _prelu(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    channels, fx, bx = x.shape[0], x.type.frac_bits, _bits(x.type)
+    slope, bias, shift = (node.constants.get(r) for r in ("slope", "bias", "shift"))
+
+    def at(c: Optional[Constant], ch: int) -> tuple[int, int, int]:
+        """Code, fractional bits and width of channel ``ch`` of ``c`` (0 at any point when absent)."""
+        if c is None:
+            return 0, -10 ** 6, 1
+        k = ch if c.codes.shape[0] > 1 else 0
+        return int(c.codes[k]), c.type_of(k).frac_bits, _bits(c.type_of(k))
+
+    rows, bits = {k: [] for k in ("bias", "x_up", "b_up", "slope", "pos_up", "neg_up", "shift", "y_up", "z_up",
+                                  "drop")}, 0
+    for ch in range(channels):
+        b, fb, wb = at(bias, ch)
+        ft = max(fx, fb)
+        a, fs, ws = at(slope, ch)
+        common = max(ft, ft + fs)
+        z, fz, wz = at(shift, ch)
+        fy = max(common, fz)
+        t_bits = max(bx + ft - fx, wb + ft - fb if bias is not None else 0) + 1
+        p_bits = max(t_bits + common - ft, t_bits + ws + common - ft - fs)
+        bits = max(bits, max(p_bits + fy - common, wz + fy - fz if shift is not None else 0) + 1)
+        for key, value in zip(rows, (b, ft - fx, ft - fb if bias is not None else 0, a, common - ft,
+                                     common - ft - fs, z, fy - common, fy - fz if shift is not None else 0,
+                                     fy - node.output.type.frac_bits)):
+            rows[key].append(value)
+    acc = _accumulator(node, bits)
+    unit.widths[node.name] = bits
+    name = f"{unit.names[node.name]}__params"
+    unit.constants.append(f"constexpr qfx::PReLUParams<{channels}> {name} = {{"
+                          + ", ".join(_ints(v) for v in rows.values()) + "};")
+    return (f"qfx::prelu<{unit.fmt(node.name)}, {acc}, {channels}, {x.size // channels}>({unit.ws(x.name)}, "
+            f"constants::{name}, {unit.ws(node.name)});")
+
+
 # ------------------------------------------------------------- binary ops
 def _packed(codes: np.ndarray) -> np.ndarray:
     """Rows of ``codes`` (``-1``/``+1``, last axis the bits) packed into 64-bit words, bit 1 for ``+1``.
@@ -410,7 +447,7 @@ def _binary_conv(unit: _Unit, node: Node) -> str:
 _EMITTERS = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
              "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "maxpool2d": _maxpool,
              "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool, "flatten": _flatten,
-             "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense, "binary_conv1d": _binary_conv,
+             "prelu": _prelu, "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense, "binary_conv1d": _binary_conv,
              "binary_conv2d": _binary_conv}
 
 

@@ -19,6 +19,7 @@ from ..convert import record_shapes, trace
 from ..nn import (QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QConv1d, QConv2d, QFlatten, QInput, QLeakyReLU, QLinear,
                   QMaxPool2d, QReLU, QReLU6, QuantizedLayer)
 from ..nn.batchnorm import _QBatchNorm
+from ..nn.prelu import QPReLU, QRPReLU
 from ..nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
 from ..nn.layer import FixedConstant
 from .graph import Constant, Graph, IRError, Node, Value
@@ -30,7 +31,7 @@ _ALIASES = (nn.Identity, nn.Dropout)
 _SIMPLE_OPS = {QLinear: "dense", QReLU: "relu", QReLU6: "relu6", QLeakyReLU: "leaky_relu", QAdd: "add",
                QAdaptiveAvgPool2d: "global_avgpool2d", QFlatten: "flatten", QSign: "sign",
                QThermometer: "thermometer", QBinaryLinear: "binary_dense", QBinaryConv1d: "binary_conv1d",
-               QBinaryConv2d: "binary_conv2d"}
+               QBinaryConv2d: "binary_conv2d", QPReLU: "prelu", QRPReLU: "prelu"}
 
 
 def _pair(value: Union[int, tuple[int, ...], list[int]]) -> list[int]:
@@ -85,7 +86,7 @@ def _op(layer: nn.Module) -> str:
             return op
     raise IRError(f"export: layer {type(layer).__name__} has no IR op; supported layers: QInput, QLinear, "
                   "QConv1d, QConv2d, QBatchNorm1d/2d, QReLU, QReLU6, QLeakyReLU, QAdd, QMaxPool2d, QAvgPool2d, "
-                  "QAdaptiveAvgPool2d, QFlatten, QSign, QThermometer, QBinaryLinear, QBinaryConv1d, "
+                  "QAdaptiveAvgPool2d, QFlatten, QPReLU, QRPReLU, QSign, QThermometer, QBinaryLinear, QBinaryConv1d, "
                   "QBinaryConv2d, Dropout, Identity")
 
 

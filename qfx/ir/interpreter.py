@@ -195,6 +195,29 @@ def _flatten(node: Node, x: Codes, fx: int) -> Codes:
     return x.reshape((x.shape[0],) + tuple(node.output.shape))
 
 
+def _prelu(node: Node, x: Codes, fx: int) -> Codes:
+    view = (1, -1) + (1,) * (x.ndim - 2)
+
+    def aligned_sum(a: Codes, fa, role: str) -> tuple[Codes, np.ndarray]:
+        c = node.constants.get(role)
+        if c is None:
+            return a, fa
+        fc = c.frac_bits_along(x.ndim, axis=1)
+        common = np.maximum(fa, fc)
+        return shift_left(a, common - fa) + shift_left(as_codes(c.codes.reshape(view)), common - fc), common
+
+    t, ft = aligned_sum(x, np.asarray(fx), "bias")
+    slope = node.constants["slope"]
+    fs = slope.frac_bits_along(x.ndim, axis=1)
+    bits = _width(t) + _width(slope.codes)
+    product = as_codes(t, bits) * slope.codes.reshape(view) if bits <= 62 else \
+        t.astype(object) * slope.codes.reshape(view).astype(object)
+    common = np.maximum(ft, ft + fs)
+    y = np.where(t >= 0, shift_left(t, common - ft), shift_left(product, common - ft - fs))
+    y, fy = aligned_sum(y, common, "shift")
+    return cast(y, fy, node.output.type)
+
+
 # ------------------------------------------------------------- binary ops
 # A binary tensor holds the codes -1 and +1; read as bits, 1 stands for +1.
 def _sign(node: Node, x: Codes, fx: int) -> Codes:
@@ -244,7 +267,7 @@ def _binary_conv(node: Node, x: Codes, fx: int) -> Codes:
 _UNARY: dict[str, Callable[[Node, Codes, int], Codes]] = {
     "dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
     "relu6": _relu6, "leaky_relu": _leaky_relu, "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool,
-    "flatten": _flatten, "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense,
+    "flatten": _flatten, "prelu": _prelu, "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense,
     "binary_conv1d": _binary_conv, "binary_conv2d": _binary_conv,
 }
 

@@ -23,6 +23,8 @@ op                            result before the output cast                     
                                                                                           stride, padding)
 ``global_avgpool2d``          ``sum over H, W * divisor``                                 divisor
 ``flatten``                   the same codes in the output's shape (no cast)
+``prelu``                     ``t = x + bias[c]``; ``(t >= 0 ? t : t * slope[c])           slope, bias?, shift?
+                              + shift[c]`` (PReLU; RPReLU with the shifts)
 ``sign``                      ``x >= 0 ? +1 : -1`` (a binary tensor)
 ``thermometer``               ``y[c*T + t] = x[c] >= thresholds[t] ? +1 : -1``            thresholds (T)
 ``binary_dense``              ``sum_i x[i] * w[o, i] = 2 * popcount(xnor) - N``           weight (codes ±1)
@@ -285,6 +287,19 @@ def _binary_conv(dims: int) -> Callable[[Node, list[Value]], tuple[int, ...]]:
     return check
 
 
+def _prelu(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    (x,) = inputs
+    if len(x.shape) < 1:
+        raise IRError(f"{node.describe()}: input '{x.name}' needs a channel dimension")
+    slope = _constant(node, "slope", None, per_channel=True)
+    if slope.codes.shape not in ((1,), (x.shape[0],)):
+        raise IRError(f"{node.describe()}: constant 'slope' has shape {tuple(slope.codes.shape)}, expected (1,) "
+                      f"or ({x.shape[0]},)")
+    for role in ("bias", "shift"):
+        _constant(node, role, tuple(slope.codes.shape), optional=True, per_channel=True)
+    return x.shape
+
+
 _BINARY_CONV_ATTRS = frozenset({"stride", "padding", "dilation", "groups", "pad_value"})
 
 # ------------------------------------------------- structural ops
@@ -369,6 +384,7 @@ OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozen
     "avgpool2d": (1, _avgpool, frozenset({"kernel", "stride", "padding"}), frozenset()),
     "global_avgpool2d": (1, _global_avgpool, frozenset(), frozenset()),
     "flatten": (1, _flatten, frozenset(), frozenset()),
+    "prelu": (1, _prelu, frozenset(), frozenset()),
     "sign": (1, _sign, frozenset(), frozenset()),
     "thermometer": (1, _thermometer, frozenset(), frozenset()),
     "binary_dense": (1, _binary_dense, frozenset(), frozenset()),
@@ -385,6 +401,7 @@ OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozen
 _CONSTANTS = {"dense": {"weight", "bias"}, "conv1d": {"weight", "bias"}, "conv2d": {"weight", "bias"},
               "scale_shift": {"scale", "shift"}, "leaky_relu": {"slope"}, "avgpool2d": {"divisor"},
               "global_avgpool2d": {"divisor"}, "thermometer": {"thresholds"}, "binary_dense": {"weight"},
+              "prelu": {"slope", "bias", "shift"},
               "binary_conv1d": {"weight"}, "binary_conv2d": {"weight"},
               "clamp": {"low", "high"}}
 

@@ -12,6 +12,7 @@ from .elementwise import QAdd, QLeakyReLU, QReLU, QReLU6
 from .input import QInput
 from .layer import FixedConstant, QuantizedLayer
 from .linear import QConv1d, QConv2d, QLinear
+from .prelu import QPReLU, QRPReLU, RPReLU
 from .pooling import QAdaptiveAvgPool2d, QAvgPool2d, QFlatten, QMaxPool2d
 from .quantizers import FixedQuantizer, KHotQuantizer
 from .reduce import QAdaptiveAvgPool, QAvgPool1d, QMaxPool1d, QMean
@@ -23,7 +24,7 @@ __all__ = [
     "QuantizedLayer", "FixedConstant",
     "QInput", "QLinear", "QConv1d", "QConv2d", "QBatchNorm1d", "QBatchNorm2d",
     "QReLU", "QReLU6", "QLeakyReLU", "QAdd", "QMaxPool2d", "QAvgPool2d", "QAdaptiveAvgPool2d", "QFlatten",
-    "QSign", "QThermometer", "QBinaryLinear", "QBinaryConv1d", "QBinaryConv2d",
+    "QPReLU", "QRPReLU", "RPReLU", "QSign", "QThermometer", "QBinaryLinear", "QBinaryConv1d", "QBinaryConv2d",
     "QSub", "QMul", "QConstantAdd", "QConstantMul", "QClamp", "QConcat", "QZeroPad", "QUpsample",
     "QConvTranspose1d", "QConvTranspose2d", "QMaxPool1d", "QAvgPool1d", "QAdaptiveAvgPool", "QMean",
 ]

@@ -266,4 +266,28 @@ void copy(const X* x, Y* y) {
   for (int i = 0; i < Size; ++i) y[i] = static_cast<Y>(x[i]);
 }
 
+// ----------------------------------------------------------------- prelu
+// t = x * 2**x_up + bias * 2**b_up; p = t >= 0 ? t * 2**pos_up : t * slope * 2**neg_up;
+// y = p * 2**y_up + shift * 2**z_up, cast with drop (per channel, aligned like the interpreter).
+template <int Channels>
+struct PReLUParams {
+  std::int64_t bias[Channels];
+  int x_up[Channels], b_up[Channels];
+  std::int64_t slope[Channels];
+  int pos_up[Channels], neg_up[Channels];
+  std::int64_t shift[Channels];
+  int y_up[Channels], z_up[Channels], drop[Channels];
+};
+
+template <class Out, class Acc, int Channels, int Size, class X, class Y>
+void prelu(const X* x, const PReLUParams<Channels>& p, Y* y) {
+  for (int c = 0; c < Channels; ++c)
+    for (int i = 0; i < Size; ++i) {
+      const Acc t = shift_left(static_cast<Acc>(x[c * Size + i]), p.x_up[c]) + shift_left(static_cast<Acc>(p.bias[c]), p.b_up[c]);
+      const Acc r = t >= 0 ? shift_left(t, p.pos_up[c]) : shift_left(t * static_cast<Acc>(p.slope[c]), p.neg_up[c]);
+      const Acc v = shift_left(r, p.y_up[c]) + shift_left(static_cast<Acc>(p.shift[c]), p.z_up[c]);
+      y[c * Size + i] = static_cast<Y>(cast<Out>(v, p.drop[c]));
+    }
+}
+
 }  // namespace qfx
