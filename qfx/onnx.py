@@ -93,6 +93,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .format import FixedType, Overflow, Rounding
 from .ir.graph import Constant, Graph, Node, Value
+from .render.escape import printable
 
 __all__ = ["to_onnx", "export_onnx", "ONNXExportError", "QONNX_DOMAIN", "OPSET", "ROUNDING_MODES"]
 
@@ -469,7 +470,7 @@ def to_onnx(graph: Graph, *, batch_size: int = 1) -> onnx.ModelProto:
         outputs.append(info(name, (batch_size,) + value.shape))
     output_names = {o.name for o in outputs}
     value_infos = [info(name, shape, dtype) for name, (shape, dtype) in b.infos.items() if name not in output_names]
-    onnx_graph = helper.make_graph(b.nodes, graph.name or "qfx", inputs, outputs, b.initializers,
+    onnx_graph = helper.make_graph(b.nodes, printable(graph.name) or "qfx", inputs, outputs, b.initializers,
                                    value_info=value_infos)
     model = helper.make_model(onnx_graph, producer_name="qfx",
                               opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(QONNX_DOMAIN, 1)])

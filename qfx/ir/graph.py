@@ -198,12 +198,11 @@ class Graph:
         return f"Graph({self.name!r}, inputs={[v.name for v in self.inputs]}, nodes=[{ops}], outputs={self.outputs})"
 
 
-_NAME = re.compile(r"^[^\x00-\x1f]{1,200}$")
-
-
 def _check_name(name: Any, kind: str) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise IRError(f"{kind} name {name!r} is not allowed: names are 1 to 200 printable characters")
+    # printable (str.isprintable): no control, format (bidi overrides), surrogate, unassigned or separator
+    # character other than the space
+    if not isinstance(name, str) or not 1 <= len(name) <= 200 or not name.isprintable():
+        raise IRError(f"{kind} name {name!r:.240} is not allowed: names are 1 to 200 printable characters")
 
 
 _C_KEYWORDS = frozenset("""

@@ -1,16 +1,19 @@
 """What every back end shares to turn a plan into files: the one Jinja environment and the atomic writer.
 
 :mod:`.environment` holds the strict Jinja2 environment over
-``hls_templates/`` and the filters every name passes before it reaches
-generated code; :mod:`.writer` writes a rendered ``{path: text}`` plan as a
+``hls_templates/``; :mod:`.escape` the one checking or cleaning function
+per target language that every string from a file passes before it
+reaches generated text; :mod:`.writer` writes a rendered ``{path: text}`` plan as a
 folder, all files or none.  The back ends (``qfx.hls``, ``qfx.rtl``,
 ``qfx.emulator``, ``qfx.onnx``) sit above this package; it imports none of them.
 """
 
 from __future__ import annotations
 
-from .environment import cpp_type, environment, ident, tcl_word, template_dir
+from . import escape
+from .environment import environment, template_dir
+from .escape import cpp_type, ident, tcl_word
 from .writer import UnsafePathError, check_relative_path, write_project
 
-__all__ = ["environment", "template_dir", "cpp_type", "ident", "tcl_word", "write_project", "check_relative_path",
+__all__ = ["escape", "environment", "template_dir", "cpp_type", "ident", "tcl_word", "write_project", "check_relative_path",
            "UnsafePathError"]

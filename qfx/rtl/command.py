@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run ``qfx rtl``: write the Verilog, test vectors, cocotb test and README; 0 on success."""
+    """Run ``qfx rtl``: write the Verilog, test vectors, cocotb test and README; 0 on success, 2 on bad input."""
     try:
         graph = load(args.graph)
         if args.inputs is not None:
@@ -45,8 +45,8 @@ def main(args: argparse.Namespace) -> int:
         directory = generate(graph, args.output, pipeline=args.pipeline, inputs=codes, top=args.top,
                              force=args.force)
     except (RTLError, FileExistsError, FileNotFoundError, ValueError) as error:
-        print(f"qfx rtl: {error}", file=sys.stderr)
-        return 1
+        print(f"qfx rtl: error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {directory} (simulate: pytest {directory / 'tb' / 'runner.py'}; resources: qfx report --synth "
           f"{directory})")
     return 0

@@ -31,13 +31,13 @@ import numpy as np
 from ..ir import Graph, IRError, run_codes
 from ..ir.graph import c_identifier
 from ..render import environment, write_project
+from ..render.escape import verilog_ident
+from .design import MANIFEST
 from .layers import LayerModule, RTLError, lower_node
 
 __all__ = ["Design", "plan_design", "render", "generate", "random_input_codes"]
 
 DEFAULT_VECTORS = 256
-#: The file that marks a folder as a design written by ``qfx rtl`` (which ``force`` may replace).
-MANIFEST = "manifest.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +141,15 @@ def plan_design(graph: Graph, pipeline: int = 0, top: Optional[str] = None) -> D
     graph.check()
     _check_graph(graph)
     names = graph.c_names()
+    if top is not None:
+        try:
+            verilog_ident(top)
+        except ValueError as error:
+            raise RTLError(f"--top {top!r:.80}: the top module's name must be a Verilog identifier (letters, "
+                           "digits and _, not starting with a digit, at most 80 characters, not a keyword)") \
+                from error
+        if top == "qfx_add":
+            raise RTLError("--top qfx_add: the name is taken by qfx's adder module; choose another")
     top = top or c_identifier(graph.name or "qfx_top", set(names.values()))
     values = graph.values()
     layers = [lower_node(node, [values[i] for i in node.inputs], f"{top}_{names[node.name]}") for node in graph.nodes]

