@@ -29,6 +29,7 @@ from . import convert_rules
 from .format import FixedType, Overflow, Rounding
 from .nn import (LayerQConfig, QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QBatchNorm1d, QBatchNorm2d, QConv1d,
                  QConv2d, QFlatten, QInput, QLeakyReLU, QLinear, QMaxPool2d, QReLU, QReLU6, QuantizedLayer)
+from .nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
 from .nn.prelu import QPReLU, QRPReLU, RPReLU
 
 __all__ = ["QConfig", "quantize_model", "UnsupportedOperationError", "SUPPORTED_MODULES", "SUPPORTED_FUNCTIONS"]
@@ -340,7 +341,21 @@ def _fresh_name(gm: nn.Module, base: str) -> str:
     return name
 
 
+def _binarize_input(gm: fx.GraphModule, node: fx.Node, modules: dict[str, nn.Module]) -> None:
+    """A binary layer reads ``±1``: put a ``QSign`` (named ``<layer>_sign``) before it unless its input is binary."""
+    arg = node.args[0]
+    if arg.op == "call_module" and isinstance(gm.get_submodule(arg.target), (QSign, QThermometer)):
+        return
+    name = _fresh_name(gm, f"{node.target}_sign")
+    gm.add_submodule(name, QSign())
+    with gm.graph.inserting_before(node):
+        sign = gm.graph.call_module(name, (arg,))
+    node.replace_input_with(arg, sign)
+
+
 def _output_width(layer: nn.Module, input_width: int) -> int:
+    if isinstance(layer, (QSign, QThermometer, QBinaryLinear, QBinaryConv1d, QBinaryConv2d)):
+        return layer.formats()["output"].width
     q = getattr(layer, "output_quantizer", None)
     return input_width if q is None else q.base_type.width
 
@@ -355,7 +370,14 @@ _WITH_INPUT_WIDTH = (QLinear, QConv1d, QConv2d, QBatchNorm1d, QBatchNorm2d, QLea
                      QAdaptiveAvgPool2d, QPReLU, QRPReLU)
 
 
+_BINARY: dict[type, type] = {nn.Linear: QBinaryLinear, nn.Conv1d: QBinaryConv1d, nn.Conv2d: QBinaryConv2d}
+
+
 def _convert_module(module: nn.Module, cfg: LayerQConfig, input_width: int) -> nn.Module:
+    if cfg.binary:
+        if type(module) not in _BINARY:
+            raise ValueError("binary=True applies to nn.Linear, nn.Conv1d and nn.Conv2d only")
+        return _BINARY[type(module)].from_float(module, cfg)
     structural = convert_rules.convert_module(module, cfg, input_width)
     if structural is not None:
         return structural
@@ -404,7 +426,12 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
       ``x.view(x.size(0), -1)``, ``x.reshape(...)``) become :class:`~qfx.nn.QFlatten`;
     * ``nn.MaxPool2d`` keeps its input's format (no cast), ``nn.Dropout`` is
       kept (active in training, the identity in eval) and ``nn.Identity`` too;
-    * every layer's ``input_width`` is its producer's output width.
+    * every layer's ``input_width`` is its producer's output width;
+    * a Linear/Conv whose resolved config has ``binary=True`` becomes
+      :class:`~qfx.nn.QBinaryLinear`/``QBinaryConv1d``/``QBinaryConv2d``
+      (no bias; padding with ``-1``), with a :class:`~qfx.nn.QSign` named
+      ``<layer>_sign`` before it unless its input is already binary (a
+      ``QSign`` or a :class:`~qfx.nn.QThermometer`).
 
     Anything else raises :class:`UnsupportedOperationError` naming the
     operation, its node and module path, and what is supported.
@@ -484,6 +511,8 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                                                 f"node '{node.name}', module path '{node.target}': {error}") from error
             _set_submodule(gm, node.target, layer)
             width[node] = _output_width(layer, in_width)
+            if cfg.binary:
+                _binarize_input(gm, node, modules)
         elif node.op in ("call_function", "call_method"):
             target = node.target
             if _is_shape_helper(node):

@@ -126,3 +126,33 @@ def test_emulator_packs_words_and_uses_popcount():
     source = generate(qfx.export(_trained_a_little(_Conv2dNet(), x), x[:1]))
     assert "qfx::binary_conv2d<" in source and "qfx::binary_dense<" in source
     assert "std::uint64_t" in source
+
+
+class _FloatNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.mid = nn.Conv2d(4, 5, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(5)
+        self.flat = nn.Flatten()
+        self.last = nn.Linear(5 * 16, 3)
+
+    def forward(self, x):
+        return self.last(self.flat(self.bn2(self.mid(self.bn1(self.first(x))))))
+
+
+def test_quantize_model_makes_chosen_layers_binary():
+    """A type override makes every Conv2d binary, a name override keeps the first one fixed-point."""
+    x = torch.rand(8, 1, 4, 4)
+    config = qfx.QConfig(activation=8, overrides={nn.Conv2d: {"binary": True}, "first": {"binary": False}})
+    qm = qfx.quantize_model(_FloatNet(), config, x[:1])
+    assert type(qm.first) is qfx.nn.QConv2d and isinstance(qm.mid, QBinaryConv2d)
+    assert type(qm.last) is qfx.nn.QLinear and isinstance(qm.mid_sign, QSign)
+    qm.train()
+    qm(x).sum().backward()
+    assert qm.mid.weight.grad is not None
+    qfx.calibrate(qm, [x])
+    _chain(qm.eval(), x)
+    with pytest.raises(qfx.UnsupportedOperationError, match="bias=False"):
+        qfx.quantize_model(_FloatNet(), qfx.QConfig(overrides={"first": {"binary": True}}))

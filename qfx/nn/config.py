@@ -42,6 +42,9 @@ class LayerQConfig:
         scale_khot: K for K-hot BatchNorm scales, or ``None``.
         weight_granularity: ``"tensor"`` or ``"channel"`` binary points for weights.
         learn_int_bits: train every binary point of the layer.
+        binary: make a Linear/Conv binary (:mod:`qfx.nn.binary`: weights and
+            input activations ``sign`` to ``±1``, XNOR and popcount); other
+            formats of the layer then do not apply.
     """
 
     weight: FixedType = FixedType(8, 1, rounding="RND_CONV", overflow="SAT")
@@ -56,6 +59,7 @@ class LayerQConfig:
     scale_khot: Optional[int] = None
     weight_granularity: str = "tensor"
     learn_int_bits: bool = False
+    binary: bool = False
 
     def __post_init__(self) -> None:
         for name in ("weight", "bias", "accum", "output", "scale", "shift", "slope", "divisor"):
