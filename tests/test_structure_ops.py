@@ -142,3 +142,10 @@ def test_unsupported_variants_are_refused_naming_the_node():
     qm = qfx.quantize_model(nn.Sequential(nn.AdaptiveAvgPool1d(3)))
     with pytest.raises(ValueError, match="divide"):
         qm.eval()(torch.randn(2, 2, 8))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_emulator_equals_pytorch(name):
+    from qfx.emulator import emulate
+    qm, graph, x = _model(name)
+    _assert_equal(_pytorch(qm, x), _outputs(emulate(graph, x.numpy(), threads=1)), f"{name}: qfx.emulate")

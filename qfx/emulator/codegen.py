@@ -534,3 +534,8 @@ constexpr qfx::Program kProgram = {{{c_name}, {n_inputs}, {n_tensors}, kSizes, {
 
 int main(int argc, char** argv) {{ return qfx::main<Workspace>(argc, argv, kProgram, forward, bind); }}
 """
+
+
+from .structure_emit import EMITTERS as _STRUCTURE_EMITTERS  # noqa: E402 (it uses the helpers above)
+
+_EMITTERS.update(_STRUCTURE_EMITTERS)
