@@ -206,6 +206,9 @@ def _scaled(node: Node, lo: Fraction, hi: Fraction, frac: int, sum_bits: int) ->
 
 def _source(node: Node, inputs: list[Value]) -> _Exact:
     """The exact value ``node`` casts to its output format (before the accumulator cast, if any)."""
+    structural = _structure_source(node, inputs)
+    if structural is not None:
+        return structural
     x = inputs[0].type
     lo, hi = _range(x)
     if node.op in ("dense", "conv1d", "conv2d"):
@@ -365,6 +368,8 @@ def _pool_attrs(node: Node) -> dict:
 def _compute(b: _Builder, node: Node, x: list[str], source: _Exact) -> str:
     """ONNX nodes computing ``node``'s exact result (before its casts); returns the result's name."""
     shape, base = node.output.shape, f"{node.name}_exact"
+    if node.op in ("sub", "mul", "clamp"):
+        return _structure_compute(b, node, x)
     if node.op == "dense":
         args = [x[0], b.constant(node, "weight")] + ([b.constant(node, "bias")] if "bias" in node.constants else [])
         return b.op("Gemm", args, shape, base, transB=1)
@@ -419,8 +424,92 @@ def _average(b: _Builder, node: Node, x: str) -> str:
     return b.op("Mul", [window_sum, b.constant(node, "divisor")], shape, base)
 
 
+# ------------------------------------------------------- structural ops
+def _structure_source(node: Node, inputs: list[Value]) -> Optional[_Exact]:
+    """The exact value ``sub``, ``mul`` or ``clamp`` casts; ``None`` for other ops."""
+    if node.op not in ("sub", "mul", "clamp"):
+        return None
+    x = inputs[0].type
+    lo, hi = _range(x)
+    if node.op == "sub":
+        y = inputs[1].type
+        lo_y, hi_y = _range(y)
+        frac = max(x.frac_bits, y.frac_bits)
+        return _Exact(lo - hi_y, hi - lo_y, frac, _bits(max(hi_y - lo, hi - lo_y), frac))
+    if node.op == "mul":
+        y = inputs[1].type
+        ends = [a * c for a in (lo, hi) for c in _range(y)]
+        return _Exact(min(ends), max(ends), x.frac_bits + y.frac_bits, x.width + y.width)
+    bounds = {k: _value(node.constants[k]) for k in ("low", "high") if k in node.constants}
+    frac = max([x.frac_bits] + [_grid(v) for v in bounds.values()])
+    clip = [min(max(v, bounds.get("low", v)), bounds.get("high", v)) for v in (lo, hi)]
+    return _Exact(clip[0], clip[1], frac, _bits(max(abs(clip[0]), abs(clip[1])), frac))
+
+
+def _structure_compute(b: _Builder, node: Node, x: list[str]) -> str:
+    shape, base = node.output.shape, f"{node.name}_exact"
+    if node.op == "sub":
+        return b.op("Sub", x, shape, base)
+    if node.op == "mul":
+        return b.op("Mul", x, shape, base)
+    bounds = [b.constant(node, k) if k in node.constants else "" for k in ("low", "high")]
+    return b.op("Clip", [x[0]] + bounds, shape, base)
+
+
+def _interleaved(b: _Builder, node: Node, x: str, factors: list[int], expand: bool) -> str:
+    """Each spatial element followed by ``factor - 1`` zeros (``expand=False``) or copies of itself (``True``)."""
+    channels, *spatial = b.graph.value(node.inputs[0]).shape
+    split = [channels] + [v for n in spatial for v in (n, 1)]
+    wide = [channels] + [v for n, f in zip(spatial, factors) for v in (n, f)]
+    name = f"{node.name}_split"
+    y = b.op("Reshape", [x, b.initializer(f"{name}_shape", np.array([-1] + split, np.int64))], tuple(split), name)
+    if expand:
+        y = b.op("Expand", [y, b.initializer(f"{node.name}_wide", np.array([b.batch_size] + wide, np.int64))],
+                 tuple(wide), f"{node.name}_wide")
+    else:
+        ends = [0] * (len(split) + 1) + [0, 0] + [v for f in factors for v in (0, f - 1)]
+        y = b.op("Pad", [y, b.initializer(f"{node.name}_gaps", np.array(ends, np.int64))], tuple(wide),
+                 f"{node.name}_gaps")
+    joined = tuple([channels] + [n * f for n, f in zip(spatial, factors)])
+    return b.op("Reshape", [y, b.initializer(f"{node.name}_joined", np.array((-1,) + joined, np.int64))], joined,
+                f"{node.name}_joined")
+
+
+def _structure_moves(b: _Builder, node: Node, x: list[str]) -> bool:
+    """``concat`` (each input cast, then joined), ``zero_pad`` and ``upsample`` (codes moved, no cast)."""
+    shape = node.output.shape
+    if node.op == "concat":
+        parts = [b.quant(name, node.output.type, _stored(b.graph.value(v).type), b.graph.value(v).shape,
+                         f"{node.describe()}: input '{v}'") for name, v in zip(x, node.inputs)]
+        b.env[node.name] = b.op("Concat", parts, shape, node.name, output=node.name, axis=1 + node.attrs["axis"])
+        return True
+    if node.op == "upsample":
+        b.env[node.name] = b.op("Identity", [_interleaved(b, node, x[0], node.attrs["scale"], True)], shape,
+                                node.name, output=node.name)
+        return True
+    if node.op == "zero_pad":
+        insert, padding = node.attrs["insert"], node.attrs["padding"]
+        y = x[0]
+        if any(s > 1 for s in insert):
+            y = _interleaved(b, node, y, insert, False)
+            channels, *spatial = b.graph.value(node.inputs[0]).shape
+            keep = [(n - 1) * s + 1 for n, s in zip(spatial, insert)]
+            axes = list(range(2, 2 + len(keep)))
+            y = b.op("Slice", [y, b.initializer(f"{node.name}_starts", np.zeros(len(keep), np.int64)),
+                               b.initializer(f"{node.name}_ends", np.array(keep, np.int64)),
+                               b.initializer(f"{node.name}_axes", np.array(axes, np.int64))],
+                     tuple([channels] + keep), f"{node.name}_stuffed")
+        pads = [0, 0] + [p[0] for p in padding] + [0, 0] + [p[1] for p in padding]
+        b.env[node.name] = b.op("Pad", [y, b.initializer(f"{node.name}_pads", np.array(pads, np.int64))], shape,
+                                node.name, output=node.name)
+        return True
+    return False
+
+
 def _translate(b: _Builder, node: Node) -> None:
     x = [b.env[name] for name in node.inputs]
+    if _structure_moves(b, node, x):
+        return
     if node.op == "flatten":  # a reshape of the same codes: no cast
         shape = node.output.shape
         if len(shape) == 1:

@@ -22,7 +22,7 @@ class Signal1d(nn.Module):
         self.conv1 = nn.Conv1d(2, 4, 3, padding=1)
         self.pool = nn.MaxPool1d(2)
         self.conv2 = nn.Conv1d(4, 6, 3, padding=1, groups=2)
-        self.avg = nn.AvgPool1d(3, stride=1, padding=1)
+        self.avg = nn.AvgPool1d(2)
         self.up = nn.ConvTranspose1d(6, 4, 3, stride=2, padding=1, output_padding=1)
         self.adaptive = nn.AdaptiveAvgPool1d(4)
         self.fc = nn.Linear(4, 3)
@@ -94,7 +94,7 @@ class Arithmetic(nn.Module):
 
 
 #: name -> (float model, input shape per sample)
-MODELS = {"signal1d": (Signal1d, (2, 16)), "unet": (UNet, (2, 8, 8)), "mobile": (MobileBlocks, (2, 6, 6)),
+MODELS = {"signal1d": (Signal1d, (2, 16)), "unet": (UNet, (2, 8, 8)), "mobile": (MobileBlocks, (2, 8, 8)),
           "arithmetic": (Arithmetic, (6,))}
 
 #: Every rounding and overflow pair, 7 bits, 2 integer bits (saturation bits with the wrapping modes).
@@ -108,7 +108,7 @@ class ModeChain(nn.Module):
 
     def __init__(self, formats: list[FixedType]) -> None:
         super().__init__()
-        self.input = QInput(LayerQConfig(output=FixedType(8, 3)))
+        self.input = QInput(LayerQConfig(output=FixedType(8, 3, rounding="RND_CONV", overflow="SAT")))
         self.stages = nn.ModuleList()
         for t in formats:
             cfg = LayerQConfig(output=t)

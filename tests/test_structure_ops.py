@@ -149,3 +149,35 @@ def test_emulator_equals_pytorch(name):
     from qfx.emulator import emulate
     qm, graph, x = _model(name)
     _assert_equal(_pytorch(qm, x), _outputs(emulate(graph, x.numpy(), threads=1)), f"{name}: qfx.emulate")
+
+
+def _onnx_case(name: str):
+    if name != "modes":
+        return _model(name)
+    if "onnx-modes" not in _CACHE:  # the pairs QONNX's Quant expresses (it saturates; five roundings)
+        from qfx.onnx import ROUNDING_MODES
+        from qfx.format import Overflow
+        pairs = [t for t in MODE_PAIRS if t.rounding in ROUNDING_MODES and t.overflow in (Overflow.SAT,
+                                                                                           Overflow.SAT_SYM)]
+        qm, x = mode_chain(pairs)
+        _CACHE["onnx-modes"] = (qm, qfx.export(qm, x[:2]), x)
+    return _CACHE["onnx-modes"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_qonnx_equals_pytorch(name):
+    import warnings
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qfx.onnx import to_onnx
+    qm, graph, x = _onnx_case(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = to_onnx(graph, batch_size=len(x))
+    found = execute_onnx(ModelWrapper(model), {graph.inputs[0].name: x.numpy()}, return_full_exec_context=True)
+    codes = qfx.ir.run_codes(graph, [qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)])
+    for node in graph.nodes:  # every tensor, so that a mismatch names its node
+        expected = qfx.ir.values_of(codes[node.name], node.output.type)
+        assert np.array_equal(np.asarray(found[node.name], dtype=np.float64), expected), node.describe()
+    _assert_equal(_pytorch(qm, x), [np.asarray(found[o], dtype=np.float64) for o in graph.outputs],
+                  f"{name}: QONNX")
