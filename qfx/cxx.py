@@ -5,6 +5,12 @@ else the caller names (headers), so a change to any of them builds anew.
 Outputs are kept under ``$QFX_CACHE_DIR/<kind>`` (``~/.cache/qfx/<kind>``
 when the variable is unset) and compiled next to their final name, then
 renamed: concurrent processes never run or load half a file.
+
+The cache is not trusted: each output has the SHA-256 of its bytes stored
+beside it (``<file>.sha256``, written before the file is moved in), and
+:func:`intact` checks it before the output is run or loaded.  A damaged
+entry (truncated, overwritten) is rebuilt once with a warning; an entry
+without a digest (an older qfx's) is rebuilt silently.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["compiler", "cache_dir", "compile_cached"]
+__all__ = ["compiler", "cache_dir", "compile_cached", "intact", "install", "heal"]
 
 
 def compiler() -> str:
@@ -56,7 +63,7 @@ def compile_cached(source: str, stem: str, flags: Sequence[str], kind: str, key_
     digest.update(source.encode())
     directory = cache_dir(kind)
     output = directory / f"{stem}-{digest.hexdigest()[:32]}"
-    if output.is_file():
+    if heal(output):
         return output
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".build-") as tmp:
@@ -67,5 +74,60 @@ def compile_cached(source: str, stem: str, flags: Sequence[str], kind: str, key_
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"compiling '{stem}' failed ({' '.join(cmd)}):\n{result.stderr[-4000:]}")
-        os.replace(out, output)
+        install(out, output)
     return output
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def intact(path: Path) -> bool:
+    """Whether the cached ``path`` exists, is a regular file and matches the digest stored beside it."""
+    try:
+        if not path.is_file() or path.is_symlink():
+            return False
+        return _digest_path(path).read_text(encoding="ascii").strip() == _sha256(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def heal(path: Path) -> bool:
+    """Whether the cached ``path`` can be used as it is; a damaged entry is removed (with a warning) to be rebuilt."""
+    if intact(path):
+        return True
+    if path.exists() or path.is_symlink():
+        if _digest_path(path).exists():
+            warnings.warn(f"qfx: the cached build '{path}' does not match its recorded SHA-256 (truncated or "
+                          "overwritten); rebuilding it", RuntimeWarning, stacklevel=3)
+        for p in (path, _digest_path(path)):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                shutil.rmtree(p, ignore_errors=True)
+    return False
+
+
+def install(built: Path, output: Path) -> None:
+    """Move the freshly built ``built`` to ``output``, its digest written beside it first (both renamed atomically).
+
+    When a concurrent builder has installed an intact ``output`` meanwhile, that one is kept.
+    """
+    if intact(output):
+        os.unlink(built)
+        return
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".sha256")
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(_sha256(built) + "\n")
+    os.replace(tmp, _digest_path(output))
+    os.replace(built, output)

@@ -326,3 +326,15 @@ def test_programs_are_cached_by_content(tmp_path, monkeypatch):
     stamp = first.stat().st_mtime_ns
     assert compile_graph(graph) == first and first.stat().st_mtime_ns == stamp
     assert not list((tmp_path / "emulator").glob(".build-*"))  # the temporary build directory is gone
+
+
+def test_a_garbage_cached_program_is_rebuilt_not_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("QFX_CACHE_DIR", str(tmp_path))
+    qm, graph, shape = _zoo("mlp")
+    x = inputs(shape, batch=4).numpy()
+    expected = qfx.ir.run(graph, x)
+    program = compile_graph(graph)
+    for damage in (b"\x7fELF\x02\x01\x01" + b"\0" * 64, program.read_bytes()[:2000]):
+        program.write_bytes(damage)  # an exec format error, or a crash, if it were run
+        with pytest.warns(RuntimeWarning, match="does not match its recorded SHA-256"):
+            assert np.array_equal(emulate(graph, x), expected)

@@ -411,3 +411,16 @@ def test_ap_types_prefers_xilinx_hls_then_hls4ml(tmp_path: pathlib.Path, monkeyp
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(ToolchainError, match="pip install hls4ml"):
         ap_types_include()
+
+
+def test_a_garbage_cached_testbench_is_rebuilt_not_run(tmp_path: pathlib.Path) -> None:
+    from qfx.hls import default_inputs
+    from qfx.hls.csim import compile_testbench
+    graph = _hostile_graph()
+    files = generate(graph, load_board("ultra96v2"), "parallel", default_inputs(graph, samples=8))
+    project = write_project(files, tmp_path / "small")
+    binary, _, _ = compile_testbench(project)
+    binary.write_bytes(b"#!/bin/sh\necho qfx-csim samples 8; echo qfx-csim outputs mismatches 0\n")
+    with pytest.warns(RuntimeWarning, match="does not match its recorded SHA-256"):
+        report = run_csim(project)
+    assert report.ok and not report.cached and report.samples == 8

@@ -18,6 +18,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from .. import cxx
 from ..ir.graph import Graph, c_identifier
 from ..ir.interpreter import input_codes, values_of
 from .build import cache_dir, compile_source, include_dir
@@ -54,7 +55,7 @@ def compile_graph(graph: Graph) -> Path:
     """The path of the compiled emulator program for ``graph`` (built on first use, then cached)."""
     key = _fingerprint(graph)
     path = _BUILT.get(key)
-    if path is None or not path.is_file():
+    if path is None or not cxx.intact(path):  # checked before every run: the cache is not trusted
         path = compile_source(generate(graph), stem=c_identifier(graph.name or "graph", set()))
         _BUILT[key] = path
     return path

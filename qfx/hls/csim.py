@@ -2,7 +2,8 @@
 
 The binary depends only on the sources (the golden codes are read at run
 time), so it is cached by a hash of the sources, compiler and flags under
-``$QFX_CACHE_DIR`` or ``~/.cache/qfx/hls``.  The testbench prints one line
+``$QFX_CACHE_DIR`` or ``~/.cache/qfx/hls``, and checked against its recorded
+digest before each run (:func:`qfx.cxx.heal`).  The testbench prints one line
 per traced tensor; :class:`CsimReport` holds them, and
 :attr:`CsimReport.first_mismatch` names the first layer that differs.
 """
@@ -94,25 +95,25 @@ def compile_testbench(directory: "os.PathLike | str") -> tuple[pathlib.Path, flo
     directory = pathlib.Path(directory)
     sources = _sources(directory)
     headers = sorted((directory / "firmware").glob("*.h"))
-    cxx, include = compiler(), ap_types_include()
+    compiler_path, include = compiler(), ap_types_include()
     digest = hashlib.sha256()
-    for part in [cxx, str(include), *FLAGS]:
+    for part in [compiler_path, str(include), *FLAGS]:
         digest.update(part.encode() + b"\0")
     for path in sources + headers:
         digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
     binary = cache_dir() / digest.hexdigest()[:32] / "tb"
-    if binary.is_file():
+    if cxx.heal(binary):  # checked against its recorded digest: a damaged binary is rebuilt, never run
         return binary, 0.0, True
     binary.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=binary.parent, prefix=".tb.")
     os.close(fd)
     start = time.perf_counter()
-    command = [cxx, *FLAGS, f"-I{include}", f"-I{directory / 'firmware'}", *map(str, sources), "-o", partial]
+    command = [compiler_path, *FLAGS, f"-I{include}", f"-I{directory / 'firmware'}", *map(str, sources), "-o", partial]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         os.unlink(partial)
         raise CsimError(f"compiling the testbench of '{directory}' failed:\n{result.stderr[-4000:]}")
-    os.replace(partial, binary)
+    cxx.install(pathlib.Path(partial), binary)
     return binary, time.perf_counter() - start, False
 
 
