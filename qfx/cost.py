@@ -46,6 +46,8 @@ from .nn import (QAdaptiveAvgPool, QClamp, QConcat, QConstantAdd, QConstantMul, 
 from .nn import (QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QFlatten, QInput, QLeakyReLU, QMaxPool2d, QReLU,
                  QReLU6, QuantizedLayer)
 from .nn.batchnorm import _QBatchNorm
+from .nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
+from .nn.prelu import QPReLU, QRPReLU
 from .nn.layer import describe_format
 from .nn.linear import _QDotProduct
 from .nn.quantizers import KHotQuantizer
@@ -188,6 +190,8 @@ def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
                 window = math.prod(shape[-2:]) if shape is not None else window
             w_sum = w_in + (window - 1).bit_length()
             cost = cost + _per_sample(node) * ((window - 1) * w_sum + w_sum * layer.divisor_quantizer.base_type.width)
+        elif isinstance(layer, (QBinaryLinear, QBinaryConv1d, QBinaryConv2d, QSign, QThermometer, QPReLU)):
+            cost = cost + _binary_and_prelu_cost(layer, node, x.width)
         else:
             structural = _structure_cost(layer, node, w_in, [operand_of(a) for a in node.args])
             if structural is None:
@@ -195,6 +199,31 @@ def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
             cost = cost + structural
         costs.append(LayerCost(node.target, layer, cost))
     return costs
+
+
+def _binary_and_prelu_cost(layer: nn.Module, node: fx.Node, w_in: int) -> torch.Tensor:
+    """Binary layers and PReLU.
+
+    A binary dot product of ``N`` terms is ``N`` XNORs and a popcount (an
+    adder tree of about ``N`` full-adder bits): ``2 N`` per output.  A sign
+    or thermometer level is one comparison of the input's width.  PReLU is a
+    slope product like a BatchNorm scale (``(K - 1)`` adds when K-hot) plus
+    the adds of its shifts, each as wide as the wider operand.
+    """
+    elems = _per_sample(node)
+    if isinstance(layer, (QBinaryLinear, QBinaryConv1d, QBinaryConv2d)):
+        return torch.tensor(float(elems * 2 * layer.fan_in))
+    if isinstance(layer, QSign):
+        return torch.tensor(float(elems * w_in))
+    if isinstance(layer, QThermometer):
+        return torch.tensor(float(elems * w_in))  # one comparison per output channel
+    q = layer.slope_quantizer
+    w_s = q.base_type.width
+    ops = (q.k - 1) * (w_in + w_s) if isinstance(q, KHotQuantizer) else w_in * w_s
+    if isinstance(layer, QRPReLU):
+        w_shift = layer.shift_quantizer.base_type.width
+        ops += max(w_in, w_shift) + max(w_in + w_s, w_shift)
+    return torch.tensor(float(elems * ops))
 
 
 def _structure_cost(layer: nn.Module, node: fx.Node, w_in: int, args: list) -> Optional[torch.Tensor]:

@@ -29,3 +29,15 @@ def test_digits_to_fpga_runs(tmp_path) -> None:
                              "--epochs", "2", "--qat-epochs", "1"], capture_output=True, text=True, timeout=600,
                             check=True)
     assert "bit-exact" in result.stdout and "yes, every code" in result.stdout
+
+
+def test_bnn_runs(tmp_path) -> None:
+    """The binarized network example, tiny: every row printed, the chosen row bit-exact in the emulator."""
+    out = tmp_path / "bnn"
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "bnn.py"), "--quick", "--no-synth",
+                             "--bits", "4", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                            check=True)
+    for row in ("float element-wise", "PTQ 4-bit", "QAT 4-bit", "K-hot K=1", "K-hot K=2"):
+        assert row in result.stdout
+    assert "0 mismatching codes" in result.stdout
+    assert (out / "metrics.json").exists() and (out / "bnn.png").exists()

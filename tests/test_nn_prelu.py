@@ -66,3 +66,18 @@ def test_rprelu_formula_against_float():
     q = QRPReLU.from_float(float_layer, cfg, input_width=24).eval()
     x = torch.randn(8, 4, 3)
     assert torch.allclose(q(x).float(), float_layer(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("khot", [None, "khot:2"])
+def test_prelu_rtl_on_icarus(tmp_path, khot):
+    """The Verilog prelu (shift-add slopes, both shifts) matches the interpreter on Icarus."""
+    from qfx.rtl import generate, simulate
+    x = torch.randn(64, 3, 4, 4)
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), RPReLU(3), nn.PReLU(3))
+    config = qfx.QConfig(activation=6, scale=5, shift=5, multiplier_free=khot)
+    qm = qfx.quantize_model(_randomized(model), config, x[:1])
+    qfx.calibrate(qm, [x])
+    graph = qfx.export(qm.eval(), x[:1])
+    design = generate(graph, tmp_path / "design")
+    assert " * " not in "".join(p.read_text() for p in design.rglob("*.v"))
+    simulate(design, "icarus")

@@ -27,7 +27,8 @@ __all__ = ["RTLError", "Wire", "AdderInstance", "LayerModule", "lower_node", "MA
 
 #: A convolution is unrolled only up to this many nonzero weight taps over all its outputs.
 MAX_UNROLLED_TAPS = 50_000
-SUPPORTED_OPS = ("dense", "conv1d", "conv2d", "relu", "relu6", "leaky_relu", "scale_shift", "add", "flatten")
+SUPPORTED_OPS = ("dense", "conv1d", "conv2d", "relu", "relu6", "leaky_relu", "scale_shift", "add", "flatten",
+                 "prelu")
 
 
 class RTLError(ValueError):
@@ -312,8 +313,50 @@ def _add(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return b.cast(sources, node.output.type, "y")
 
 
+def _prelu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    """``t = x + bias``; ``t >= 0 ? t : t * slope`` (an adder graph); ``+ shift``: aligned like the interpreter."""
+    x = inputs[0]
+    slope, bias, shift = (node.constants.get(r) for r in ("slope", "bias", "shift"))
+
+    def at(c, ch: int) -> tuple[int, int]:
+        k = ch if c.codes.shape[0] > 1 else 0
+        return int(c.codes[k]), c.type_of(k).frac_bits
+
+    channel = _channel_of(x)
+    fx = x.type.frac_bits
+    shifted = []
+    for e, element in enumerate(b.unpack(0, x)):
+        if bias is None:
+            shifted.append((element, fx))
+            continue
+        code, fb = at(bias, channel[e])
+        ft = max(fx, fb)
+        shifted.append((b.align_add(f"t{e}", element, ft - fx, code << (ft - fb)), ft))
+    products = b.products([{e: at(slope, c)[0]} if at(slope, c)[0] else {} for e, c in enumerate(channel)],
+                          [t for t, _ in shifted])
+    sources = []
+    for e, (((name, low, high), ft), (product, plow, phigh)) in enumerate(zip(shifted, products)):
+        fs = at(slope, channel[e])[1]
+        common = max(ft, ft + fs)
+        up, down = common - ft, common - ft - fs
+        ranges = []
+        if high >= 0:
+            ranges += [max(low, 0) << up, high << up]
+        if low < 0:
+            ranges += [plow << down, phigh << down]  # over all of t's range: a superset
+        expr = f"{name}[{signed_width(low, high) - 1}] ? {_shifted(product, down)} : {_shifted(name, up)}"
+        r = b.wire(f"r{e}", min(ranges), max(ranges), expr)
+        if shift is None:
+            sources.append((r, common))
+            continue
+        code, fz = at(shift, channel[e])
+        fy = max(common, fz)
+        sources.append((b.align_add(f"s{e}", r, fy - common, code << (fy - fz)), fy))
+    return b.cast(sources, node.output.type, "y")
+
+
 _LOWER = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
-          "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add}
+          "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "prelu": _prelu}
 
 
 def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule:
