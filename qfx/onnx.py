@@ -81,7 +81,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -91,6 +90,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .files import write_atomically
 from .format import FixedType, Overflow, Rounding
 from .ir.graph import Constant, Graph, Node, Value
 from .render.escape import printable
@@ -586,12 +586,5 @@ def export_onnx(graph: Graph, path: Union[str, os.PathLike], *, force: bool = Fa
         raise FileExistsError(f"export_onnx: '{path}' exists; pass force=True (or --force) to overwrite it")
     data = to_onnx(graph, batch_size=batch_size).SerializeToString()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomically(path, lambda f: f.write(data))
     return path

@@ -313,7 +313,7 @@ def test_writer_refuses_existing_unsafe_and_foreign_targets(tmp_path: pathlib.Pa
     with pytest.raises(FileExistsError, match="--force"):
         write_project(files, target)
     write_project({"qfx.json": "{}\n", "c.txt": "three\n"}, target, force=True)
-    assert sorted(p.name for p in target.iterdir()) == ["c.txt", "qfx.json"]
+    assert sorted(p.name for p in target.iterdir()) == [".qfx-record.json", "c.txt", "qfx.json"]
     for bad in ("../escape.txt", "/etc/passwd", "a/../../b", "", "a//b", "./a", "a\\b"):
         with pytest.raises(UnsafePathError):
             write_project({bad: "x"}, tmp_path / "q", force=True)

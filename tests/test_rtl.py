@@ -153,9 +153,9 @@ def test_existing_folders_are_kept_unless_forced(tmp_path):
     target.mkdir()
     (target / "mine.txt").write_text("user data")
     with pytest.raises(FileExistsError, match="--force"):
-        write_project({"a.v": "x"}, target, marker="manifest.json")
+        write_project({"a.v": "x"}, target)
     with pytest.raises(ValueError, match="not replace it even with --force"):
-        write_project({"a.v": "x"}, target, force=True, marker="manifest.json")
+        write_project({"a.v": "x"}, target, force=True)
     assert [p.name for p in target.iterdir()] == ["mine.txt"]
     design = generate(_odd_names_graph(), tmp_path / "design")
     generate(_odd_names_graph(), design, pipeline=1, force=True)  # an earlier design is replaced

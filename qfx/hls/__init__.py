@@ -14,6 +14,9 @@ are), :mod:`.report` (formats, costs, synthesis results).
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
 from typing import Optional
 
 import numpy as np
@@ -24,10 +27,11 @@ from .csim import CsimError, CsimReport, TensorResult, run_csim
 from .layers import HLSError
 from .project import IO_MODES, plan_project
 from .toolchain import ToolchainError
-from ..render import UnsafePathError, write_project
+from .. import render
+from ..render import ForeignFilesError, UnsafePathError
 
 __all__ = ["generate", "default_inputs", "float_inputs", "write_project", "run_csim", "CsimReport",
-           "TensorResult", "HLSError", "CsimError", "ToolchainError", "UnsafePathError", "IO_MODES"]
+           "TensorResult", "HLSError", "CsimError", "ToolchainError", "UnsafePathError", "ForeignFilesError", "IO_MODES"]
 
 #: Golden samples the testbench checks when no inputs are given.
 DEFAULT_SAMPLES = 256
@@ -51,3 +55,18 @@ def generate(graph: Graph, board: Board, io: str = "parallel", inputs: Optional[
              reuse: Optional[dict[str, int]] = None) -> dict[str, str]:
     """The project's files as ``{relative path: text}``; ``inputs`` are codes (default: :func:`default_inputs`)."""
     return plan_project(graph, board, io, inputs if inputs is not None else default_inputs(graph), reuse)
+
+
+def write_project(files: dict[str, str], directory: "os.PathLike | str", force: bool = False) -> pathlib.Path:
+    """Write a plan of :func:`generate` as the folder ``directory``, atomically (see :func:`qfx.render.write_project`).
+
+    With ``force`` an earlier project is replaced, together with what Vitis
+    built in it (``<top>_prj/``, its logs), but never a folder holding
+    other files.
+    """
+    try:
+        top = json.loads(files.get("qfx.json", "{}")).get("top")
+    except (ValueError, AttributeError):
+        top = None
+    outputs = ("vitis_hls.log", "logs", ".Xil") + ((f"{top}_prj",) if isinstance(top, str) else ())
+    return render.write_project(files, directory, force=force, outputs=outputs)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
+from ..files import write_atomically
 from ..format import FixedType
 from .graph import Constant, Graph, IRError, Node, Value
 
@@ -69,18 +69,6 @@ def to_document(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return doc, arrays
 
 
-def _write_atomically(path: Path, write: Any) -> None:
-    """Write through a temporary file in ``path``'s directory, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def save(graph: Graph, path: PathLike, force: bool = False) -> Path:
     """Write ``graph`` to ``path`` (JSON) and the ``.npz`` beside it; refuse to overwrite unless ``force``.
 
@@ -98,9 +86,9 @@ def save(graph: Graph, path: PathLike, force: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc, arrays = to_document(graph)
     doc["arrays"] = arrays_path.name
-    _write_atomically(arrays_path, lambda f: np.savez_compressed(f, **arrays))
+    write_atomically(arrays_path, lambda f: np.savez_compressed(f, **arrays))
     text = json.dumps(doc, indent=1, sort_keys=False) + "\n"
-    _write_atomically(path, lambda f: f.write(text.encode()))
+    write_atomically(path, lambda f: f.write(text.encode()))
     return path
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from . import escape
 from .environment import environment, template_dir
 from .escape import cpp_type, ident, tcl_word
-from .writer import UnsafePathError, check_relative_path, write_project
+from .writer import ForeignFilesError, UnsafePathError, check_relative_path, check_replaceable, write_project
 
 __all__ = ["escape", "environment", "template_dir", "cpp_type", "ident", "tcl_word", "write_project", "check_relative_path",
-           "UnsafePathError"]
+           "check_replaceable", "UnsafePathError", "ForeignFilesError"]

@@ -32,12 +32,13 @@ from ..ir import Graph, IRError, run_codes
 from ..ir.graph import c_identifier
 from ..render import environment, write_project
 from ..render.escape import verilog_ident
-from .design import MANIFEST
 from .layers import LayerModule, RTLError, lower_node
 
 __all__ = ["Design", "plan_design", "render", "generate", "random_input_codes"]
 
 DEFAULT_VECTORS = 256
+#: What simulating a design adds to its folder (``--force`` may replace these with the design).
+SIMULATION_OUTPUTS = ("sim_build", "tb/__pycache__", ".pytest_cache")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,4 +221,4 @@ def render(graph: Graph, pipeline: int = 0, inputs: Optional[np.ndarray] = None,
 def generate(graph: Graph, directory: "os.PathLike | str", pipeline: int = 0, inputs: Optional[np.ndarray] = None,
              top: Optional[str] = None, force: bool = False) -> pathlib.Path:
     """Write the design of ``graph`` into ``directory`` (see :func:`render`); returns the folder."""
-    return write_project(render(graph, pipeline, inputs, top), directory, force=force, marker=MANIFEST)
+    return write_project(render(graph, pipeline, inputs, top), directory, force=force, outputs=SIMULATION_OUTPUTS)
