@@ -31,6 +31,7 @@ from .nn import (LayerQConfig, QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QBatchNorm1
                  QConv2d, QFlatten, QInput, QLeakyReLU, QLinear, QMaxPool2d, QReLU, QReLU6, QuantizedLayer)
 from .nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
 from .nn.prelu import QPReLU, QRPReLU, RPReLU
+from .nn.lut import TABLE_MODULES, QTable, table_function
 
 __all__ = ["QConfig", "quantize_model", "UnsupportedOperationError", "SUPPORTED_MODULES", "SUPPORTED_FUNCTIONS"]
 
@@ -203,12 +204,16 @@ class UnsupportedOperationError(TypeError):
 #: Float module classes quantize_model converts (nn.Dropout and nn.Identity are kept as they are).
 SUPPORTED_MODULES: tuple[type, ...] = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.PReLU, RPReLU)
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.PReLU, RPReLU,
+    *TABLE_MODULES)
 
 #: Functions and methods quantize_model converts, by their spelling in the error message.
 SUPPORTED_FUNCTIONS = ("operator.add (a + b of two tensors)", "torch.add(a, b)", "F.relu", "torch.relu",
                        "torch.flatten(x, 1)", "x.flatten(1)", "x.view(x.size(0), -1)", "x.reshape(N, -1)",
-                       "x.size()/x.shape (feeding a flatten)")
+                       "x.size()/x.shape (feeding a flatten)",
+                       "torch.sigmoid, torch.tanh, torch.exp, torch.reciprocal, F.silu, F.gelu, F.elu, F.softplus, "
+                       "F.hardsigmoid, F.hardswish and the methods .sigmoid(), .tanh(), .exp(), .reciprocal() "
+                       "(lookup tables)")
 
 # A qfx layer is already converted: the tracer must not look inside it.
 _PASSTHROUGH = (nn.Identity, nn.Dropout, QFlatten)
@@ -229,13 +234,9 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 def _unsupported(what: str, node: fx.Node, module_path: Optional[str] = None, detail: str = "") -> UnsupportedOperationError:
     where = f"node '{node.name}'" + (f", module path '{module_path}'" if module_path else "")
-    modules = ", ".join(f"{'nn' if m.__module__.startswith('torch') else 'qfx.nn'}.{m.__name__}"
-                        for m in SUPPORTED_MODULES)
-    functions = ", ".join(SUPPORTED_FUNCTIONS)
     return UnsupportedOperationError(
-        f"quantize_model: unsupported {what} at {where}{detail}. Supported modules: {modules} "
-        "(AdaptiveAvgPool2d with output_size=1 only); supported functions and methods: "
-        f"{functions}. Replace it by a supported one, or convert that part by hand with qfx.nn layers.")
+        f"quantize_model: unsupported {what} at {where}{detail}; the ops qfx converts are listed in docs/ops.md "
+        "(an elementwise function can be given as a lookup table, qfx.nn.QTable)")
 
 
 def _describe_target(node: fx.Node) -> str:
@@ -390,6 +391,8 @@ def _convert_module(module: nn.Module, cfg: LayerQConfig, input_width: int) -> n
         return QMaxPool2d.from_float(module, None)  # the maximum keeps the input's format: no cast
     if type(module) is nn.Flatten:
         return QFlatten.from_float(module)
+    if type(module) in TABLE_MODULES:
+        return QTable.from_float(module, cfg)
     raise KeyError(type(module))
 
 
@@ -401,6 +404,8 @@ def _qfx_type(module: nn.Module) -> Optional[type]:
         return QMaxPool2d
     if type(module) is nn.Flatten:
         return QFlatten
+    if type(module) in TABLE_MODULES:
+        return QTable
     return _FROM_FLOAT.get(type(module))
 
 
@@ -547,6 +552,13 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                 cfg = config.resolve(node.name, nn.LeakyReLU, QLeakyReLU)
                 new = insert_module(node, node.name, QLeakyReLU(float(slope), cfg=cfg, input_width=in_width),
                                     (node.args[0],))
+                graph.erase_node(node)
+                width[new] = cfg.output.width
+            elif table_function(target, node.kwargs) is not None and len(node.args) == 1:
+                input_width_of(node, node.args[0])
+                cfg = config.resolve(node.name, None, QTable)
+                name, function = table_function(target, node.kwargs)
+                new = insert_module(node, node.name, QTable(function, name, cfg), (node.args[0],))
                 graph.erase_node(node)
                 width[new] = cfg.output.width
             elif node.op == "call_function" and target in _RELU_FUNCTIONS:

@@ -12,7 +12,8 @@ operator's bit-level work:
   with different binary points (a bias onto a dot product, the shift of a
   BatchNorm, a residual add) is ``max(I_a, I_b) + max(F_a, F_b) + 1`` wide,
   the ``ap_fixed`` result type of the ``+``;
-* comparisons (ReLU, max pooling) cost the input width; reshapes, dropout,
+* comparisons (ReLU, max pooling) cost the input width; a lookup table
+  (:class:`~qfx.nn.QTable`) costs its ROM bits, ``2**W_table * W_out``; reshapes, dropout,
   identity and the input cast cost nothing; the output casts (rounding
   increments) are not counted.
 
@@ -50,6 +51,7 @@ from .nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QTher
 from .nn.prelu import QPReLU, QRPReLU
 from .nn.layer import describe_format
 from .nn.linear import _QDotProduct
+from .nn.lut import QTable
 from .nn.quantizers import KHotQuantizer
 
 __all__ = ["bit_cost", "layer_costs", "summary", "LayerCost"]
@@ -179,6 +181,8 @@ def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
             cost = cost + _per_sample(node) * w_in
         elif isinstance(layer, QLeakyReLU):
             cost = cost + _per_sample(node) * w_in * layer.slope_quantizer.base_type.width
+        elif isinstance(layer, QTable):
+            cost = cost + layer.rom_bits()  # one ROM, read by every element
         elif isinstance(layer, QMaxPool2d):
             k = layer.kernel_size
             area = k * k if isinstance(k, int) else math.prod(k)

@@ -326,7 +326,7 @@ def _activation_quantizers(model: nn.Module) -> dict[str, Quantizer]:
     found = {}
     for name, layer in model.named_modules():
         if isinstance(layer, QuantizedLayer):
-            for tensor in ("accum", "output"):
+            for tensor in ("table", "accum", "output"):
                 q = getattr(layer, f"{tensor}_quantizer", None)
                 if q is not None:
                     found[f"{name}.{tensor}" if name else tensor] = q
@@ -344,7 +344,8 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *,
        shifts get their binary points from the tensors themselves
        (:func:`calibrate_constants` with ``constant_observer``, default
        :class:`MSEObserver`), per channel where their quantizer is.
-    2. Every activation quantizer (``output_quantizer``, ``accum_quantizer``)
+    2. Every activation quantizer (``output_quantizer``, ``accum_quantizer``, a table's
+       ``table_quantizer``)
        gets an observer (``observer()``, default :class:`MSEObserver`; pass
        :class:`MinMaxObserver` for ranges that never saturate on the
        calibration data) through a forward pre-hook, which sees the exact
@@ -400,8 +401,8 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *,
 
 
 def _layer_quantizers(layer: nn.Module) -> list[Quantizer]:
-    """A layer's activation quantizers in the order it applies them: accumulator, then output."""
-    return [q for q in (getattr(layer, "accum_quantizer", None), getattr(layer, "output_quantizer", None))
+    """A layer's activation quantizers in the order it applies them: table input, accumulator, then output."""
+    return [q for q in (getattr(layer, f"{tensor}_quantizer", None) for tensor in ("table", "accum", "output"))
             if q is not None]
 
 

@@ -230,6 +230,22 @@ void leaky_relu(const typename C::in_t x[C::n], typename C::out_t y[C::n]) {
     }
 }
 
+// y = table[index_t(x) - lowest]: x cast once (an ap_fixed assignment) to the table's input format,
+// whose code addresses a ROM of output codes.  exact_t holds x's values in the shape finish() uses.
+template <class C>
+void lookup(const typename C::in_t x[C::n], typename C::out_t y[C::n],
+            const typename C::out_code_t table[C::entries]) {
+    for (int i = 0; i < C::n; i++) {
+#pragma HLS UNROLL
+        typename C::exact_bits_t bits = code_of<typename C::in_code_t>(x[i]);
+        bits <<= C::exact_shift;
+        typename C::index_t index = from_code<typename C::exact_t>(bits);
+        typename C::address_t address = code_of<typename C::index_code_t>(index) - C::lowest;
+        y[i] = from_code<typename C::out_t>(table[address]);
+        QFX_RECORD(C::trace_id, i, code_of<typename C::out_code_t>(y[i]));
+    }
+}
+
 // a + b on their common binary point.
 template <class C>
 void add(const typename C::a_t a[C::n], const typename C::b_t b[C::n], typename C::out_t y[C::n]) {

@@ -443,13 +443,21 @@ def _binary_conv(unit: _Unit, node: Node) -> str:
     return (f"qfx::binary_conv2d<{unit.fmt(node.name)}, qfx::Conv2dShape<{', '.join(map(str, shape))}>, "
             f"{per_pixel}, {a['pad_value']}>({unit.ws(x.name)}, {_words_constant(unit, node, words)}, "
             f"ws.{name}__packed, {unit.ws(node.name)});")
+def _table(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    t = node.formats["table"]
+    index = f"{unit.names[node.name]}__index"
+    unit.formats.append(f"using {index} = {_format(t)};")
+    rom = unit.constant(node, "table", node.constants["table"].codes)
+    return (f"qfx::lookup<formats::{index}, {x.size}, {x.type.frac_bits - t.frac_bits}>({unit.ws(x.name)}, {rom}, "
+            f"{unit.ws(node.name)});")
 
 
 _EMITTERS = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
              "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "maxpool2d": _maxpool,
              "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool, "flatten": _flatten,
              "prelu": _prelu, "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense, "binary_conv1d": _binary_conv,
-             "binary_conv2d": _binary_conv}
+             "binary_conv2d": _binary_conv, "table": _table}
 
 
 # -------------------------------------------------------------- the unit

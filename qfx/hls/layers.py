@@ -306,11 +306,24 @@ def _flatten(layer: Layer, x: Value) -> None:
     layer.ints.append(("n", x.size))
 
 
+def _table(layer: Layer, x: Value) -> None:
+    """A ROM of output codes addressed by ``x`` cast to the table's input format."""
+    t, table = layer.node.formats["table"], layer.node.constants["table"]
+    exact = cast_source(x.type.width, x.type.frac_bits, x.type.signed, t)
+    layer.function = "lookup"
+    layer.ints += [("n", x.size), ("entries", table.codes.size), ("exact_shift", exact.frac_bits - x.type.frac_bits)]
+    layer.codes.append(("lowest", t.code_min))
+    layer.types += [("exact_bits_t", code_type(exact)), ("exact_t", str(exact)), ("index_t", str(t)),
+                    ("index_code_t", code_type(t)), ("address_t", f"ap_uint<{t.width}>")]
+    layer.arrays.append(ArrayConstant("out_code_t", f"{layer.name}_table", table.codes.shape, c_array(table.codes)))
+
+
 #: Each IR op's planner: it fills the layer's function, types and constants from the node and its inputs.
 _PLANNERS = {
     "dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
     "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "maxpool2d": _maxpool,
     "avgpool2d": _window_avgpool, "global_avgpool2d": _global_avgpool, "flatten": _flatten,
+    "table": _table,
 }
 
 

@@ -22,6 +22,7 @@ from ..nn.batchnorm import _QBatchNorm
 from ..nn.prelu import QPReLU, QRPReLU
 from ..nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
 from ..nn.layer import FixedConstant
+from ..nn.lut import QTable
 from .graph import Constant, Graph, IRError, Node, Value
 from .lower import lower_layer
 
@@ -31,7 +32,7 @@ _ALIASES = (nn.Identity, nn.Dropout)
 _SIMPLE_OPS = {QLinear: "dense", QReLU: "relu", QReLU6: "relu6", QLeakyReLU: "leaky_relu", QAdd: "add",
                QAdaptiveAvgPool2d: "global_avgpool2d", QFlatten: "flatten", QSign: "sign",
                QThermometer: "thermometer", QBinaryLinear: "binary_dense", QBinaryConv1d: "binary_conv1d",
-               QBinaryConv2d: "binary_conv2d", QPReLU: "prelu", QRPReLU: "prelu"}
+               QBinaryConv2d: "binary_conv2d", QPReLU: "prelu", QRPReLU: "prelu", QTable: "table"}
 
 
 def _pair(value: Union[int, tuple[int, ...], list[int]]) -> list[int]:
@@ -69,6 +70,8 @@ def _attrs(layer: nn.Module) -> dict[str, Any]:
                 "dilation": _pair(layer.dilation), "ceil_mode": bool(layer.ceil_mode)}
     if isinstance(layer, QAvgPool2d):
         return {"kernel": _pair(layer.kernel_size), "stride": _pair(layer.stride), "padding": _pair(layer.padding)}
+    if isinstance(layer, QTable):
+        return {"function": layer.name}
     return {}
 
 
@@ -87,7 +90,7 @@ def _op(layer: nn.Module) -> str:
     raise IRError(f"export: layer {type(layer).__name__} has no IR op; supported layers: QInput, QLinear, "
                   "QConv1d, QConv2d, QBatchNorm1d/2d, QReLU, QReLU6, QLeakyReLU, QAdd, QMaxPool2d, QAvgPool2d, "
                   "QAdaptiveAvgPool2d, QFlatten, QPReLU, QRPReLU, QSign, QThermometer, QBinaryLinear, QBinaryConv1d, "
-                  "QBinaryConv2d, Dropout, Identity")
+                  "QBinaryConv2d, QTable, Dropout, Identity")
 
 
 def _shape(node: fx.Node) -> tuple[int, ...]:
@@ -161,7 +164,7 @@ def export(model: nn.Module, example_input: Any, name: str = "") -> Graph:
         node = Node(name=fx_node.name, op=op, inputs=tuple(values[a].name for a in args),
                     output=Value(fx_node.name, _shape(fx_node), out_type), attrs=_attrs(layer),
                     constants={k: _constant(c) for k, c in layer.constants().items()},
-                    formats={"accum": formats["accum"]} if "accum" in formats else {},
+                    formats={k: formats[k] for k in ("accum", "table") if k in formats},
                     label=str(fx_node.target))
         nodes.append(node)
         values[fx_node] = node.output

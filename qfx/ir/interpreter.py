@@ -262,6 +262,10 @@ def _binary_conv(node: Node, x: Codes, fx: int) -> Codes:
     sums = _xnor_sums(cols, w.reshape(groups, oc // groups, k)[None])  # N, G, P, O/G
     sums = np.swapaxes(sums, 2, 3).reshape((n, oc) + out)
     return cast(sums[:, :, 0, :] if node.op == "binary_conv1d" else sums, 0, node.output.type)
+def _table(node: Node, x: Codes, fx: int) -> Codes:
+    t = node.formats["table"]
+    address = np.asarray(cast(x, fx, t)).astype(np.int64) - t.code_min
+    return node.constants["table"].codes[address]
 
 
 _UNARY: dict[str, Callable[[Node, Codes, int], Codes]] = {
@@ -269,6 +273,7 @@ _UNARY: dict[str, Callable[[Node, Codes, int], Codes]] = {
     "relu6": _relu6, "leaky_relu": _leaky_relu, "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool,
     "flatten": _flatten, "prelu": _prelu, "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense,
     "binary_conv1d": _binary_conv, "binary_conv2d": _binary_conv,
+    "table": _table,
 }
 
 

@@ -41,6 +41,8 @@ op                            result before the output cast                     
                               padding ``[[begin, end], ...]`` (no cast)
 ``upsample``                  each element repeated ``scale`` times per spatial           (scale)
                               dimension, nearest (no cast)
+``table``                     ``table[code(Qtable(x)) - code_min]``: the output codes of  table
+                              a function at every code of the format ``table``            (function)
 ============================  ==========================================================  =======================
 
 A binary tensor has the format ``ap_fixed<2,2>`` and only the codes ``-1``
@@ -370,6 +372,22 @@ def _upsample(node: Node, inputs: list[Value]) -> tuple[int, ...]:
 VARIADIC = frozenset({"concat"})
 
 
+def _table(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    """A lookup table: ``formats['table']`` addresses ``2**W`` output codes (the output's format)."""
+    t = node.formats.get("table")
+    if t is None:
+        raise IRError(f"{node.describe()}: format 'table' (the table's input format) is missing")
+    if t.width > 16:
+        raise IRError(f"{node.describe()}: table input format {t} has more than 16 bits")
+    table = _constant(node, "table", (t.code_max - t.code_min + 1,))
+    if table.types[0] != node.output.type:
+        raise IRError(f"{node.describe()}: the table holds codes of {table.types[0]}, but the output is "
+                      f"{node.output.type}")
+    if not isinstance(node.attrs.get("function", ""), str):
+        raise IRError(f"{node.describe()}: attribute 'function' must be a name, got {node.attrs['function']!r}")
+    return inputs[0].shape
+
+
 #: Each op: (number of inputs, the check returning the output shape, attributes it takes, formats it takes).
 OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozenset, frozenset]] = {
     "dense": (1, _dense, frozenset(), frozenset({"accum"})),
@@ -396,6 +414,7 @@ OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozen
     "concat": (0, _concat, frozenset({"axis"}), frozenset()),
     "zero_pad": (1, _zero_pad, frozenset({"insert", "padding"}), frozenset()),
     "upsample": (1, _upsample, frozenset({"scale"}), frozenset()),
+    "table": (1, _table, frozenset({"function"}), frozenset({"table"})),
 }
 
 _CONSTANTS = {"dense": {"weight", "bias"}, "conv1d": {"weight", "bias"}, "conv2d": {"weight", "bias"},
@@ -403,7 +422,7 @@ _CONSTANTS = {"dense": {"weight", "bias"}, "conv1d": {"weight", "bias"}, "conv2d
               "global_avgpool2d": {"divisor"}, "thermometer": {"thresholds"}, "binary_dense": {"weight"},
               "prelu": {"slope", "bias", "shift"},
               "binary_conv1d": {"weight"}, "binary_conv2d": {"weight"},
-              "clamp": {"low", "high"}}
+              "clamp": {"low", "high"}, "table": {"table"}}
 
 
 def check_node(node: Node, inputs: list[Value]) -> None:

@@ -13,6 +13,7 @@ from .input import QInput
 from .layer import FixedConstant, QuantizedLayer
 from .linear import QConv1d, QConv2d, QLinear
 from .prelu import QPReLU, QRPReLU, RPReLU
+from .lut import QTable
 from .pooling import QAdaptiveAvgPool2d, QAvgPool2d, QFlatten, QMaxPool2d
 from .quantizers import FixedQuantizer, KHotQuantizer
 from .reduce import QAdaptiveAvgPool, QAvgPool1d, QMaxPool1d, QMean
@@ -27,4 +28,5 @@ __all__ = [
     "QPReLU", "QRPReLU", "RPReLU", "QSign", "QThermometer", "QBinaryLinear", "QBinaryConv1d", "QBinaryConv2d",
     "QSub", "QMul", "QConstantAdd", "QConstantMul", "QClamp", "QConcat", "QZeroPad", "QUpsample",
     "QConvTranspose1d", "QConvTranspose2d", "QMaxPool1d", "QAvgPool1d", "QAdaptiveAvgPool", "QMean",
+    "QTable",
 ]

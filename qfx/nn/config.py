@@ -38,6 +38,8 @@ class LayerQConfig:
             format to the slope (:func:`constant_type`).
         divisor: the constant ``1/N`` of average pooling over ``N`` values;
             ``None`` fits a 16-bit format to ``1/N``.
+        table: the input format of a lookup table (:class:`~qfx.nn.QTable`),
+            whose ``2**W`` codes address it; ``None``: 10 bits, the output's modes.
         weight_khot: K for K-hot (multiplier-free) weights, or ``None``.
         scale_khot: K for K-hot BatchNorm scales, or ``None``.
         weight_granularity: ``"tensor"`` or ``"channel"`` binary points for weights.
@@ -55,6 +57,7 @@ class LayerQConfig:
     shift: FixedType = FixedType(8, 3, rounding="RND_CONV", overflow="SAT")
     slope: Optional[FixedType] = None
     divisor: Optional[FixedType] = None
+    table: Optional[FixedType] = None
     weight_khot: Optional[int] = None
     scale_khot: Optional[int] = None
     weight_granularity: str = "tensor"
@@ -62,7 +65,7 @@ class LayerQConfig:
     binary: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("weight", "bias", "accum", "output", "scale", "shift", "slope", "divisor"):
+        for name in ("weight", "bias", "accum", "output", "scale", "shift", "slope", "divisor", "table"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, FixedType.coerce(value))

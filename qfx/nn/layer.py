@@ -22,7 +22,7 @@ from .exact import Quantizer, cast
 __all__ = ["QuantizedLayer", "FixedConstant", "Format", "QUANTIZER_NAMES"]
 
 #: The tensors a layer may cast, in the order they are computed; ``<name>_quantizer`` casts each.
-QUANTIZER_NAMES = ("weight", "bias", "scale", "shift", "slope", "divisor", "accum", "output")
+QUANTIZER_NAMES = ("weight", "bias", "scale", "shift", "slope", "divisor", "table", "accum", "output")
 
 #: A format: one for the tensor, or a list with one per channel.
 Format = Union[FixedType, list[FixedType]]

@@ -186,6 +186,13 @@ void leaky_relu(const X* x, Y* y) {
   }
 }
 
+// ---------------------------------------------------------- lookup table
+// y = rom[Index(x) - Index::code_min]: x cast to the table's input format addresses the output codes.
+template <class Index, int Size, int Drop, class X, class R, class Y>
+void lookup(const X* x, const R* rom, Y* y) {
+  for (int i = 0; i < Size; ++i) y[i] = static_cast<Y>(rom[cast<Index>(std::int64_t(x[i]), Drop) - Index::code_min]);
+}
+
 // ------------------------------------------------------------------- add
 template <class Out, class Acc, int Size, int UpA, int UpB, int Drop, class A, class B, class Y>
 void add(const A* a, const B* b, Y* y) {
