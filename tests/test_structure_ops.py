@@ -181,3 +181,36 @@ def test_qonnx_equals_pytorch(name):
         assert np.array_equal(np.asarray(found[node.name], dtype=np.float64), expected), node.describe()
     _assert_equal(_pytorch(qm, x), [np.asarray(found[o], dtype=np.float64) for o in graph.outputs],
                   f"{name}: QONNX")
+
+
+@pytest.fixture(scope="module")
+def _hls_cache(tmp_path_factory):
+    """A compile cache private to this module, so every C simulation compiles what it generated."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QFX_CACHE_DIR", str(tmp_path_factory.mktemp("qfx_cache")))
+        yield
+
+
+#: Each model in one interface (both interfaces run on the structural ops); the mode chain in the one whose
+#: layers are plain array calls.
+HLS_CASES = [("modes", "parallel"), ("unet", "stream"), ("signal1d", "parallel"), ("arithmetic", "stream"),
+             ("mobile", "stream"), ("signal1d", "stream")]
+
+
+@pytest.mark.parametrize("name,io", HLS_CASES)
+def test_hls_csim_equals_pytorch(_hls_cache, tmp_path, name, io):
+    from qfx.boards import load_board
+    from qfx.hls import float_inputs, generate, run_csim, write_project
+    from qfx.hls.project import safe_names
+    qm, graph, x = _model(name)
+    x = x[:24]
+    files = generate(graph, load_board("ultra96v2"), io, float_inputs(graph, x.numpy()))
+    project = write_project(files, tmp_path / name)
+    names = safe_names(graph)
+    golden = [np.array([[int(v) for v in line.split()] for line in
+                        (project / "tb" / "data" / f"{names[o.name]}.txt").read_text().splitlines()], dtype=np.float64)
+              * 2.0 ** -o.type.frac_bits for o in graph.output_values]
+    _assert_equal(_pytorch(qm, x), golden, f"{name}: the testbench's golden outputs")
+    report = run_csim(project)
+    assert report.ok, report.summary()
+    assert report.samples == len(x) and report.mismatches == 0

@@ -361,3 +361,8 @@ def plan_layers(graph: Graph, names: dict[str, str], reuse: Optional[dict[str, i
         _plan_node(layer, inputs)
         layers.append(layer)
     return layers
+
+
+from .structure import PLANNERS as _STRUCTURE_PLANNERS  # noqa: E402 (it uses the helpers above)
+
+_PLANNERS.update(_STRUCTURE_PLANNERS)
