@@ -1,6 +1,6 @@
 """A FracBNN-style binarized network on the digits: fixed-point, multiplier-free element-wise layers.
 
-    python examples/bnn.py [--out out/bnn] [--epochs 40] [--qat-epochs 8] [--channels 32] [--levels 8]
+    python examples/bnn.py [--out out/bnn] [--epochs 40] [--qat-epochs 20] [--qat-lr 5e-3] [--channels 32] [--levels 8]
                            [--seed 0] [--quick] [--no-synth] [--force]
 
 The network (after FracBNN, FPGA 2021): a thermometer encoding of the input
@@ -17,8 +17,9 @@ multipliers, and what this example quantizes:
 3. at 4 bits, K-hot (K = 1, 2) BatchNorm scales and RPReLU slopes (QAT):
    shift-add only;
 4. per row: test accuracy, bit-operations, and the LUT/DSP48E2 count Yosys
-   (``synth_xilinx -family xcup``) gives for the element-wise layers on
-   qfx's RTL back end, one pixel (all channels in parallel) per layer;
+   (``synth_xilinx -family xcup``) gives for the element-wise layers with
+   constants (BatchNorm, RPReLU) on qfx's RTL back end, one pixel (all
+   channels in parallel) per layer;
 5. the chosen row (QAT, 4-bit, K = 1) exported to the IR and run in the
    C++ emulator on every test image: bit-exact with PyTorch or exit 1.
 
@@ -46,8 +47,10 @@ from digits import accuracy, atomic_write, load_data, prepare_out, split_validat
 from qfx.ir import Graph, Value  # noqa: E402
 from qfx.nn import QBinaryConv2d, QSign, QThermometer, RPReLU  # noqa: E402
 
-ELEMENTWISE_OPS = ("scale_shift", "prelu", "add")
-QAT_LR = 1e-3
+#: The element-wise layers with constant multipliers (BatchNorm, RPReLU), counted with Yosys.  The shortcut
+#: adds have none; the RTL top takes one input tensor, so they are not synthesized alone.
+ELEMENTWISE_OPS = ("scale_shift", "prelu")
+QAT_LR = 5e-3
 QAT_INT_BITS_LR = 2e-2
 
 
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="out/bnn", help="output directory (default out/bnn)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=40, help="training epochs of the float-element-wise network")
-    parser.add_argument("--qat-epochs", type=int, default=8, help="QAT epochs per row")
+    parser.add_argument("--qat-epochs", type=int, default=20, help="QAT epochs per row")
+    parser.add_argument("--qat-lr", type=float, default=QAT_LR, help="QAT learning rate of the weights")
     parser.add_argument("--channels", type=int, default=32)
     parser.add_argument("--levels", type=int, default=8, help="thermometer levels per pixel")
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 6, 4], help="element-wise widths")
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     def qat_model(bits: int, khot) -> nn.Module:
         q = ptq_model(bits, khot, learn=True)
         torch.manual_seed(args.seed)
-        train(q, x_tr, y_tr, epochs=args.qat_epochs, lr=QAT_LR, int_bits_lr=QAT_INT_BITS_LR, seed=args.seed + 1,
+        train(q, x_tr, y_tr, epochs=args.qat_epochs, lr=args.qat_lr, int_bits_lr=QAT_INT_BITS_LR, seed=args.seed + 1,
               batch_size=64, desc=f"QAT {bits}", quiet=True, validation=(x_val, y_val))
         return q
 
@@ -227,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         dsp = "-" if r["dsp"] is None else str(r["dsp"])
         ops = "-" if r["bit_ops"] is None else f"{r['bit_ops']:,.0f}"
         print(f"{r['row']:<24} {100 * r['accuracy']:8.2f}% {ops:>12} {lut:>12} {dsp:>16}")
-    print(f"\nelement-wise LUT/DSP48E2: Yosys synth_xilinx -family xcup of the RTL back end's BatchNorm, RPReLU and "
-          f"shortcut-add layers, one pixel each (all channels in parallel)" if synth else
+    print(f"\nelement-wise LUT/DSP48E2: Yosys synth_xilinx -family xcup of the RTL back end's BatchNorm and RPReLU "
+          f"layers, one pixel each (all channels in parallel)" if synth else
           "\nelement-wise LUT/DSP48E2: not counted (--no-synth or no yosys)")
     print(f"chosen row (QAT {low}-bit K-hot K=1) in the C++ emulator on all {len(y_te)} test images: "
           f"{mismatches} mismatching codes, accuracy {100 * emulated_acc:.2f}%"
