@@ -93,9 +93,35 @@ class Arithmetic(nn.Module):
         return self.fc3(self.drop(torch.cat([h, p], dim=1)))
 
 
+class Wiring1d(nn.Module):
+    """What the Verilog back end takes: convs, a - b, constants, clamp, cat, zero padding, upsampling, ConvTranspose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv1d(2, 2, 3, padding=1), nn.Conv1d(2, 2, 1)
+        self.up = nn.ConvTranspose1d(4, 2, 2, stride=2)
+        self.fc = nn.Linear(2 * 10, 3)
+
+    def forward(self, x):
+        a, b = self.conv1(x), self.conv2(x)
+        d = torch.clamp(a - b * 0.5, -1.5, 2.0) + 0.25
+        u = F.pad(F.hardtanh(self.up(torch.cat([d, x], 1))), (1, 1))
+        return self.fc(torch.flatten(F.relu6(u), 1))
+
+
+class Nearest2d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        self.fc = nn.Linear(2 * 4 * 6, 2)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.interpolate(self.conv(x), scale_factor=(2, 3)), 1))
+
+
 #: name -> (float model, input shape per sample)
 MODELS = {"signal1d": (Signal1d, (2, 16)), "unet": (UNet, (2, 8, 8)), "mobile": (MobileBlocks, (2, 8, 8)),
-          "arithmetic": (Arithmetic, (6,))}
+          "arithmetic": (Arithmetic, (6,)), "wiring1d": (Wiring1d, (2, 4)), "nearest2d": (Nearest2d, (1, 2, 2))}
 
 #: Every rounding and overflow pair, 7 bits, 2 integer bits (saturation bits with the wrapping modes).
 MODE_PAIRS = [FixedType(7, 2, rounding=r, overflow=o, sat_bits=1 if o in (Overflow.WRAP, Overflow.WRAP_SM) else 0)

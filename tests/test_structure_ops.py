@@ -214,3 +214,23 @@ def test_hls_csim_equals_pytorch(_hls_cache, tmp_path, name, io):
     report = run_csim(project)
     assert report.ok, report.summary()
     assert report.samples == len(x) and report.mismatches == 0
+
+
+@pytest.mark.parametrize("name", ["wiring1d", "nearest2d"])
+def test_rtl_simulation_equals_pytorch(tmp_path, name):
+    """Icarus runs the generated Verilog on a few dozen vectors, checked against the IR, itself equal to PyTorch."""
+    from qfx.rtl import generate, simulate
+    qm, graph, x = _model(name)
+    x = x[:24]
+    _assert_equal(_pytorch(qm, x), _outputs(qfx.ir.run(graph, x.numpy())), f"{name}: qfx.ir.run")
+    codes = qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)
+    design = generate(graph, tmp_path / "design", pipeline=1, inputs=codes)
+    simulate(design, "icarus")
+
+
+def test_rtl_refuses_a_product_of_two_tensors_naming_the_node():
+    from qfx.rtl import render
+    from qfx.rtl.layers import RTLError
+    _, graph, _ = _model("arithmetic")
+    with pytest.raises(RTLError, match="node 'mul.*'mul' multiplies two tensors"):
+        render(graph)

@@ -28,7 +28,7 @@ __all__ = ["RTLError", "Wire", "AdderInstance", "LayerModule", "lower_node", "MA
 #: A convolution is unrolled only up to this many nonzero weight taps over all its outputs.
 MAX_UNROLLED_TAPS = 50_000
 SUPPORTED_OPS = ("dense", "conv1d", "conv2d", "relu", "relu6", "leaky_relu", "scale_shift", "add", "flatten",
-                 "prelu")
+                 "sub", "clamp", "concat", "zero_pad", "upsample", "prelu")
 
 
 class RTLError(ValueError):
@@ -368,9 +368,17 @@ def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule
         module.wires.clear()  # the codes pass through unchanged
         module.output_width, module.output = module.input_widths[0], "in0_data"
         return module
+    if node.op in _MOVES:
+        _MOVES[node.op](b, node, inputs)
+        return module
     if node.op not in _LOWER:
         raise RTLError(f"{node.describe()}: op '{node.op}' has no Verilog implementation; the RTL back end "
                        f"supports {', '.join(SUPPORTED_OPS)} (use the HLS back end for this network)")
     words = _LOWER[node.op](b, node, inputs)
     b.finish(words, node.output.type, node.output.size)
     return module
+
+
+from .structure import LOWER as _STRUCTURE_LOWER, MOVES as _MOVES  # noqa: E402 (it uses the helpers above)
+
+_LOWER.update(_STRUCTURE_LOWER)

@@ -1,0 +1,109 @@
+"""The structural ops as Verilog layer modules: ``sub``, ``clamp`` and ``concat`` (exact, then one cast per
+element), ``zero_pad`` and ``upsample`` (wiring only: input fields and zeros, no logic).  ``mul`` of two
+tensors would need a multiplier, which this back end never writes: it is refused.  Imported by :mod:`.layers`."""
+
+from __future__ import annotations
+
+import math
+
+from ..ir import Node, Value
+from .layers import RTLError, _Builder, _shifted
+from .verilog import literal, signed_width
+
+__all__ = ["LOWER", "MOVES"]
+
+
+def _sub(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    a, c = inputs
+    common = max(a.type.frac_bits, c.type.frac_bits)
+    sa, sc = common - a.type.frac_bits, common - c.type.frac_bits
+    sources = []
+    for e, ((na, la, ha), (nc, lc, hc)) in enumerate(zip(b.unpack(0, a), b.unpack(1, c))):
+        expr = f"{_shifted(na, sa)} - {_shifted(nc, sc)}"
+        sources.append((b.wire(f"s{e}", (la << sa) - (hc << sc), (ha << sa) - (lc << sc), expr), common))
+    return b.cast(sources, node.output.type, "y")
+
+
+def _clamp(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    bounds = {k: node.constants[k] for k in ("low", "high") if k in node.constants}
+    common = max([x.type.frac_bits] + [c.types[0].frac_bits for c in bounds.values()])
+    low = int(bounds["low"].codes) << (common - bounds["low"].types[0].frac_bits) if "low" in bounds else None
+    high = int(bounds["high"].codes) << (common - bounds["high"].types[0].frac_bits) if "high" in bounds else None
+    sources = []
+    for e, element in enumerate(b.unpack(0, x)):
+        name, lo, hi = b.align_add(f"u{e}", element, common - x.type.frac_bits, 0)
+        expr, new_lo, new_hi = name, lo, hi
+        if high is not None:
+            top = literal(high, signed_width(high, high))
+            expr = f"({name} > {top} ? {top} : {expr})"
+            new_lo, new_hi = min(new_lo, high), min(new_hi, high)
+        if low is not None:
+            bottom = literal(low, signed_width(low, low))
+            expr = f"({name} < {bottom} ? {bottom} : {expr})"
+            new_lo, new_hi = max(new_lo, low), max(new_hi, low)
+        sources.append((b.wire(f"r{e}", new_lo, new_hi, expr), common))
+    return b.cast(sources, node.output.type, "y")
+
+
+def _concat(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    axis = node.attrs["axis"]
+    outer = math.prod(node.output.shape[:axis])
+    parts = [(b.unpack(k, v), math.prod(v.shape[axis:]), v.type.frac_bits) for k, v in enumerate(inputs)]
+    sources = [(elements[o * inner + i], frac) for o in range(outer) for elements, inner, frac in parts
+               for i in range(inner)]
+    return b.cast(sources, node.output.type, "y")
+
+
+def _wiring(b: _Builder, node: Node, inputs: list[Value], source_of) -> None:
+    """``out_data`` as input 0's fields (``source_of(e)`` the input element of output ``e``, ``None``: zero)."""
+    x = inputs[0]
+    w = x.type.width
+    b.module.input_widths.append(x.size * w)
+    parts = []
+    for e in range(node.output.size):
+        k = source_of(e)
+        parts.append(f"{w}'d0" if k is None else f"in0_data[{k * w + w - 1}:{k * w}]")
+    b.module.output_width = node.output.size * w
+    b.module.output = "{" + ", ".join(reversed(parts)) + "}" if len(parts) > 1 else parts[0]
+
+
+def _frame(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (shape[0], 1, shape[1]) if len(shape) == 2 else tuple(shape)
+
+
+def _zero_pad(b: _Builder, node: Node, inputs: list[Value]) -> None:
+    x = inputs[0]
+    _, h, w = _frame(x.shape)
+    _, oh, ow = _frame(node.output.shape)
+    one_d = len(x.shape) == 2
+    insert, padding = node.attrs["insert"], node.attrs["padding"]
+    sh, sw = (1, insert[0]) if one_d else insert
+    top, left = (0, padding[0][0]) if one_d else (padding[0][0], padding[1][0])
+
+    def source_of(e: int):
+        c, r, col = e // (oh * ow), (e // ow) % oh, e % ow
+        r, col = r - top, col - left
+        if r < 0 or col < 0 or r % sh or col % sw or r // sh >= h or col // sw >= w:
+            return None
+        return (c * h + r // sh) * w + col // sw
+    _wiring(b, node, inputs, source_of)
+
+
+def _upsample(b: _Builder, node: Node, inputs: list[Value]) -> None:
+    x = inputs[0]
+    _, h, w = _frame(x.shape)
+    _, oh, ow = _frame(node.output.shape)
+    scale = node.attrs["scale"]
+    sh, sw = (1, scale[0]) if len(x.shape) == 2 else scale
+    _wiring(b, node, inputs, lambda e: (e // (oh * ow) * h + (e // ow) % oh // sh) * w + e % ow // sw)
+
+
+def _mul(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    raise RTLError(f"{node.describe()}: op 'mul' multiplies two tensors, which needs a multiplier; the Verilog "
+                   "back end builds only shift-and-add constant products (use the HLS back end for this network, "
+                   "or multiply by a constant)")
+
+
+LOWER = {"sub": _sub, "clamp": _clamp, "concat": _concat, "mul": _mul}
+MOVES = {"zero_pad": _zero_pad, "upsample": _upsample}
