@@ -8,7 +8,8 @@
 
 Each command prints its progress to stderr and its result to stdout, and
 exits 0 on success, 1 when a check fails (a csim mismatch), 2 on a usage or
-input error.
+input error, with one line on stderr naming the input and the problem, never
+a traceback (``QFX_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import subprocess
 import sys
 import time
 from types import ModuleType
-from typing import Optional
+from typing import NoReturn, Optional
 
-import numpy as np
+from .files import existing_file, load_array
 
 __all__ = ["main", "build_parser"]
 
@@ -33,6 +34,8 @@ _RTL_MODULE = "qfx.rtl.command"
 class _Progress:
     """``[step/total] what... done (1.2 s)`` lines on stderr for the long steps."""
 
+    open_line = False  #: a step's line is begun but not ended (an error message starts a new line)
+
     def __init__(self, total: int) -> None:
         self.total, self.step, self.start = total, 0, 0.0
 
@@ -40,10 +43,30 @@ class _Progress:
         self.step += 1
         self.start = time.perf_counter()
         print(f"[{self.step}/{self.total}] {what}...", end="", file=sys.stderr, flush=True)
+        _Progress.open_line = True
 
     def end(self, note: str = "") -> None:
         extra = f", {note}" if note else ""
         print(f" done ({time.perf_counter() - self.start:.1f} s{extra})", file=sys.stderr, flush=True)
+        _Progress.open_line = False
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``qfx hls: error: ...``) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(text: str) -> int:
+    """A count on the command line: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the count must be at least 1, got {value}")
+    return value
 
 
 def _rtl_module() -> Optional[ModuleType]:
@@ -76,7 +99,7 @@ def _cmd_hls(args: argparse.Namespace) -> int:
     board = load_board(args.board)
     progress.end(f"{len(graph.nodes)} nodes")
     if args.inputs is not None:
-        floats = np.load(args.inputs, allow_pickle=False)
+        floats = load_array(args.inputs)
         inputs = float_inputs(graph, floats)
     else:
         inputs = default_inputs(graph, args.samples, args.seed)
@@ -150,7 +173,7 @@ def _cmd_rtl(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``qfx`` and its subcommands."""
     from .boards import board_names
-    parser = argparse.ArgumentParser(prog="qfx", description="qfx: PyTorch models to FPGAs in fixed point, "
+    parser = _Parser(prog="qfx", description="qfx: PyTorch models to FPGAs in fixed point, "
                                      "bit-exact with Vitis HLS ap_fixed.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -158,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Generate a Vitis HLS project (firmware, testbench with golden codes, "
                                           "build and block-design Tcl, PYNQ driver) from a graph saved with "
                                           "graph.save('net.json').")
-    hls.add_argument("graph", type=pathlib.Path, help="the IR graph (.json, with its .npz beside it)")
+    hls.add_argument("graph", type=existing_file, help="the IR graph (.json, with its .npz beside it)")
     hls.add_argument("--board", default="ultra96v2", choices=board_names(),
                      help="target board: sets the part, board part, clock and block design (default: ultra96v2)")
     hls.add_argument("-o", "--output", type=pathlib.Path, required=True,
@@ -168,12 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "and dataflow (default: parallel)")
     hls.add_argument("--force", action="store_true",
                      help="replace the output directory if it holds an earlier qfx project")
-    hls.add_argument("--inputs", type=pathlib.Path, metavar="FILE.npy",
+    hls.add_argument("--inputs", type=existing_file, metavar="FILE.npy",
                      help="float inputs (N, ...) for the testbench's golden vectors (default: random codes)")
-    hls.add_argument("--samples", type=int, default=256,
+    hls.add_argument("--samples", type=_count, default=256,
                      help="random golden samples when --inputs is not given (default: 256)")
     hls.add_argument("--seed", type=int, default=0, help="seed of the random golden samples (default: 0)")
-    hls.add_argument("--reuse", type=int, default=1, metavar="II",
+    hls.add_argument("--reuse", type=_count, default=1, metavar="II",
                      help="initiation interval of every layer's pipelined loop: 1 is fully parallel, larger "
                           "values share multipliers (default: 1)")
     hls.add_argument("--reuse-layer", type=_reuse, action="append", metavar="NODE=II",
@@ -213,17 +236,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _input_of(args: argparse.Namespace) -> Optional[str]:
+    """The file or folder a command reads, to name in an error."""
+    for name in ("graph", "directory"):
+        if getattr(args, name, None) is not None:
+            return str(getattr(args, name))
+    return None
+
+
+def describe_error(error: BaseException, source: Optional[str] = None) -> str:
+    """One line naming ``source`` (the input) and what is wrong with it, for any exception."""
+    if isinstance(error, OSError) and error.strerror and (error.filename or source):
+        text = f"'{error.filename or source}': {error.strerror}"
+        source = None  # the file named is the subject
+    elif isinstance(error, MemoryError):
+        text = "not enough memory to read or process it (the input is too large)"
+    elif isinstance(error, RecursionError):
+        text = "nested too deeply to read"
+    elif isinstance(error, (ValueError, OSError, LookupError, RuntimeError)) and str(error):
+        text = str(error)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    text = " ".join(text.split())
+    if source and source not in text:
+        text = f"{source}: {text}"
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """Run ``qfx`` with ``argv`` (default: the command line); returns the exit status."""
-    from .boards import BoardError
-    from .hls import CsimError, HLSError, ToolchainError, UnsafePathError
-    from .ir import IRError
-    args = build_parser().parse_args(argv)
+    """Run ``qfx`` with ``argv`` (default: the command line); returns the exit status.
+
+    Any error becomes one line on stderr and exit status 2; ``QFX_DEBUG=1``
+    raises it instead, with its traceback.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2, its one line already printed)
+        return int(stop.code or 0)
     try:
         return args.run(args)
-    except (FileExistsError, FileNotFoundError, UnsafePathError, HLSError, IRError, BoardError, ToolchainError,
-            CsimError, ValueError) as error:
-        print(f"\nqfx {args.command}: error: {error}", file=sys.stderr)
+    except (Exception, KeyboardInterrupt) as error:
+        if os.environ.get("QFX_DEBUG"):
+            raise
+        start = "\n" if _Progress.open_line else ""
+        _Progress.open_line = False
+        if isinstance(error, KeyboardInterrupt):
+            print(f"{start}qfx {args.command}: interrupted", file=sys.stderr)
+            return 130
+        print(f"{start}qfx {args.command}: error: {describe_error(error, _input_of(args))}", file=sys.stderr)
         return 2
 
 

@@ -8,12 +8,13 @@ the ONNX export and (for folders) :mod:`qfx.render.writer`.
 
 from __future__ import annotations
 
+import argparse
 import os
 import pathlib
 import tempfile
 from typing import Any, Callable
 
-__all__ = ["umask", "write_atomically"]
+__all__ = ["umask", "write_atomically", "existing_file", "load_array"]
 
 
 def umask() -> int:
@@ -45,3 +46,34 @@ def write_atomically(path: "os.PathLike | str", write: Callable[[Any], Any]) -> 
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def existing_file(text: "os.PathLike | str") -> pathlib.Path:
+    """``text`` as the path of an existing regular file (a command-line argument type).
+
+    Refuses (``argparse.ArgumentTypeError``, naming the path) a missing
+    path, a folder and anything that is not a regular file (``/dev/zero``,
+    a pipe), whose reading would never end.
+    """
+    path = pathlib.Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"'{path}': no such file")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"'{path}' is a folder; give a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"'{path}' is not a regular file (a device, pipe or socket)")
+    return path
+
+
+def load_array(path: "os.PathLike | str") -> "np.ndarray":
+    """The array in the ``.npy`` file ``path`` (never unpickled); ``ValueError`` naming the file otherwise."""
+    import numpy as np
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        problem = "it holds Python objects, which qfx never unpickles" if "pickle" in str(error) else error
+        raise ValueError(f"'{path}' is not a NumPy .npy array of numbers: {problem}") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise ValueError(f"'{path}' is an .npz archive; give one array saved with numpy.save (.npy)")
+    return array

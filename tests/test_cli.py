@@ -160,3 +160,109 @@ def test_rtl_delegates_to_its_command_module(monkeypatch: pytest.MonkeyPatch, tm
     assert seen == {"depth": 3}
     assert cli.main(["report", str(tmp_path), "--synth", "--board", "pynq_z2"]) == 0
     assert f"synth of {tmp_path.name} on xc7z020clg400-1" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ bad inputs
+def _wide_graph(tmp_path: pathlib.Path) -> pathlib.Path:
+    t = FixedType(200, 100)
+    return Graph("wide", [Value("x", (2,), t)], [Node("r", "relu", ("x",), Value("r", (2,), t))],
+                 ["r"]).save(tmp_path / "wide.json")
+
+
+def _wrapping_graph(tmp_path: pathlib.Path) -> pathlib.Path:
+    """Shape (2**31, 2**31, 4): 2**64 elements, 0 in int64."""
+    t = FixedType(8, 3, rounding="RND_CONV", overflow="SAT")
+    shape = (2 ** 31, 2 ** 31, 4)
+    import json
+    path = Graph("wrap", [Value("x", (2,), t)], [Node("r", "relu", ("x",), Value("r", (2,), t))],
+                 ["r"]).save(tmp_path / "wrap.json")
+    doc = json.loads(path.read_text())
+    doc["inputs"][0]["shape"] = doc["nodes"][0]["output"]["shape"] = list(shape)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _bad_project(tmp_path: pathlib.Path, name: str, text: str) -> pathlib.Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "qfx.json").write_text(text)
+    return folder
+
+
+def _bad_invocations(tmp_path: pathlib.Path, graph_file: pathlib.Path) -> list[tuple[list[str], str]]:
+    """(argv, what the one line must say) for every command."""
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{not json")
+    npy = tmp_path / "x.npy"
+    npy.write_bytes(b"not an array")
+    wide, wrap, out = str(_wide_graph(tmp_path)), str(_wrapping_graph(tmp_path)), str(tmp_path / "out")
+    no_board = _bad_project(tmp_path, "no_board", '{"format": "qfx-hls", "top": "net"}')
+    bad_top = _bad_project(tmp_path, "bad_top", '{"format": "qfx-hls", "top": "../../x", "board": "ultra96v2", '
+                           '"io": "stream", "samples": 1, "tensors": [], "layers": []}')
+    empty = _bad_project(tmp_path, "empty", "")
+    g = str(graph_file)
+    return [
+        (["hls", ".", "-o", out], "is a folder"),
+        (["hls", "/dev/zero", "-o", out], "not a regular file"),
+        (["hls", str(tmp_path / "missing.json"), "-o", out], "no such file"),
+        (["hls", str(garbage), "-o", out], "garbage.json"),
+        (["hls", wide, "-o", out], "63 bits"),
+        (["hls", g, "-o", out, "--samples", "0"], "at least 1"),
+        (["hls", g, "-o", out, "--samples", "-5"], "at least 1"),
+        (["hls", g, "-o", out, "--samples", "many"], "whole number"),
+        (["hls", g, "-o", out, "--reuse", "0"], "at least 1"),
+        (["hls", g, "-o", out, "--inputs", str(npy)], "x.npy"),
+        (["hls", g, "-o", str(garbage / "sub")], "garbage.json"),
+        (["hls", wrap, "-o", out], "wrap.json"),
+        (["csim", str(tmp_path / "nowhere")], "nowhere"),
+        (["csim", str(garbage)], "garbage.json"),
+        (["build", str(no_board)], "board"),
+        (["report", str(no_board)], "'board'"),
+        (["report", str(empty)], "not valid JSON"),
+        (["report", str(bad_top)], "not a C identifier"),
+        (["report", str(no_board), "--synth"], "board"),
+        (["report", str(tmp_path / "nowhere"), "--synth"], "nowhere"),
+        (["rtl", ".", "-o", out], "is a folder"),
+        (["rtl", wide, "-o", out], "63 bits"),
+        (["rtl", wrap, "-o", out], "wrap.json"),
+        (["rtl", g, "-o", out, "--vectors", "0"], "at least 1"),
+        (["rtl", g, "-o", out, "--pipeline", "-1"], "--pipeline"),
+        (["rtl", g, "-o", out, "--inputs", str(npy)], "x.npy"),
+        (["hls", g, "--board", "nosuchboard", "-o", out], "nosuchboard"),
+    ]
+
+
+def test_every_command_answers_bad_input_with_one_line_and_status_2(graph_file: pathlib.Path, tmp_path: pathlib.Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    for argv, expected in _bad_invocations(tmp_path, graph_file):
+        try:
+            status = cli.main(argv)
+        except SystemExit as stop:  # argparse's usage errors
+            status = stop.code
+        lines = [line for line in capsys.readouterr().err.splitlines() if line and not line.startswith("[")]
+        err = "\n".join(lines)  # all but the progress lines ([1/3] loading ...)
+        assert status == 2, (argv, err)
+        assert len(lines) == 1 and "Traceback" not in err and err.startswith(f"qfx {argv[0]}: error: "), (argv, err)
+        assert expected in err, (argv, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_is_one_line(graph_file: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    from qfx.render import writer
+
+    def full(destination: pathlib.Path, text: str) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device", str(destination))
+
+    monkeypatch.setattr(writer, "_write_file", full)
+    assert cli.main(["hls", str(graph_file), "-o", str(tmp_path / "out"), "--samples", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("qfx hls: error: '") and err[-1].endswith("No space left on device")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_qfx_debug_shows_the_traceback(tmp_path: pathlib.Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "qfx.cli", "report", str(tmp_path)], capture_output=True,
+                            text=True, env={**__import__("os").environ, "QFX_DEBUG": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr

@@ -193,18 +193,14 @@ def test_more_pipeline_stages_than_layer_boundaries_are_refused():
 
 # ---------------------------------------------------------------- command
 def test_qfx_rtl_command_writes_a_design_and_keeps_it_without_force(tmp_path, capsys):
-    import argparse
-    from qfx.rtl import command
+    from qfx import cli
     graph_file = every_mode_graph().save(tmp_path / "net.json")
-    parser = argparse.ArgumentParser()
-    command.add_arguments(parser)
     out = tmp_path / "rtl"
-    assert command.main(parser.parse_args([str(graph_file), "-o", str(out), "--pipeline", "1",
-                                           "--vectors", "300"])) == 0
+    assert cli.main(["rtl", str(graph_file), "-o", str(out), "--pipeline", "1", "--vectors", "300"]) == 0
     assert len(__import__("json").loads((out / "tb" / "vectors.json").read_text())["inputs"]) == 300
-    assert command.main(parser.parse_args([str(graph_file), "-o", str(out)])) == 2
+    assert cli.main(["rtl", str(graph_file), "-o", str(out)]) == 2
     assert "--force" in capsys.readouterr().err
-    assert command.main(parser.parse_args([str(graph_file), "-o", str(out), "--pipeline", "99"])) == 2
+    assert cli.main(["rtl", str(graph_file), "-o", str(out), "--pipeline", "99"]) == 2
     assert "at most" in capsys.readouterr().err
 
 

@@ -39,6 +39,12 @@ DEFAULT_SAMPLES = 256
 
 def default_inputs(graph: Graph, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> list[np.ndarray]:
     """Random codes covering each input format's whole range, reproducible from ``seed``."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise HLSError(f"the number of golden samples (--samples) must be at least 1, got {samples!r}")
+    for v in graph.inputs:
+        if v.type.width > 63:
+            raise HLSError(f"graph '{graph.name}': input '{v.name}' is {v.type.width} bits wide; random golden "
+                           "samples are drawn for inputs of at most 63 bits: pass --inputs")
     rng = np.random.default_rng(seed)
     return [rng.integers(v.type.code_min, v.type.code_max, size=(samples,) + v.shape, endpoint=True,
                          dtype=np.int64) for v in graph.inputs]

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import Optional
 
 from ..boards import Board, load_board
+from ..render.escape import ident
 
 __all__ = ["load_manifest", "synthesis_results", "format_report"]
 
@@ -23,11 +24,37 @@ def load_manifest(directory: pathlib.Path) -> dict:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"'{directory}' holds no qfx.json: it is not a project written by `qfx hls`") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ValueError(f"'{path}' is not valid JSON ({error}); generate the project again") from None
     if not isinstance(manifest, dict) or manifest.get("format") != "qfx-hls":
         raise ValueError(f"'{path}' is not a qfx HLS manifest; generate the project again with `qfx hls`")
+    _check_fields(manifest, _PROJECT, path, "")
+    for key, fields in (("tensors", _TENSOR), ("layers", _LAYER)):
+        for k, item in enumerate(manifest[key]):
+            _check_fields(item, fields, path, f"{key}[{k}].")
+    try:
+        ident(manifest["top"])
+    except ValueError:
+        raise ValueError(f"'{path}': 'top' is {manifest['top']!r:.80}, not a C identifier; generate the project "
+                         "again with `qfx hls`") from None
     return manifest
+
+
+#: The fields ``qfx report`` reads, and their JSON types.
+_PROJECT = {"top": str, "board": str, "io": str, "samples": int, "tensors": list, "layers": list}
+_TENSOR = {"name": str, "type": str, "shape": list}
+_LAYER = {"name": str, "op": str, "type": str, "multiplies": int, "bitops": int, "khot_digits": int}
+
+
+def _check_fields(item: object, fields: dict[str, type], path: pathlib.Path, where: str) -> None:
+    if not isinstance(item, dict):
+        raise ValueError(f"'{path}': {where.rstrip('.') or 'the manifest'} must be an object; generate the project "
+                         "again with `qfx hls`")
+    for name, kind in fields.items():
+        value = item.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"'{path}': field '{where}{name}' must be {kind.__name__}, got {value!r:.60}; "
+                             "generate the project again with `qfx hls`")
 
 
 def _text(root: ElementTree.Element, path: str) -> Optional[str]:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import sys
 from typing import Any
 
-import numpy as np
 
+from ..files import existing_file, load_array
 from ..ir import input_codes, load
 from .generate import DEFAULT_VECTORS, generate, random_input_codes
-from .layers import RTLError
 from .report import format_resources
 from .synth import synthesize
 
@@ -20,14 +18,14 @@ __all__ = ["add_arguments", "main", "synth_report"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``qfx rtl``."""
-    parser.add_argument("graph", metavar="GRAPH", type=pathlib.Path, help="a graph saved by qfx (.json)")
+    parser.add_argument("graph", metavar="GRAPH", type=existing_file, help="a graph saved by qfx (.json)")
     parser.add_argument("-o", "--output", metavar="DIR", type=pathlib.Path, required=True,
                         help="folder to write the design into")
     parser.add_argument("--pipeline", metavar="N", type=int, default=0,
                         help="register stages between layers (0: combinational between the input and output "
                              "registers; latency is N + 2 cycles)")
     parser.add_argument("--top", metavar="NAME", default=None, help="top module name (default: the graph's name)")
-    parser.add_argument("--inputs", metavar="NPY", type=pathlib.Path, default=None,
+    parser.add_argument("--inputs", metavar="NPY", type=existing_file, default=None,
                         help="float inputs (.npy, batch first) for the test vectors; default: random codes")
     parser.add_argument("--vectors", metavar="COUNT", type=int, default=DEFAULT_VECTORS,
                         help=f"number of random test vectors when --inputs is not given (default {DEFAULT_VECTORS})")
@@ -35,18 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run ``qfx rtl``: write the Verilog, test vectors, cocotb test and README; 0 on success, 2 on bad input."""
-    try:
-        graph = load(args.graph)
-        if args.inputs is not None:
-            codes = input_codes(np.load(args.inputs, allow_pickle=False), graph.inputs[0].type)
-        else:
-            codes = random_input_codes(graph, args.vectors)
-        directory = generate(graph, args.output, pipeline=args.pipeline, inputs=codes, top=args.top,
-                             force=args.force)
-    except (RTLError, FileExistsError, FileNotFoundError, ValueError) as error:
-        print(f"qfx rtl: error: {error}", file=sys.stderr)
-        return 2
+    """Run ``qfx rtl``: write the Verilog, test vectors, cocotb test and README; 0 on success.
+
+    Errors propagate: :func:`qfx.cli.main` turns each into one line and exit status 2.
+    """
+    graph = load(args.graph)
+    if args.inputs is not None:
+        codes = input_codes(load_array(args.inputs), graph.inputs[0].type)
+    else:
+        codes = random_input_codes(graph, args.vectors)
+    directory = generate(graph, args.output, pipeline=args.pipeline, inputs=codes, top=args.top, force=args.force)
     print(f"wrote {directory} (simulate: pytest {directory / 'tb' / 'runner.py'}; resources: qfx report --synth "
           f"{directory})")
     return 0

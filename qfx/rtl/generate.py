@@ -186,6 +186,11 @@ def plan_design(graph: Graph, pipeline: int = 0, top: Optional[str] = None) -> D
 def random_input_codes(graph: Graph, count: int = DEFAULT_VECTORS, seed: int = 0) -> np.ndarray:
     """``count`` input vectors of uniformly random codes over the whole input format (batch first)."""
     x = graph.inputs[0]
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise RTLError(f"the number of test vectors (--vectors) must be at least 1, got {count!r}")
+    if x.type.width > 63:
+        raise RTLError(f"graph '{graph.name}': input '{x.name}' is {x.type.width} bits wide; random test vectors "
+                       "are drawn for inputs of at most 63 bits: pass --inputs")
     rng = np.random.default_rng(seed)
     return rng.integers(x.type.code_min, x.type.code_max, size=(count,) + tuple(x.shape), endpoint=True)
 
