@@ -27,6 +27,8 @@ IR op                         ONNX ops (then ``Quant`` to the output format)
 ``global_avgpool2d``          ``GlobalAveragePool`` when the divisor is exactly 1 / (H W);
                               otherwise ``Mul(ReduceSum(x, [2, 3]), Quant(divisor))``
 ``flatten``                   ``Flatten`` (to one dimension per sample) or ``Reshape``; no cast
+``table``                     ``Quant`` to the table's input format, its codes (``Mul``, ``Sub``, ``Cast``)
+                              index ``Gather`` over the table's values
 ============================  ===============================================================
 
 How a format's modes become ``Quant`` attributes.  QONNX's ``Quant`` clamps
@@ -506,9 +508,27 @@ def _structure_moves(b: _Builder, node: Node, x: list[str]) -> bool:
     return False
 
 
+def _table(b: _Builder, node: Node, x: str) -> str:
+    """``Gather(table values, Cast(Quant_table(x) * 2**F - code_min))``, then a ``Quant`` of the output format."""
+    value, t, out = b.graph.value(node.inputs[0]), node.formats["table"], node.output.type
+    shape = value.shape
+    index = b.quant(x, t, _stored(value.type), shape, f"{node.describe()}: table input")
+    index = b.op("Mul", [index, b.scalar(2.0 ** t.frac_bits)], shape, f"{node.name}_code")
+    index = b.op("Sub", [index, b.scalar(float(t.code_min))], shape, f"{node.name}_address")
+    index = b.op("Cast", [index], shape, f"{node.name}_index", dtype=TensorProto.INT64, to=TensorProto.INT64)
+    values = np.ldexp(node.constants["table"].codes.astype(np.float64), -out.frac_bits).astype(np.float32)
+    if not _float32_exact(out, None):
+        b.inexact.append(f"{node.describe()}: table")
+    y = b.op("Gather", [b.initializer(f"{node.name}_table", values), index], shape, f"{node.name}_exact", axis=0)
+    return b.quant(y, out, _stored(out), shape, node.describe(), output=node.name)
+
+
 def _translate(b: _Builder, node: Node) -> None:
     x = [b.env[name] for name in node.inputs]
     if _structure_moves(b, node, x):
+        return
+    if node.op == "table":
+        b.env[node.name] = _table(b, node, x[0])
         return
     if node.op == "flatten":  # a reshape of the same codes: no cast
         shape = node.output.shape

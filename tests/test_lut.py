@@ -22,7 +22,7 @@ from qfx.nn import LayerQConfig, QAdd, QInput, QTable
 from reference_fixed import ap_fixed_code
 
 PAIRS = list(itertools.product(Rounding, Overflow))
-IN_TYPE = FixedType(8, 3)  # the graph input: 256 codes, all of them tested
+IN_TYPE = FixedType(8, 3, rounding="RND_CONV", overflow="SAT")  # the graph input: 256 codes, all of them tested
 
 
 def shifted_tanh(v: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,8 @@ class EveryMode(nn.Module):
         super().__init__()
         self.quant = QInput(LayerQConfig(output=IN_TYPE))
         self.tables = nn.ModuleList(QTable(shifted_tanh, "shifted_tanh", mode_cfg(q, o)) for q, o in pairs)
-        self.adds = nn.ModuleList(QAdd(LayerQConfig(output=FixedType(16, 10))) for _ in pairs[1:])
+        wide = LayerQConfig(output=FixedType(16, 10, rounding="RND_CONV", overflow="SAT"))
+        self.adds = nn.ModuleList(QAdd(wide) for _ in pairs[1:])
 
     def forward(self, x):
         x = self.quant(x)
@@ -175,3 +176,35 @@ def test_every_mode_hls_csim_is_bit_exact(tmp_path: pathlib.Path, io: str):
     report = run_csim(project)
     assert report.ok and report.mismatches == 0, report.summary()
     assert report.samples == len(x)
+
+
+def test_every_mode_rtl_case_roms_are_bit_exact(tmp_path: pathlib.Path):
+    from qfx.ir.interpreter import input_codes
+    from qfx.rtl import generate, simulate
+    model, graph, x, expected = _every_mode()
+    design = generate(graph, tmp_path / "design", pipeline=1, inputs=input_codes(x.numpy(), graph.inputs[0].type))
+    assert sum("case (address)" in f.read_text() for f in design.rglob("*.v")) == len(PAIRS)
+    simulate(design, "icarus")
+
+
+def test_qonnx_gathers_over_the_table_bit_exact():
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qfx.onnx import ROUNDING_MODES, to_onnx
+    pairs = [(q, o) for q in ROUNDING_MODES for o in (Overflow.SAT, Overflow.SAT_SYM)]
+    model = EveryMode(pairs).eval()
+    x = every_code(IN_TYPE)
+    graph = qfx.export(model, x[:1])
+    onnx_model = to_onnx(graph, batch_size=len(x))
+    assert sum(n.op_type == "Gather" for n in onnx_model.graph.node) == len(pairs)
+    got = execute_onnx(ModelWrapper(onnx_model), {graph.inputs[0].name: x.numpy()})[graph.outputs[0]]
+    with torch.no_grad():
+        np.testing.assert_array_equal(got.astype(np.float64), model(x).double().numpy())
+
+
+def test_qonnx_refuses_a_table_input_cast_quant_cannot_express():
+    from qfx.onnx import ONNXExportError, to_onnx
+    model = EveryMode([(Rounding.RND, Overflow.SAT)]).eval()
+    graph = qfx.export(model, every_code(IN_TYPE)[:1])
+    with pytest.raises(ONNXExportError, match="table input.*AP_RND"):
+        to_onnx(graph)

@@ -28,7 +28,7 @@ __all__ = ["RTLError", "Wire", "AdderInstance", "LayerModule", "lower_node", "MA
 #: A convolution is unrolled only up to this many nonzero weight taps over all its outputs.
 MAX_UNROLLED_TAPS = 50_000
 SUPPORTED_OPS = ("dense", "conv1d", "conv2d", "relu", "relu6", "leaky_relu", "scale_shift", "add", "flatten",
-                 "sub", "clamp", "concat", "zero_pad", "upsample", "prelu")
+                 "sub", "clamp", "concat", "zero_pad", "upsample", "prelu", "table")
 
 
 class RTLError(ValueError):
@@ -61,6 +61,16 @@ class AdderInstance:
     y_width: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Rom:
+    """A case ROM as a Verilog function ``name(address)``: ``words`` are (address, word) literals."""
+
+    name: str
+    address_width: int
+    width: int
+    words: list[tuple[str, str]]
+
+
 @dataclasses.dataclass
 class LayerModule:
     """One layer's Verilog module, as the template ``layer.v.j2`` renders it."""
@@ -73,6 +83,7 @@ class LayerModule:
     casts: list[Cast] = dataclasses.field(default_factory=list)
     wires: list[Wire] = dataclasses.field(default_factory=list)
     adders: list[AdderInstance] = dataclasses.field(default_factory=list)
+    roms: list[Rom] = dataclasses.field(default_factory=list)
     output: str = ""  #: the expression assigned to out_data
 
 
@@ -355,8 +366,24 @@ def _prelu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return b.cast(sources, node.output.type, "y")
 
 
+def _table(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    """Each element cast to the table's input format; its word addresses one case ROM of output codes."""
+    x, t, out = inputs[0], node.formats["table"], node.output.type
+    addresses = b.cast([(e, x.type.frac_bits) for e in b.unpack(0, x)], t, "a")
+    codes = node.constants["table"].codes
+    b.module.roms.append(Rom("rom", t.width, out.width, [
+        (f"{t.width}'d{code & ((1 << t.width) - 1)}", f"{out.width}'d{int(word) & ((1 << out.width) - 1)}")
+        for code, word in zip(range(t.code_min, t.code_max + 1), codes)]))
+    words = []
+    for k, address in enumerate(addresses):
+        b.module.wires.append(Wire(f"y{k}", out.width, f"rom({address})", signed=False))
+        words.append(f"y{k}")
+    return words
+
+
 _LOWER = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
-          "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "prelu": _prelu}
+          "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "prelu": _prelu,
+          "table": _table}
 
 
 def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule:
