@@ -119,6 +119,21 @@ class Nearest2d(nn.Module):
         return self.fc(torch.flatten(nn.functional.interpolate(self.conv(x), scale_factor=(2, 3)), 1))
 
 
+class TwoByTwo(nn.Module):
+    """Two inputs, two outputs: a 1-d signal and side features, joined; a class head and a per-step map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3, padding=1)
+        self.side = nn.Linear(4, 3)
+        self.head = nn.Linear(3 * 6 + 3, 2)
+
+    def forward(self, x, s):
+        y = F.relu(self.conv(x))
+        z = self.side(s)
+        return self.head(torch.cat([torch.flatten(y, 1), z], 1)), y - 0.5
+
+
 #: name -> (float model, input shape per sample)
 MODELS = {"signal1d": (Signal1d, (2, 16)), "unet": (UNet, (2, 8, 8)), "mobile": (MobileBlocks, (2, 8, 8)),
           "arithmetic": (Arithmetic, (6,)), "wiring1d": (Wiring1d, (2, 4)), "nearest2d": (Nearest2d, (1, 2, 2))}

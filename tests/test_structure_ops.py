@@ -234,3 +234,110 @@ def test_rtl_refuses_a_product_of_two_tensors_naming_the_node():
     _, graph, _ = _model("arithmetic")
     with pytest.raises(RTLError, match="node 'mul.*'mul' multiplies two tensors"):
         render(graph)
+
+
+# ------------------------------------------------------ several inputs and outputs
+def _two_by_two():
+    if "two" not in _CACHE:
+        from structure_zoo import TwoByTwo
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(1)
+        x, s = torch.randn(24, 2, 6, generator=g) * 2, torch.randn(24, 4, generator=g)
+        qm = qfx.quantize_model(TwoByTwo(), example_input=(x, s))
+        qfx.calibrate(qm, [(x, s)], input_fn=tuple)
+        qm.eval()
+        _CACHE["two"] = (qm, qfx.export(qm, (x[:2], s[:2])), (x, s))
+    return _CACHE["two"]
+
+
+def test_two_inputs_two_outputs_through_interpreter_emulator_and_qonnx():
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qfx.emulator import emulate
+    from qfx.onnx import to_onnx
+    qm, graph, (x, s) = _two_by_two()
+    assert len(graph.inputs) == 2 and len(graph.outputs) == 2
+    expected = _outputs(qm(x, s))
+    _assert_equal(expected, _outputs(qfx.ir.run(graph, x.numpy(), s.numpy())), "qfx.ir.run")
+    _assert_equal(expected, _outputs(emulate(graph, [x.numpy(), s.numpy()], threads=1)), "qfx.emulate")
+    found = execute_onnx(ModelWrapper(to_onnx(graph, batch_size=len(x))),
+                         {graph.inputs[0].name: x.numpy(), graph.inputs[1].name: s.numpy()})
+    _assert_equal(expected, [np.asarray(found[o], dtype=np.float64) for o in graph.outputs], "QONNX")
+
+
+@pytest.mark.parametrize("io", ["parallel", "stream"])
+def test_two_inputs_two_outputs_in_hls_csim(_hls_cache, tmp_path, io):
+    from qfx.boards import load_board
+    from qfx.hls import float_inputs, generate, run_csim, write_project
+    qm, graph, (x, s) = _two_by_two()
+    project = write_project(generate(graph, load_board("ultra96v2"), io, float_inputs(graph, x.numpy(), s.numpy())),
+                            tmp_path / "p")
+    report = run_csim(project)
+    assert report.ok and report.mismatches == 0 and report.samples == len(x), report.summary()
+
+
+def test_block_design_has_one_dma_channel_per_stream(tmp_path):
+    import shutil
+    from test_hls import _run_tcl
+    from qfx.boards import load_board
+    from qfx.hls import generate, write_project
+    if shutil.which("tclsh") is None:
+        pytest.fail("tclsh is required (apt-get install tcl)")
+    _, graph, _ = _two_by_two()
+    project = write_project(generate(graph, load_board("ultra96v2"), "stream"), tmp_path / "p")
+    calls = _run_tcl(project, "vivado/block_design.tcl", tmp_path)
+    dmas = [c[-1] for c in calls if c[0] == "create_bd_cell" and "xilinx.com:ip:axi_dma" in c]
+    assert dmas == ["dma", "dma1"]
+    links = {tuple(c[1:]) for c in calls if c[0] == "connect_bd_intf_net"}
+    names = [graph.inputs[0].name, graph.inputs[1].name, *graph.outputs]
+    assert links == {("dma/M_AXIS_MM2S", f"nn/{names[0]}"), ("dma1/M_AXIS_MM2S", f"nn/{names[1]}"),
+                     (f"nn/{names[2]}", "dma/S_AXIS_S2MM"), (f"nn/{names[3]}", "dma1/S_AXIS_S2MM")}, links
+
+
+def test_pynq_driver_moves_each_stream_on_its_own_dma(monkeypatch):
+    """The stream driver against a stand-in overlay whose DMAs run the IR on what they were sent."""
+    import sys
+    import types
+    from qfx.boards import load_board
+    from qfx.hls import generate
+    qm, graph, (x, s) = _two_by_two()
+    sent, received = {}, {}
+
+    class Channel:
+        def __init__(self, k, direction):
+            self.k, self.direction = k, direction
+
+        def transfer(self, buffer):
+            (sent if self.direction == "send" else received)[self.k] = buffer
+
+        def wait(self):
+            if self.direction == "recv" and len(received) == len(graph.outputs):
+                codes = []
+                for k, value in enumerate(graph.inputs):  # stream order (channels innermost) back to (C, ...)
+                    flat = np.asarray(sent[k], dtype=np.int64).reshape(1, -1, value.shape[0])
+                    codes.append(flat.transpose(0, 2, 1).reshape((1,) + value.shape))
+                outs = qfx.ir.run(graph, *codes, codes=True)
+                for k, value in enumerate(graph.output_values):
+                    out = np.asarray(outs[k]).reshape(1, value.shape[0], -1).transpose(0, 2, 1).ravel()
+                    received[k][:] = out
+
+    class Buffer(np.ndarray):
+        def flush(self):
+            pass
+
+        def invalidate(self):
+            pass
+
+    def allocate(shape, dtype):
+        return np.zeros(shape, dtype).view(Buffer)
+
+    dmas = {("dma" if k == 0 else f"dma{k}"): types.SimpleNamespace(sendchannel=Channel(k, "send"),
+                                                                      recvchannel=Channel(k, "recv"))
+            for k in range(2)}
+    monkeypatch.setitem(sys.modules, "pynq", types.SimpleNamespace(Overlay=lambda bitfile: types.SimpleNamespace(
+        **dmas), allocate=allocate))
+    namespace: dict = {}
+    exec(compile(generate(graph, load_board("ultra96v2"), "stream")["driver/overlay.py"], "overlay.py", "exec"),
+         namespace)
+    got = namespace["Network"]("design_1.bit").run(x[:3].numpy(), s[:3].numpy())
+    _assert_equal(_outputs(qm(x[:3], s[:3])), _outputs(got), "the PYNQ driver")
