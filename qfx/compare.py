@@ -168,6 +168,10 @@ def compare(model: Optional[nn.Module], graph: Graph, x: Union[np.ndarray, torch
     if "torch" in backends and model is None:
         raise ValueError("the 'torch' back end needs the model; pass it, or leave 'torch' out of backends")
     array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    expected = graph.inputs[0]
+    if array.ndim == 0 or tuple(array.shape[1:]) != expected.shape:
+        raise ValueError(f"compare: input '{expected.name}' takes shape (N, {', '.join(map(str, expected.shape))}), "
+                         f"got {tuple(array.shape)}")
     captured = {b: BACKENDS[b](model, graph, array) for b in backends}
     producers = {n.name: n.op for n in graph.nodes}
     tensors = []

@@ -80,3 +80,16 @@ def test_refuses_unknown_backends_and_a_missing_model():
         compare(None, graph, x, backends=("ir", "csim-typo"))
     with pytest.raises(ValueError, match="needs the model"):
         compare(None, graph, x)
+
+
+def test_names_the_input_and_its_shape_when_the_batch_does_not_fit():
+    qm, graph, x = _cnn()
+    with pytest.raises(ValueError, match=r"input '.+' takes shape \(N, 2, 10, 6\), got \(3, 120\)"):
+        compare(qm, graph, x.reshape(24, -1)[:3])
+
+
+def test_an_empty_batch_compares_empty_tensors():
+    qm, graph, x = _cnn()
+    report = compare(qm, graph, x[:0])
+    assert report.equal and report.samples == 0
+    assert [t.elements for t in report.tensors] == [0] * len(report.tensors)

@@ -338,3 +338,17 @@ def test_a_garbage_cached_program_is_rebuilt_not_run(tmp_path, monkeypatch):
         program.write_bytes(damage)  # an exec format error, or a crash, if it were run
         with pytest.warns(RuntimeWarning, match="does not match its recorded SHA-256"):
             assert np.array_equal(emulate(graph, x), expected)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_an_empty_batch_gives_empty_outputs(name):
+    """PyTorch, the interpreter and the emulator all map a batch of 0 samples to 0 outputs of the right shape."""
+    qm, graph, shape = _zoo(name)
+    x = inputs(shape, batch=0)
+    expected = (0,) + graph.output_values[0].shape
+    assert tuple(qm(x).shape) == expected
+    assert qfx.ir.run(graph, x.numpy()).shape == expected
+    assert emulate(graph, x.numpy()).shape == expected
+    traced = run_codes(graph, np.zeros((0,) + shape, dtype=np.int64), trace=True)
+    assert {name: a.shape for name, a in traced.items()} == {
+        v.name: (0,) + v.shape for v in list(graph.inputs) + [n.output for n in graph.nodes]}

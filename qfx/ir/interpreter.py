@@ -356,7 +356,11 @@ def run_codes(graph: Graph, inputs: Union[Codes, list[Codes]]) -> dict[str, Code
         if codes.size and (int(codes.min()) < value.type.code_min or int(codes.max()) > value.type.code_max):
             raise ValueError(f"input '{value.name}' holds codes outside its format {value.type}")
         env[value.name] = (codes, value.type)
+    batch = arrays[0].shape[0] if arrays else 0
     for node in graph.nodes:
+        if batch == 0:  # an empty batch gives empty tensors (ops that reshape by -1 cannot run on it)
+            env[node.name] = (np.zeros((0,) + tuple(node.output.shape), dtype=np.int64), node.output.type)
+            continue
         try:
             result = _execute(node, [env[name] for name in node.inputs])
         except (KeyError, IndexError, ValueError) as error:
