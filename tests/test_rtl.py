@@ -226,3 +226,12 @@ def test_top_must_be_a_verilog_identifier(tmp_path, capsys, top):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json", "g.npz"]
     with pytest.raises(RTLError, match="--top"):
         render(_odd_names_graph(), top=top)
+
+
+def test_a_graph_named_like_a_verilog_keyword_gets_another_top_name():
+    from qfx.rtl.generate import plan_design
+    for name in ("initial", "task", "event"):
+        graph = _odd_names_graph()
+        graph.name = name
+        top = plan_design(graph).top
+        assert top != name and top.startswith(name) and f"rtl/{top}.v" in render(graph)

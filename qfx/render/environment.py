@@ -35,5 +35,5 @@ def environment() -> jinja2.Environment:
     """The shared, strict environment (``StrictUndefined``, ``trim_blocks``, ``lstrip_blocks``)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    env.filters.update({name: getattr(escape, name) for name in escape.__all__ if name != "MAX_TEXT"})
+    env.filters.update({name: getattr(escape, name) for name in escape.__all__ if callable(getattr(escape, name))})
     return env

@@ -26,7 +26,7 @@ import unicodedata
 
 from ..format import FixedType
 
-__all__ = ["cpp_type", "ident", "verilog_ident", "tcl_word", "yosys_word", "printable", "cpp_comment",
+__all__ = ["cpp_type", "ident", "verilog_ident", "VERILOG_KEYWORDS", "tcl_word", "yosys_word", "printable", "cpp_comment",
            "verilog_comment", "python_text", "tcl_comment", "markdown", "MAX_TEXT"]
 
 #: The longest text from a file that generated comments and docs repeat.
@@ -36,7 +36,7 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,79}")
 _TCL_WORD = re.compile(r"[A-Za-z0-9_./:-]+")
 _YOSYS_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}")
 #: Verilog-2005 keywords a module or signal may not be called.
-_VERILOG_KEYWORDS = frozenset("""
+VERILOG_KEYWORDS = frozenset("""
     always and assign automatic begin buf bufif0 bufif1 case casex casez cell cmos config deassign default defparam
     design disable edge else end endcase endconfig endfunction endgenerate endmodule endprimitive endspecify
     endtable endtask event for force forever fork function generate genvar highz0 highz1 if ifnone incdir include
@@ -65,7 +65,7 @@ def ident(name: str) -> str:
 
 def verilog_ident(name: str) -> str:
     """:func:`ident`, and not a Verilog keyword: a module, instance or signal name."""
-    if ident(name) in _VERILOG_KEYWORDS:
+    if ident(name) in VERILOG_KEYWORDS:
         raise ValueError(f"{name!r} is a Verilog keyword; choose another name")
     return name
 

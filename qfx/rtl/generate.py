@@ -31,7 +31,7 @@ import numpy as np
 from ..ir import Graph, IRError, run_codes
 from ..ir.graph import c_identifier
 from ..render import environment, write_project
-from ..render.escape import verilog_ident
+from ..render.escape import VERILOG_KEYWORDS, verilog_ident
 from .layers import LayerModule, RTLError, lower_node
 
 __all__ = ["Design", "plan_design", "render", "generate", "random_input_codes"]
@@ -151,7 +151,7 @@ def plan_design(graph: Graph, pipeline: int = 0, top: Optional[str] = None) -> D
                 from error
         if top == "qfx_add":
             raise RTLError("--top qfx_add: the name is taken by qfx's adder module; choose another")
-    top = top or c_identifier(graph.name or "qfx_top", set(names.values()))
+    top = top or c_identifier(graph.name or "qfx_top", set(names.values()) | VERILOG_KEYWORDS)
     values = graph.values()
     layers = [lower_node(node, [values[i] for i in node.inputs], f"{top}_{names[node.name]}") for node in graph.nodes]
     cuts = set(_boundaries(len(layers), pipeline, graph.name))
