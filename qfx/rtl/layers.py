@@ -28,7 +28,8 @@ __all__ = ["RTLError", "Wire", "AdderInstance", "LayerModule", "lower_node", "MA
 #: A convolution is unrolled only up to this many nonzero weight taps over all its outputs.
 MAX_UNROLLED_TAPS = 50_000
 SUPPORTED_OPS = ("dense", "conv1d", "conv2d", "relu", "relu6", "leaky_relu", "scale_shift", "add", "flatten",
-                 "sub", "clamp", "concat", "zero_pad", "upsample", "prelu", "table")
+                 "sub", "clamp", "concat", "zero_pad", "upsample", "prelu", "table", "sign", "thermometer",
+                 "binary_dense", "binary_conv1d", "binary_conv2d")
 
 
 class RTLError(ValueError):
@@ -381,9 +382,93 @@ def _table(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return words
 
 
+# ------------------------------------------------------------- binary ops
+# A binary code is +1 (2'b01) or -1 (2'b11): its bit 1 is set for -1.  xnor(x, +1) is ~x[1] and
+# xnor(x, -1) is x[1]; a dot product is 2 * popcount - N, the popcount an adder graph of 1-bit terms.
+def _sign(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    sources = [(b.wire(f"r{e}", -1, 1, f"{name}[{signed_width(low, high) - 1}] ? -2'sd1 : 2'sd1"), 0)
+               for e, (name, low, high) in enumerate(b.unpack(0, inputs[0]))]
+    return b.cast(sources, node.output.type, "y")
+
+
+def _thermometer(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    thresholds = node.constants["thresholds"]
+    fx, ft = x.type.frac_bits, int(thresholds.frac_bits()[0])
+    common = max(fx, ft)
+    elements = [b.align_add(f"u{e}", element, common - fx, 0) for e, element in enumerate(b.unpack(0, x))]
+    size = x.size // x.shape[0]
+    levels = [int(c) << (common - ft) for c in thresholds.codes]
+    sources = []
+    for c in range(x.shape[0]):
+        for t, level in enumerate(levels):
+            for i in range(size):
+                name, low, high = elements[c * size + i]
+                width = max(signed_width(low, high), signed_width(level, level))
+                expr = f"$signed({name}) >= {literal(level, width)} ? 2'sd1 : -2'sd1"
+                sources.append((b.wire(f"r{(c * len(levels) + t) * size + i}", -1, 1, expr), 0))
+    return b.cast(sources, node.output.type, "y")
+
+
+def _popcount_dot(b: _Builder, node: Node, x: Value, taps: list[tuple[dict[int, int], int]]) -> list[str]:
+    """Each output: ``2 * popcount(xnor) - N + constant`` over its taps ``{input element: ±1}``."""
+    terms: list[Element] = []
+    for e, (name, _, _) in enumerate(b.unpack(0, x)):
+        terms.append(b.wire(f"xp{e}", 0, 1, f"{{1'b0, ~{name}[1]}}"))  # xnor with +1
+        terms.append(b.wire(f"xn{e}", 0, 1, f"{{1'b0, {name}[1]}}"))  # xnor with -1
+    rows = [{2 * e + (w < 0): 1 for e, w in row.items()} for row, _ in taps]
+    counts = b.products(rows, terms)
+    sources = [(b.align_add(f"s{o}", count, 1, constant - len(row)), 0)
+               for o, (count, (row, constant)) in enumerate(zip(counts, taps))]
+    return b.cast(sources, node.output.type, "y")
+
+
+def _binary_dense(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    weight = node.constants["weight"].codes
+    return _popcount_dot(b, node, inputs[0], [({i: int(v) for i, v in enumerate(row)}, 0) for row in weight])
+
+
+def _binary_conv(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    weight = node.constants["weight"].codes
+    if weight.size * (node.output.size // node.output.shape[0]) > MAX_UNROLLED_TAPS:
+        raise RTLError(f"{node.describe()}: fully unrolled it needs more than {MAX_UNROLLED_TAPS} XNOR taps; the "
+                       "Verilog back end unrolls only small binary convolutions (use the HLS back end, or shrink it)")
+    two_d = weight.ndim == 4
+    w4 = weight if two_d else weight[:, :, None, :]
+    in_shape = x.shape if two_d else (x.shape[0], 1, x.shape[1])
+    out_shape = node.output.shape if two_d else (node.output.shape[0], 1, node.output.shape[1])
+    stride = node.attrs["stride"] if two_d else [1] + node.attrs["stride"]
+    dilation = node.attrs["dilation"] if two_d else [1] + node.attrs["dilation"]
+    padding = node.attrs["padding"] if two_d else [[0, 0]] + node.attrs["padding"]
+    pad_value, groups = node.attrs["pad_value"], node.attrs["groups"]
+    per_group_in, per_group_out = w4.shape[1], w4.shape[0] // groups
+    taps = []
+    for oc in range(out_shape[0]):
+        g = oc // per_group_out
+        for oh in range(out_shape[1]):
+            for ow in range(out_shape[2]):
+                row: dict[int, int] = {}
+                constant = 0  # the padded taps: pad_value * w each
+                for ic in range(per_group_in):
+                    for kh in range(w4.shape[2]):
+                        for kw in range(w4.shape[3]):
+                            ih = oh * stride[0] + kh * dilation[0] - padding[0][0]
+                            iw = ow * stride[1] + kw * dilation[1] - padding[1][0]
+                            code = int(w4[oc, ic, kh, kw])
+                            if 0 <= ih < in_shape[1] and 0 <= iw < in_shape[2]:
+                                row[((g * per_group_in + ic) * in_shape[1] + ih) * in_shape[2] + iw] = code
+                            else:
+                                constant += pad_value * code
+                taps.append((row, constant))
+    return _popcount_dot(b, node, x, taps)
+
+
 _LOWER = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
           "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "prelu": _prelu,
-          "table": _table}
+          "table": _table,
+          "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense, "binary_conv1d": _binary_conv,
+          "binary_conv2d": _binary_conv}
 
 
 def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule:
