@@ -32,6 +32,7 @@ from .nn import (LayerQConfig, QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QBatchNorm1
 from .nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
 from .nn.prelu import QPReLU, QRPReLU, RPReLU
 from .nn.lut import TABLE_MODULES, QTable, table_function
+from .nn.softmax import QSoftmax
 
 __all__ = ["QConfig", "quantize_model", "UnsupportedOperationError", "SUPPORTED_MODULES", "SUPPORTED_FUNCTIONS"]
 
@@ -205,7 +206,7 @@ class UnsupportedOperationError(TypeError):
 SUPPORTED_MODULES: tuple[type, ...] = (
     nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU,
     nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.PReLU, RPReLU,
-    *TABLE_MODULES)
+    *TABLE_MODULES, nn.Softmax, nn.LogSoftmax)
 
 #: Functions and methods quantize_model converts, by their spelling in the error message.
 SUPPORTED_FUNCTIONS = ("operator.add (a + b of two tensors)", "torch.add(a, b)", "F.relu", "torch.relu",
@@ -213,7 +214,7 @@ SUPPORTED_FUNCTIONS = ("operator.add (a + b of two tensors)", "torch.add(a, b)",
                        "x.size()/x.shape (feeding a flatten)",
                        "torch.sigmoid, torch.tanh, torch.exp, torch.reciprocal, F.silu, F.gelu, F.elu, F.softplus, "
                        "F.hardsigmoid, F.hardswish and the methods .sigmoid(), .tanh(), .exp(), .reciprocal() "
-                       "(lookup tables)")
+                       "(lookup tables)", "F.softmax(x, dim=...)", "F.log_softmax(x, dim=...)", "x.softmax(dim=...)")
 
 # A qfx layer is already converted: the tracer must not look inside it.
 _PASSTHROUGH = (nn.Identity, nn.Dropout, QFlatten)
@@ -286,6 +287,7 @@ def _flatten_dims(node: fx.Node) -> Optional[tuple[int, int]]:
 
 
 _RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_)
+_SOFTMAX_CALLS = (F.log_softmax, torch.log_softmax, "log_softmax", F.softmax, torch.softmax, "softmax")
 _ADD_FUNCTIONS = (operator.add, torch.add)
 
 
@@ -393,6 +395,8 @@ def _convert_module(module: nn.Module, cfg: LayerQConfig, input_width: int) -> n
         return QFlatten.from_float(module)
     if type(module) in TABLE_MODULES:
         return QTable.from_float(module, cfg)
+    if type(module) in (nn.Softmax, nn.LogSoftmax):
+        return QSoftmax.from_float(module, cfg)
     raise KeyError(type(module))
 
 
@@ -406,6 +410,8 @@ def _qfx_type(module: nn.Module) -> Optional[type]:
         return QFlatten
     if type(module) in TABLE_MODULES:
         return QTable
+    if type(module) in (nn.Softmax, nn.LogSoftmax):
+        return QSoftmax
     return _FROM_FLOAT.get(type(module))
 
 
@@ -559,6 +565,18 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                 cfg = config.resolve(node.name, None, QTable)
                 name, function = table_function(target, node.kwargs)
                 new = insert_module(node, node.name, QTable(function, name, cfg), (node.args[0],))
+                graph.erase_node(node)
+                width[new] = cfg.output.width
+            elif target in _SOFTMAX_CALLS:
+                dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+                if not isinstance(dim, int) or len(node.args) > 2 or node.kwargs.get("dtype") is not None \
+                        or set(node.kwargs) - {"dim", "dtype", "_stacklevel"}:
+                    raise _unsupported(f"{_describe_target(node)} with arguments {node.args[1:]} {dict(node.kwargs)}",
+                                       node, detail=" (give an integer dim, no dtype)")
+                input_width_of(node, node.args[0])
+                cfg = config.resolve(node.name, None, QSoftmax)
+                layer = QSoftmax(dim, target in _SOFTMAX_CALLS[:3], cfg)
+                new = insert_module(node, node.name, layer, (node.args[0],))
                 graph.erase_node(node)
                 width[new] = cfg.output.width
             elif node.op == "call_function" and target in _RELU_FUNCTIONS:

@@ -52,6 +52,7 @@ from .nn.prelu import QPReLU, QRPReLU
 from .nn.layer import describe_format
 from .nn.linear import _QDotProduct
 from .nn.lut import QTable
+from .nn.softmax import QSoftmax
 from .nn.quantizers import KHotQuantizer
 
 __all__ = ["bit_cost", "layer_costs", "summary", "LayerCost"]
@@ -183,6 +184,10 @@ def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
             cost = cost + _per_sample(node) * w_in * layer.slope_quantizer.base_type.width
         elif isinstance(layer, QTable):
             cost = cost + layer.rom_bits()  # one ROM, read by every element
+        elif isinstance(layer, QSoftmax):  # its ROMs, the max's comparisons, the sum's adds, the products
+            elems = _per_sample(node)
+            e, r = layer.exp_quantizer.base_type.width, layer.second_quantizer.base_type.width
+            cost = cost + layer.rom_bits() + elems * (w_in + e + e * r)
         elif isinstance(layer, QMaxPool2d):
             k = layer.kernel_size
             area = k * k if isinstance(k, int) else math.prod(k)

@@ -453,11 +453,29 @@ def _table(unit: _Unit, node: Node) -> str:
             f"{unit.ws(node.name)});")
 
 
+def _softmax(unit: _Unit, node: Node) -> str:
+    x = unit.values[node.inputs[0]]
+    log = node.attrs["log"]
+    t, st = node.formats["table"], node.formats["accum"]
+    second = node.constants["log" if log else "reciprocal"]
+    fx, fe, fr = x.type.frac_bits, node.constants["exp"].types[0].frac_bits, second.types[0].frac_bits
+    common = max(fx, fr)
+    name = unit.names[node.name]
+    unit.formats += [f"using {name}__table = {_format(t)};", f"using {name}__sum = {_format(st)};"]
+    exp = unit.constant(node, "exp", node.constants["exp"].codes)
+    rom = unit.constant(node, "second", second.codes)
+    drop_y = (common if log else fe + fr) - node.output.type.frac_bits
+    params = [f"formats::{name}__table", f"formats::{name}__sum", unit.fmt(node.name), x.shape[0],
+              x.size // x.shape[0], fx - t.frac_bits, fe - st.frac_bits, "true" if log else "false", common - fx,
+              common - fr, drop_y]
+    return f"qfx::softmax<{', '.join(map(str, params))}>({unit.ws(x.name)}, {exp}, {rom}, {unit.ws(node.name)});"
+
+
 _EMITTERS = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
              "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "maxpool2d": _maxpool,
              "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool, "flatten": _flatten,
              "prelu": _prelu, "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense, "binary_conv1d": _binary_conv,
-             "binary_conv2d": _binary_conv, "table": _table}
+             "binary_conv2d": _binary_conv, "table": _table, "softmax": _softmax}
 
 
 # -------------------------------------------------------------- the unit

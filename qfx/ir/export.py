@@ -23,6 +23,7 @@ from ..nn.prelu import QPReLU, QRPReLU
 from ..nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
 from ..nn.layer import FixedConstant
 from ..nn.lut import QTable
+from ..nn.softmax import QSoftmax
 from .graph import Constant, Graph, IRError, Node, Value
 from .lower import lower_layer
 
@@ -32,7 +33,8 @@ _ALIASES = (nn.Identity, nn.Dropout)
 _SIMPLE_OPS = {QLinear: "dense", QReLU: "relu", QReLU6: "relu6", QLeakyReLU: "leaky_relu", QAdd: "add",
                QAdaptiveAvgPool2d: "global_avgpool2d", QFlatten: "flatten", QSign: "sign",
                QThermometer: "thermometer", QBinaryLinear: "binary_dense", QBinaryConv1d: "binary_conv1d",
-               QBinaryConv2d: "binary_conv2d", QPReLU: "prelu", QRPReLU: "prelu", QTable: "table"}
+               QBinaryConv2d: "binary_conv2d", QPReLU: "prelu", QRPReLU: "prelu", QTable: "table",
+               QSoftmax: "softmax"}
 
 
 def _pair(value: Union[int, tuple[int, ...], list[int]]) -> list[int]:
@@ -72,6 +74,8 @@ def _attrs(layer: nn.Module) -> dict[str, Any]:
         return {"kernel": _pair(layer.kernel_size), "stride": _pair(layer.stride), "padding": _pair(layer.padding)}
     if isinstance(layer, QTable):
         return {"function": layer.name}
+    if isinstance(layer, QSoftmax):
+        return {"log": layer.log}
     return {}
 
 
@@ -90,7 +94,7 @@ def _op(layer: nn.Module) -> str:
     raise IRError(f"export: layer {type(layer).__name__} has no IR op; supported layers: QInput, QLinear, "
                   "QConv1d, QConv2d, QBatchNorm1d/2d, QReLU, QReLU6, QLeakyReLU, QAdd, QMaxPool2d, QAvgPool2d, "
                   "QAdaptiveAvgPool2d, QFlatten, QPReLU, QRPReLU, QSign, QThermometer, QBinaryLinear, QBinaryConv1d, "
-                  "QBinaryConv2d, QTable, Dropout, Identity")
+                  "QBinaryConv2d, QTable, QSoftmax, Dropout, Identity")
 
 
 def _shape(node: fx.Node) -> tuple[int, ...]:
@@ -159,6 +163,9 @@ def export(model: nn.Module, example_input: Any, name: str = "") -> Graph:
             values[fx_node] = lowered[-1].output
             continue
         op = _op(layer)
+        if isinstance(layer, QSoftmax) and layer.dim != 1 and not (layer.dim == -1 and len(_shape(fx_node)) == 1):
+            raise IRError(f"export: layer '{fx_node.target}' takes the softmax over dimension {layer.dim}; the IR "
+                          "takes it over dimension 1 (features or channels)")
         formats = layer.formats()
         out_type = formats["output"] if "output" in formats else values[args[0]].type
         node = Node(name=fx_node.name, op=op, inputs=tuple(values[a].name for a in args),

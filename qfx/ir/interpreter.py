@@ -268,12 +268,26 @@ def _table(node: Node, x: Codes, fx: int) -> Codes:
     return node.constants["table"].codes[address]
 
 
+def _softmax(node: Node, x: Codes, fx: int) -> Codes:
+    t, st = node.formats["table"], node.formats["accum"]
+    exp, second = node.constants["exp"], node.constants["log" if node.attrs["log"] else "reciprocal"]
+    fe, fr = exp.types[0].frac_bits, second.types[0].frac_bits
+    d = as_codes(x, 1) - as_codes(x, 1).max(axis=1, keepdims=True)
+    e = exp.codes[np.asarray(cast(d, fx, t)).astype(np.int64) - t.code_min]
+    s = np.asarray(cast(e.sum(axis=1, keepdims=True), fe, st)).astype(np.int64) - st.code_min
+    r = second.codes[s]
+    if not node.attrs["log"]:
+        return cast(e * r, fe + fr, node.output.type)
+    common = max(fx, fr)
+    return cast(shift_left(d, common - fx) - shift_left(r, common - fr), common, node.output.type)
+
+
 _UNARY: dict[str, Callable[[Node, Codes, int], Codes]] = {
     "dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
     "relu6": _relu6, "leaky_relu": _leaky_relu, "avgpool2d": _avgpool, "global_avgpool2d": _global_avgpool,
     "flatten": _flatten, "prelu": _prelu, "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense,
     "binary_conv1d": _binary_conv, "binary_conv2d": _binary_conv,
-    "table": _table,
+    "table": _table, "softmax": _softmax,
 }
 
 

@@ -43,6 +43,9 @@ op                            result before the output cast                     
                               dimension, nearest (no cast)
 ``table``                     ``table[code(Qtable(x)) - code_min]``: the output codes of  table
                               a function at every code of the format ``table``            (function)
+``softmax``                   over dimension 0: ``d = x - max(x)``, ``e = exp[Qtable(d)]``, exp, reciprocal or log
+                              ``s = Qaccum(sum e)``; ``e * reciprocal[s]``, or            (log)
+                              ``d - log[s]`` when ``log``
 ============================  ==========================================================  =======================
 
 A binary tensor has the format ``ap_fixed<2,2>`` and only the codes ``-1``
@@ -388,6 +391,26 @@ def _table(node: Node, inputs: list[Value]) -> tuple[int, ...]:
     return inputs[0].shape
 
 
+def _softmax(node: Node, inputs: list[Value]) -> tuple[int, ...]:
+    """Softmax over dimension 0: the exp table addressed by ``formats['table']``, the second table (reciprocal,
+    or log when ``attrs['log']``) by the sum's format ``formats['accum']``."""
+    (x,) = inputs
+    if len(x.shape) < 1:
+        raise IRError(f"{node.describe()}: input '{x.name}' needs a dimension to take the softmax over")
+    if not isinstance(node.attrs.get("log"), bool):
+        raise IRError(f"{node.describe()}: attribute 'log' must be true or false, got {node.attrs.get('log')!r}")
+    second = "log" if node.attrs["log"] else "reciprocal"
+    for fmt, role in (("table", "exp"), ("accum", second)):
+        t = node.formats.get(fmt)
+        if t is None or t.width > 16:
+            raise IRError(f"{node.describe()}: format '{fmt}' (addressing the {role} table) must be given, at most "
+                          f"16 bits, got {t}")
+        _constant(node, role, (t.code_max - t.code_min + 1,))
+    if "log" in node.constants and "reciprocal" in node.constants:
+        raise IRError(f"{node.describe()}: takes a reciprocal or a log table, not both")
+    return x.shape
+
+
 #: Each op: (number of inputs, the check returning the output shape, attributes it takes, formats it takes).
 OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozenset, frozenset]] = {
     "dense": (1, _dense, frozenset(), frozenset({"accum"})),
@@ -415,6 +438,7 @@ OPS: dict[str, tuple[int, Callable[[Node, list[Value]], tuple[int, ...]], frozen
     "zero_pad": (1, _zero_pad, frozenset({"insert", "padding"}), frozenset()),
     "upsample": (1, _upsample, frozenset({"scale"}), frozenset()),
     "table": (1, _table, frozenset({"function"}), frozenset({"table"})),
+    "softmax": (1, _softmax, frozenset({"log"}), frozenset({"table", "accum"})),
 }
 
 _CONSTANTS = {"dense": {"weight", "bias"}, "conv1d": {"weight", "bias"}, "conv2d": {"weight", "bias"},
@@ -422,7 +446,7 @@ _CONSTANTS = {"dense": {"weight", "bias"}, "conv1d": {"weight", "bias"}, "conv2d
               "global_avgpool2d": {"divisor"}, "thermometer": {"thresholds"}, "binary_dense": {"weight"},
               "prelu": {"slope", "bias", "shift"},
               "binary_conv1d": {"weight"}, "binary_conv2d": {"weight"},
-              "clamp": {"low", "high"}, "table": {"table"}}
+              "clamp": {"low", "high"}, "table": {"table"}, "softmax": {"exp", "reciprocal", "log"}}
 
 
 def check_node(node: Node, inputs: list[Value]) -> None:

@@ -14,6 +14,7 @@ from .layer import FixedConstant, QuantizedLayer
 from .linear import QConv1d, QConv2d, QLinear
 from .prelu import QPReLU, QRPReLU, RPReLU
 from .lut import QTable
+from .softmax import QSoftmax
 from .pooling import QAdaptiveAvgPool2d, QAvgPool2d, QFlatten, QMaxPool2d
 from .quantizers import FixedQuantizer, KHotQuantizer
 from .reduce import QAdaptiveAvgPool, QAvgPool1d, QMaxPool1d, QMean
@@ -28,5 +29,5 @@ __all__ = [
     "QPReLU", "QRPReLU", "RPReLU", "QSign", "QThermometer", "QBinaryLinear", "QBinaryConv1d", "QBinaryConv2d",
     "QSub", "QMul", "QConstantAdd", "QConstantMul", "QClamp", "QConcat", "QZeroPad", "QUpsample",
     "QConvTranspose1d", "QConvTranspose2d", "QMaxPool1d", "QAvgPool1d", "QAdaptiveAvgPool", "QMean",
-    "QTable",
+    "QTable", "QSoftmax",
 ]

@@ -7,7 +7,7 @@ the layer: training, eval and every back end read the same codes.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,11 @@ from ..functional import to_codes
 from .config import LayerQConfig, make_quantizer
 from .exact import as_float
 from .layer import FixedConstant, QuantizedLayer
+from .quantizers import FixedQuantizer, KHotQuantizer
 
-__all__ = ["QTable", "TABLE_MODULES", "TABLE_FUNCTIONS", "table_function", "DEFAULT_TABLE_WIDTH"]
+Quantizer = Union[FixedQuantizer, KHotQuantizer]
+
+__all__ = ["QTable", "TableFunction", "TABLE_MODULES", "TABLE_FUNCTIONS", "table_function", "DEFAULT_TABLE_WIDTH"]
 
 #: Word length of the table's input format when ``cfg.table`` is not given: 1024 entries.
 DEFAULT_TABLE_WIDTH = 10
@@ -90,6 +93,44 @@ class _Lookup(torch.autograd.Function):
         return (grad * slope.to(grad.dtype)).to(x.dtype), None, None, None
 
 
+class TableFunction:
+    """A function's float64 values at every code of a table format (the current format's cached) and the lookup."""
+
+    def __init__(self, function: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.function = function
+        self._cache: dict[tuple[FixedType, torch.device], torch.Tensor] = {}
+
+    def values(self, t: FixedType, device: torch.device, where: str) -> torch.Tensor:
+        """``f`` at every code of ``t``, lowest first; NaN is refused (``where`` names the layer), infinities become
+        the largest double of their sign."""
+        key = (t, device)
+        if key not in self._cache:
+            inputs = torch.arange(t.code_min, t.code_max + 1, dtype=torch.float64) * t.lsb
+            with torch.no_grad():
+                values = torch.as_tensor(self.function(inputs), dtype=torch.float64)
+            if values.shape != inputs.shape:
+                raise ValueError(f"{where}: the function is not elementwise: {inputs.numel()} inputs gave shape "
+                                 f"{tuple(values.shape)}")
+            if bool(torch.isnan(values).any()):
+                raise ValueError(f"{where}: the function is NaN at table input {float(inputs[torch.isnan(values)][0])}"
+                                 f"; narrow the table's input format {t} to the function's domain")
+            big = torch.finfo(torch.float64).max
+            self._cache = {key: values.clamp(-big, big).to(device)}  # one format at a time
+        return self._cache[key]
+
+    def codes(self, t: FixedType, out: FixedType, where: str) -> torch.Tensor:
+        """The table: the codes of ``out`` for every code of ``t``, lowest first (int64)."""
+        return to_codes(self.values(t, torch.device("cpu"), where), out)
+
+    def lookup(self, x: torch.Tensor, table_quantizer: Quantizer, output_quantizer: Quantizer,
+               where: str) -> torch.Tensor:
+        """``Qout(f(Qtable(x)))`` by gathering ``f``'s float64 values (see :class:`QTable`); float64."""
+        xq = table_quantizer(x if table_quantizer.base_type.width <= 24 else x.double())
+        t = table_quantizer.fixed_type
+        index = torch.round(xq.detach().double() * 2.0 ** t.frac_bits).to(torch.int64) - t.code_min
+        return output_quantizer(_Lookup.apply(xq, index, self.values(t, x.device, where), self.function))
+
+
 class QTable(QuantizedLayer):
     """``y = table[Qtable(x)]``: an elementwise function by lookup table.
 
@@ -122,6 +163,7 @@ class QTable(QuantizedLayer):
         if not callable(function):
             raise TypeError(f"QTable: function must be callable, got {function!r}")
         self.function, self.name = function, str(name)
+        self.table = TableFunction(function)
         table = cfg.table if cfg.table is not None else FixedType(
             DEFAULT_TABLE_WIDTH, 4, signed=True, rounding=cfg.output.rounding, overflow=cfg.output.overflow)
         if table.width > 16:
@@ -129,46 +171,22 @@ class QTable(QuantizedLayer):
                              f"2**{table.width} entries; use at most 16 bits")
         self.table_quantizer = make_quantizer(table, cfg.learn_int_bits)
         self.output_quantizer = make_quantizer(cfg.output, cfg.learn_int_bits)
-        self._cache: dict[tuple[FixedType, torch.device], torch.Tensor] = {}
 
     def _shape_repr(self) -> str:
         return self.name
 
-    def inputs(self, t: Optional[FixedType] = None) -> torch.Tensor:
-        """The values of the table input format's codes, lowest first (float64)."""
-        t = t or self.table_quantizer.fixed_type
-        return torch.arange(t.code_min, t.code_max + 1, dtype=torch.float64) * t.lsb
-
     def function_values(self, t: Optional[FixedType] = None,
                         device: torch.device = torch.device("cpu")) -> torch.Tensor:
-        """``f`` at every table input, in float64 (cached per format); NaN is refused, infinities clamped."""
-        t = t or self.table_quantizer.fixed_type
-        key = (t, device)
-        if key not in self._cache:
-            with torch.no_grad():
-                values = torch.as_tensor(self.function(self.inputs(t)), dtype=torch.float64)
-            if values.shape != (t.code_max - t.code_min + 1,):
-                raise ValueError(f"{self.describe()}: the function is not elementwise: {t.code_max - t.code_min + 1}"
-                                 f" inputs gave shape {tuple(values.shape)}")
-            if bool(torch.isnan(values).any()):
-                bad = float(self.inputs(t)[torch.isnan(values)][0])
-                raise ValueError(f"{self.describe()}: the function is NaN at table input {bad}; narrow the table's "
-                                 f"input format {t} to the function's domain")
-            big = torch.finfo(torch.float64).max
-            self._cache = {key: values.clamp(-big, big).to(device)}  # one format at a time
-        return self._cache[key]
+        """``f`` at every code of the table format ``t`` (default the current one), lowest first, in float64."""
+        return self.table.values(t or self.table_quantizer.fixed_type, device, self.describe())
 
     def table_codes(self) -> torch.Tensor:
         """The table: the output codes of every table input, lowest input first (int64)."""
-        return to_codes(self.function_values(), self.output_quantizer.fixed_type)
+        return self.table.codes(self.table_quantizer.fixed_type, self.output_quantizer.fixed_type, self.describe())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = as_float(x)
-        xq = self.table_quantizer(x if self.table_quantizer.base_type.width <= 24 else x.double())
-        t = self.table_quantizer.fixed_type
-        index = torch.round(xq.detach().double() * 2.0 ** t.frac_bits).to(torch.int64) - t.code_min
-        values = _Lookup.apply(xq, index, self.function_values(t, x.device), self.function)
-        y = self.output_quantizer(values)
+        y = self.table.lookup(x, self.table_quantizer, self.output_quantizer, self.describe())
         if self.training or self.output_quantizer.base_type.width <= 24 or x.dtype == torch.float64:
             return y.to(x.dtype)
         return y

@@ -6,6 +6,7 @@
 // of int8/16/32/64 that holds the format (code_t).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -191,6 +192,30 @@ void leaky_relu(const X* x, Y* y) {
 template <class Index, int Size, int Drop, class X, class R, class Y>
 void lookup(const X* x, const R* rom, Y* y) {
   for (int i = 0; i < Size; ++i) y[i] = static_cast<Y>(rom[cast<Index>(std::int64_t(x[i]), Drop) - Index::code_min]);
+}
+
+// --------------------------------------------------------------- softmax
+// Over C channels at each of P positions: d = x - max(x), e = exp_rom[Table(d)], s = Sum(sum e), then
+// Out(e * second_rom[s]) or, for log-softmax, Out(d * 2**UpD - second_rom[s] * 2**UpR).
+template <class Table, class Sum, class Out, int C, int P, int DropD, int DropS, bool Log, int UpD, int UpR,
+          int DropY, class X, class R1, class R2, class Y>
+void softmax(const X* x, const R1* exp_rom, const R2* second_rom, Y* y) {
+  std::int64_t e[C];
+  for (int p = 0; p < P; ++p) {
+    std::int64_t top = x[p];
+    for (int c = 1; c < C; ++c) top = std::max<std::int64_t>(top, x[c * P + p]);
+    i128 total = 0;
+    for (int c = 0; c < C; ++c) {
+      e[c] = exp_rom[cast<Table>(i128(x[c * P + p]) - top, DropD) - Table::code_min];
+      total += e[c];
+    }
+    const i128 r = second_rom[cast<Sum>(total, DropS) - Sum::code_min];
+    for (int c = 0; c < C; ++c) {
+      const i128 d = i128(x[c * P + p]) - top;
+      const i128 v = Log ? shift_left(d, UpD) - shift_left(r, UpR) : i128(e[c]) * r;
+      y[c * P + p] = static_cast<Y>(cast<Out>(v, DropY));
+    }
+  }
 }
 
 // ------------------------------------------------------------------- add
