@@ -210,6 +210,7 @@ SUPPORTED_MODULES: tuple[type, ...] = (
 
 #: Functions and methods quantize_model converts, by their spelling in the error message.
 SUPPORTED_FUNCTIONS = ("operator.add (a + b of two tensors)", "torch.add(a, b)", "F.relu", "torch.relu",
+                       "F.relu6", "F.leaky_relu",
                        "torch.flatten(x, 1)", "x.flatten(1)", "x.view(x.size(0), -1)", "x.reshape(N, -1)",
                        "x.size()/x.shape (feeding a flatten)",
                        "torch.sigmoid, torch.tanh, torch.exp, torch.reciprocal, F.silu, F.gelu, F.elu, F.softplus, "
@@ -631,5 +632,9 @@ def record_shapes(gm: fx.GraphModule, example_input: Any) -> None:
     try:
         with torch.no_grad():
             ShapeProp(gm).propagate(*inputs)
+    except RuntimeError as error:  # ShapeProp wraps a layer's own error (a format too wide, say): raise that one
+        if isinstance(error.__cause__, (ValueError, TypeError)):
+            raise error.__cause__.with_traceback(None) from None
+        raise
     finally:
         gm.train(training)

@@ -314,3 +314,24 @@ def test_functional_leaky_relu_becomes_qleakyrelu():
     xq = qfx.quantize(x, q.x_quant.output_quantizer.fixed_type)
     expected = qfx.quantize(torch.where(xq >= 0, xq, xq * 0.25), q.leaky_relu.output_quantizer.fixed_type)
     assert torch.equal(q.leaky_relu(xq), expected)
+
+
+def test_a_format_too_wide_for_float64_is_the_error_itself_at_example_input():
+    """The layer's own ValueError, not torch's ShapeProp RuntimeError wrapping it."""
+    model = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ValueError, match="66 bits, more than the 53") as caught:
+        qfx.quantize_model(model, qfx.QConfig(weight=32, activation=32, input=32), example_input=torch.randn(2, 4))
+    assert type(caught.value) is ValueError and "ShapeProp" not in str(caught.value)
+
+
+def test_the_supported_function_list_names_relu6_and_leaky_relu():
+    from qfx.convert import SUPPORTED_FUNCTIONS
+    assert {"F.relu6", "F.leaky_relu"} <= set(SUPPORTED_FUNCTIONS)
+
+    class Net(nn.Module):
+        def forward(self, x):
+            return F.relu6(x) + F.leaky_relu(x, 0.25)
+
+    qm = qfx.quantize_model(Net(), qfx.QConfig())
+    kinds = {type(m).__name__ for m in qm.modules()}
+    assert {"QReLU6", "QLeakyReLU"} <= kinds
