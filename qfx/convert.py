@@ -602,7 +602,21 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
     gm.train(model.training)
     if example_input is not None:
         record_shapes(gm, example_input)
+        _refuse_token_wise_dense(gm)
     return gm
+
+
+def _refuse_token_wise_dense(gm: fx.GraphModule) -> None:
+    """Refuse an ``nn.Linear`` applied to each position of an (N, L, C) input: no back end computes it yet."""
+    modules = dict(gm.named_modules())
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), QLinear):
+            continue
+        meta = getattr(node.args[0], "meta", {}).get("tensor_meta")
+        if meta is not None and len(meta.shape) != 2:
+            raise _unsupported(f"nn.Linear on an input of shape {tuple(meta.shape)}", node, node.target,
+                               detail=" (dense layers take (N, features) inputs; a layer applied to each position "
+                                      "of an (N, L, C) input is not supported by the back ends: flatten first)")
 
 
 def _structure(node: fx.Node, config: QConfig, input_width_of, insert_module, width: dict) -> bool:

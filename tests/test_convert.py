@@ -335,3 +335,21 @@ def test_the_supported_function_list_names_relu6_and_leaky_relu():
     qm = qfx.quantize_model(Net(), qfx.QConfig())
     kinds = {type(m).__name__ for m in qm.modules()}
     assert {"QReLU6", "QLeakyReLU"} <= kinds
+
+
+def test_a_dense_layer_on_each_position_of_a_sequence_is_refused_naming_it():
+    """nn.Linear on (N, L, C) would convert, calibrate and run, then fail at export: refused up front."""
+
+    class Mixer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.token = nn.Linear(6, 6)
+            self.head = nn.Linear(24, 3)
+
+        def forward(self, x):
+            return self.head(torch.flatten(self.token(x), 1))
+
+    with pytest.raises(qfx.convert.UnsupportedOperationError,
+                       match=r"nn.Linear on an input of shape \(2, 4, 6\) at node 'token', module path 'token'"):
+        qfx.quantize_model(Mixer(), qfx.QConfig(), example_input=torch.randn(2, 4, 6))
+    qfx.quantize_model(Mixer(), qfx.QConfig())  # without shapes the check waits for export
