@@ -178,6 +178,22 @@ def test_unsupported_ops_are_refused_naming_node_and_op():
         render(graph)
 
 
+def test_every_node_is_checked_before_any_is_lowered(monkeypatch):
+    """A refused op late in the graph is named before the layers ahead of it are generated."""
+    import sys
+    t = FixedType(8, 4)
+    nodes = [Node("act", "relu", ("x",), Value("act", (1, 2, 2), t)),
+             Node("the pool", "maxpool2d", ("act",), Value("the pool", (1, 1, 1), t),
+                  attrs={"kernel": [2, 2], "stride": [2, 2], "padding": [0, 0], "dilation": [1, 1],
+                         "ceil_mode": False})]
+    lowered = []
+    monkeypatch.setattr(sys.modules["qfx.rtl.generate"], "lower_node", lambda node, *a: lowered.append(node.name))
+    graph = Graph("g", [Value("x", (1, 2, 2), t)], nodes, ["the pool"])
+    with pytest.raises(RTLError, match=r"node 'the pool'.*maxpool2d"):
+        render(graph)
+    assert lowered == []
+
+
 def test_large_convolutions_are_refused():
     weight = Constant(np.ones((64, 64, 3, 3), dtype=np.int64), (FixedType(4, 2),))
     graph = _single("conv2d", (64, 16, 16), (64, 16, 16), constants={"weight": weight},
@@ -199,8 +215,9 @@ def test_qfx_rtl_command_writes_a_design_and_keeps_it_without_force(tmp_path, ca
     assert cli.main(["rtl", str(graph_file), "-o", str(out), "--pipeline", "1", "--vectors", "300"]) == 0
     assert len(__import__("json").loads((out / "tb" / "vectors.json").read_text())["inputs"]) == 300
     assert cli.main(["rtl", str(graph_file), "-o", str(out)]) == 2
-    assert "--force" in capsys.readouterr().err
-    assert cli.main(["rtl", str(graph_file), "-o", str(out), "--pipeline", "99"]) == 2
+    error = capsys.readouterr().err
+    assert "pass --force to replace it" in error and "force=True" not in error
+    assert cli.main(["rtl", str(graph_file), "-o", str(out), "--force", "--pipeline", "99"]) == 2
     assert "at most" in capsys.readouterr().err
 
 

@@ -37,6 +37,8 @@ def main(args: argparse.Namespace) -> int:
 
     Errors propagate: :func:`qfx.cli.main` turns each into one line and exit status 2.
     """
+    if args.output.exists() and not args.force:  # before any work, in the command line's words
+        raise FileExistsError(f"'{args.output}' exists; pass --force to replace it")
     graph = load(args.graph)
     if args.inputs is not None:
         codes = input_codes(load_array(args.inputs), graph.inputs[0].type)

@@ -32,7 +32,7 @@ from ..ir import Graph, IRError, run_codes
 from ..ir.graph import c_identifier
 from ..render import environment, write_project
 from ..render.escape import VERILOG_KEYWORDS, verilog_ident
-from .layers import LayerModule, RTLError, lower_node
+from .layers import LayerModule, RTLError, check_supported, lower_node
 
 __all__ = ["Design", "plan_design", "render", "generate", "random_input_codes"]
 
@@ -121,6 +121,8 @@ def _check_graph(graph: Graph) -> None:
                        "Verilog top takes exactly one input tensor and one output tensor")
     if graph.outputs[0] == graph.inputs[0].name:
         raise RTLError(f"graph '{graph.name}': its output is its input; there is no logic to generate")
+    for node in graph.nodes:  # every node before any is lowered: a refusal comes at once, not after the rest
+        check_supported(node)
 
 
 def _boundaries(layers: int, pipeline: int, graph: str) -> list[int]:

@@ -23,7 +23,7 @@ from .adder_graph import build_adder_graph
 from .casts import Cast, plan_cast
 from .verilog import literal, signed_width
 
-__all__ = ["RTLError", "Wire", "AdderInstance", "LayerModule", "lower_node", "MAX_UNROLLED_TAPS", "SUPPORTED_OPS"]
+__all__ = ["RTLError", "Wire", "AdderInstance", "LayerModule", "check_supported", "lower_node", "MAX_UNROLLED_TAPS", "SUPPORTED_OPS"]
 
 #: A convolution is unrolled only up to this many nonzero weight taps over all its outputs.
 MAX_UNROLLED_TAPS = 50_000
@@ -218,11 +218,6 @@ def _dense(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
 def _conv(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     weight = node.constants["weight"].codes
-    taps = int((weight != 0).sum()) * (node.output.size // node.output.shape[0])
-    if taps > MAX_UNROLLED_TAPS:
-        raise RTLError(f"{node.describe()}: fully unrolled it needs {taps} constant multiplications, more than "
-                       f"{MAX_UNROLLED_TAPS}; the Verilog back end unrolls only pointwise or small convolutions "
-                       "(use the HLS back end for this network, or shrink the layer)")
     two_d = weight.ndim == 4
     w4 = weight if two_d else weight[:, :, None, :]
     in_shape = x.shape if two_d else (x.shape[0], 1, x.shape[1])
@@ -471,8 +466,23 @@ _LOWER = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _sca
           "binary_conv2d": _binary_conv}
 
 
+def check_supported(node: Node) -> None:
+    """Raise :class:`RTLError` naming ``node`` if the Verilog back end cannot lower it (cheap: nothing is built)."""
+    if node.op != "flatten" and node.op not in _MOVES and node.op not in _LOWER:
+        raise RTLError(f"{node.describe()}: op '{node.op}' has no Verilog implementation; the RTL back end "
+                       f"supports {', '.join(SUPPORTED_OPS)} (use the HLS back end for this network)")
+    if node.op in ("conv1d", "conv2d"):
+        weight = node.constants["weight"].codes
+        taps = int((weight != 0).sum()) * (node.output.size // node.output.shape[0])
+        if taps > MAX_UNROLLED_TAPS:
+            raise RTLError(f"{node.describe()}: fully unrolled it needs {taps} constant multiplications, more "
+                           f"than {MAX_UNROLLED_TAPS}; the Verilog back end unrolls only pointwise or small "
+                           "convolutions (use the HLS back end for this network, or shrink the layer)")
+
+
 def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule:
     """The Verilog module of ``node`` (whose input tensors are ``inputs``), called ``module_name``."""
+    check_supported(node)
     module = LayerModule(module_name, node.describe(), node.op, [], 0)
     b = _Builder(module)
     if node.op == "flatten":
@@ -483,9 +493,6 @@ def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule
     if node.op in _MOVES:
         _MOVES[node.op](b, node, inputs)
         return module
-    if node.op not in _LOWER:
-        raise RTLError(f"{node.describe()}: op '{node.op}' has no Verilog implementation; the RTL back end "
-                       f"supports {', '.join(SUPPORTED_OPS)} (use the HLS back end for this network)")
     words = _LOWER[node.op](b, node, inputs)
     b.finish(words, node.output.type, node.output.size)
     return module
