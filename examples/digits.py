@@ -70,7 +70,6 @@ CONFIGS = [
 # the float learning rate), binary points faster (they move in whole bits).
 QAT_EPOCHS = 10
 QAT_LR = 5e-4
-QAT_INT_BITS_LR = 2e-2
 
 
 # ----------------------------------------------------------------------------- data and model
@@ -123,9 +122,9 @@ def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float, seed: int,
-          batch_size: int, desc: str, quiet: bool, int_bits_lr: float | None = None,
+          batch_size: int, desc: str, quiet: bool,
           validation: tuple[torch.Tensor, torch.Tensor] | None = None) -> int:
-    """Adam with cosine decay; ``int_bits`` parameters (learned binary points) get their own learning rate.
+    """Adam with cosine decay over ``model.parameters()``, learned binary points included (see qfx.nn.quantizers).
 
     With ``validation=(x, y)`` the model is scored (eval mode) before training
     and after every epoch.  The best epoch (accuracy, then lower loss; ties
@@ -141,12 +140,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr
     best_epoch, best_score, best_state = 0, None, None
     if validation is not None:
         start_score, start_state = validation_score(model, *validation), copy.deepcopy(model.state_dict())
-    bp = [p for n, p in model.named_parameters() if n.endswith("int_bits")]
-    rest = [p for n, p in model.named_parameters() if not n.endswith("int_bits")]
-    groups = [{"params": rest, "lr": lr}]
-    if bp:
-        groups.append({"params": bp, "lr": int_bits_lr if int_bits_lr is not None else lr, "weight_decay": 0.0})
-    opt = torch.optim.Adam(groups)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)  # binary points included: one optimizer, one lr
     steps = epochs * ((len(y) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(seed)
@@ -337,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         qat.load_state_dict(ptq.state_dict())
         start_bits = int_bits_by_quantizer(qat)
         torch.manual_seed(args.seed)
-        best_epoch = train(qat, x_tr, y_tr, epochs=args.qat_epochs, lr=QAT_LR, int_bits_lr=QAT_INT_BITS_LR,
+        best_epoch = train(qat, x_tr, y_tr, epochs=args.qat_epochs, lr=QAT_LR,
                            seed=args.seed + 1, batch_size=64, desc=f"QAT {name}", quiet=args.no_progress,
                            validation=(x_val, y_val))
         qat_acc = accuracy(qat, x_te, y_te)

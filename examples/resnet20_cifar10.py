@@ -279,12 +279,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int):
-    # Binary points (``*.int_bits``) are not weight-decayed: decay would pull every format towards I = 0.
+    # Biases and BatchNorm parameters are not weight-decayed; binary points (``*.int_bits_move``) never are,
+    # whatever the group: the quantizers fold each move into ``int_bits`` before the optimizer sees it.
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if name.endswith("int_bits") or p.dim() <= 1 else decay).append(p)
+        (no_decay if p.dim() <= 1 else decay).append(p)
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=0.9, nesterov=True)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))

@@ -4,6 +4,7 @@ from .format import FixedType, Overflow, Rounding
 from .functional import from_codes, quantize, to_codes
 from .khot import quantize_khot
 from . import nn
+from .nn.quantizers import NonFiniteError
 from .convert import QConfig, UnsupportedOperationError, quantize_model
 from .observers import MinMaxObserver, MSEObserver, PercentileObserver, calibrate
 from .cost import bit_cost, summary
@@ -13,7 +14,7 @@ from .emulator import emulate  # numpy and the IR only; nothing compiles before 
 from .compare import compare  # the function (ComparisonReport stays importable from qfx.compare)
 
 __all__ = ["FixedType", "Rounding", "Overflow", "quantize", "to_codes", "from_codes", "quantize_khot",
-           "QConfig", "quantize_model", "UnsupportedOperationError", "calibrate", "MinMaxObserver", "MSEObserver",
+           "NonFiniteError", "QConfig", "quantize_model", "UnsupportedOperationError", "calibrate", "MinMaxObserver", "MSEObserver",
            "PercentileObserver", "bit_cost", "summary", "ir", "export", "export_onnx", "emulate", "compare"]
 __version__ = "0.1.0"
 

@@ -600,6 +600,9 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
     gm.delete_all_unused_submodules()
     gm.recompile()
     gm.train(model.training)
+    for name, module in gm.named_modules():  # errors in training name the quantizer's module path
+        if hasattr(module, "int_bits_range"):
+            module.path = name
     if example_input is not None:
         record_shapes(gm, example_input)
         _refuse_token_wise_dense(gm)

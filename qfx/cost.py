@@ -77,7 +77,7 @@ def _int_bits(q) -> Optional[torch.Tensor]:
         q.effective_int_bits()
     except RuntimeError:
         return None
-    raw = q.int_bits
+    raw = q.binary_point()
     rounded = q.effective_int_bits().to(raw.dtype)
     return raw + (rounded - raw).detach()
 

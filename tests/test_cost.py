@@ -43,10 +43,10 @@ def test_bit_cost_differentiable_with_learned_binary_points():
     cost = qfx.bit_cost(q)
     assert cost.requires_grad and cost.dim() == 0
     cost.backward()
-    grads = [p.grad for n, p in q.named_parameters() if n.endswith("int_bits")]
+    grads = [p.grad for n, p in q.named_parameters() if n.endswith("int_bits_move")]
     assert any(g is not None and bool((g != 0).any()) for g in grads)
     # the residual adder widens as the operands' binary points move apart: gradient pulls them together
-    assert float(q.bn.output_quantizer.int_bits.grad) < 0
+    assert float(q.bn.output_quantizer.int_bits_move.grad) < 0
 
 
 def test_bit_cost_decreases_when_widths_shrink():

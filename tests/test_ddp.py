@@ -1,7 +1,7 @@
 """QAT with learned binary points under DistributedDataParallel (gloo, CPU, 2 processes).
 
 Each rank trains on different data; DDP averages the gradients, the binary
-points (``*.int_bits`` parameters) included, so after training every rank
+points (``*.int_bits_move`` parameters) included, so after training every rank
 must hold the same weights and the same learned formats.
 
 Notes on using qfx under DDP (what this test does):
@@ -86,8 +86,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 t = q.fixed_type
                 formats[name] = [str(f) for f in t] if isinstance(t, list) else str(t)
         params = {n: p.detach().double().flatten().tolist() for n, p in module.named_parameters()}
-        learned = [n for n in params if n.endswith("int_bits")]
-        grads = {n: p.grad is not None for n, p in module.named_parameters() if n.endswith("int_bits")}
+        learned = [n for n in params if n.endswith("int_bits_move")]
+        grads = {n: p.grad is not None for n, p in module.named_parameters() if n.endswith("int_bits_move")}
         result = {"formats": formats, "params": params, "learned": learned, "grads": grads}
         path = pathlib.Path(out_dir) / f"rank{rank}.json"
         path.write_text(json.dumps(result))

@@ -41,3 +41,14 @@ def test_bnn_runs(tmp_path) -> None:
         assert row in result.stdout
     assert "0 mismatching codes" in result.stdout
     assert (out / "metrics.json").exists() and (out / "bnn.png").exists()
+
+
+def test_lowbit_runs(tmp_path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "lowbit.py"), "--quick", "--data", "cancer",
+                             "--configs", "w4a4", "w8a8 khot2", "--plot", str(tmp_path / "lowbit.png")],
+                            capture_output=True, text=True, timeout=300, check=True)
+    out = result.stdout
+    assert "cancer: float" in out and "load average" in out
+    rows = [line for line in out.splitlines() if line.startswith(("w4a4", "w8a8 khot2"))]
+    assert len(rows) == 2 and all(len(r.split()) >= 5 for r in rows), out
+    assert (tmp_path / "lowbit.png").stat().st_size > 0

@@ -62,8 +62,8 @@ def test_gradients_reach_input_weights_and_every_binary_point(index: int) -> Non
     (y * torch.randn(y.shape, generator=g)).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     params = dict(layer.named_parameters())
-    binary_points = [name for name in params if name.endswith("int_bits")]
-    assert "output_quantizer.int_bits" in binary_points
+    binary_points = [name for name in params if name.endswith("int_bits_move")]
+    assert "output_quantizer.int_bits_move" in binary_points
     for name, p in params.items():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"no gradient reaches {name}"
@@ -74,7 +74,7 @@ def test_add_gradients() -> None:
     a, b = torch.randn(8, 3, requires_grad=True), torch.randn(8, 3, requires_grad=True)
     layer(a, b).sum().backward()
     assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
-    assert layer.output_quantizer.int_bits.grad is not None
+    assert layer.output_quantizer.int_bits_move.grad is not None
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])

@@ -28,13 +28,14 @@ import torch
 import qfx
 from qfx import FixedType
 from qfx.nn import FixedQuantizer, KHotQuantizer
+from qfx.nn.quantizers import STEP_SCALE
 
 LN2 = math.log(2.0)
 #: The factor ``s**-STEP_POWER`` on the int-bits gradient, as documented in qfx.autograd.
 STEP_POWER = 1.5
 N_SAMPLES = 1024
 STEPS = 400
-LR = 0.05
+LR = 0.05 / STEP_SCALE  # Adam's step of about LR moves a binary point 0.05 bits
 
 
 # ----------------------------------------------------------------- helpers
@@ -213,9 +214,9 @@ def test_int_bits_gradient_per_tensor(t, start):
     inside = in_range_after_rounding(x.detach(), t, rounded)
     assert inside.any() and not inside.all(), "the data should exercise both branches"
     expected = expected_int_bits_grad(x.detach(), out.detach(), weights, t, rounded, reduce_dims=[0])
-    torch.testing.assert_close(q.int_bits.grad.double().reshape(()), expected.reshape(()), rtol=1e-6, atol=0,
+    torch.testing.assert_close((q.int_bits_move.grad * STEP_SCALE).double().reshape(()), expected.reshape(()), rtol=1e-6, atol=0,
                                msg=lambda m: f"{m}\nimplied step power: "
-                                             f"{implied_step_power(q.int_bits.grad, expected, rounded, t.width)}")
+                                             f"{implied_step_power((q.int_bits_move.grad * STEP_SCALE), expected, rounded, t.width)}")
     assert torch.equal(x.grad, torch.where(inside, weights, torch.zeros_like(weights)))
 
 
@@ -238,10 +239,10 @@ def test_int_bits_gradient_per_channel(t, channel_dim):
     rounded = torch.round(q.int_bits.detach()).view(view)
     reduce_dims = [d for d in range(3) if d != channel_dim % 3]
     expected = expected_int_bits_grad(x.detach(), out.detach(), weights, t, rounded, reduce_dims)
-    assert q.int_bits.grad.shape == (3,)
-    torch.testing.assert_close(q.int_bits.grad.double(), expected.flatten(), rtol=1e-6, atol=0,
+    assert (q.int_bits_move.grad * STEP_SCALE).shape == (3,)
+    torch.testing.assert_close((q.int_bits_move.grad * STEP_SCALE).double(), expected.flatten(), rtol=1e-6, atol=0,
                                msg=lambda m: f"{m}\nimplied step power per channel: "
-                                             f"{implied_step_power(q.int_bits.grad, expected, rounded, t.width)}")
+                                             f"{implied_step_power((q.int_bits_move.grad * STEP_SCALE), expected, rounded, t.width)}")
     inside = in_range_after_rounding(x.detach(), t, rounded)
     assert torch.equal(x.grad, torch.where(inside, weights, torch.zeros_like(weights)))
 
@@ -327,7 +328,7 @@ def test_freeze_stops_learning_per_tensor():
         ((out - x) ** 2).mean().backward()
         opt.step()
         assert x.grad is not None  # the straight-through gradient to x remains
-    assert q.int_bits.grad is None
+    assert not hasattr(q, "int_bits_move")
     assert q.fixed_type == before
     assert q.int_bits.item() == before.int_bits
 
@@ -371,7 +372,7 @@ def test_state_dict_round_trip_per_tensor(tmp_path):
     fresh.load_state_dict(loaded)
     assert fresh.int_bits.item() == pytest.approx(4.3)
     assert fresh.fixed_type == FixedType(8, 4)
-    assert isinstance(fresh.int_bits, torch.nn.Parameter)
+    assert isinstance(fresh.int_bits_move, torch.nn.Parameter) and "int_bits" in dict(fresh.named_buffers())
     x = torch.linspace(-20, 20, 77)
     assert torch.equal(fresh(x), q(x))
 
@@ -423,7 +424,7 @@ def test_set_int_bits():
 
     learned = FixedQuantizer(FixedType(8, 3), learn_int_bits=True)
     learned.set_int_bits(-1)
-    assert isinstance(learned.int_bits, torch.nn.Parameter) and learned.fixed_type == FixedType(8, -1)
+    assert isinstance(learned.int_bits_move, torch.nn.Parameter) and learned.fixed_type == FixedType(8, -1)
 
     qc = FixedQuantizer(FixedType(8, 3), granularity="channel", num_channels=3)
     qc.set_int_bits([2, 5, -1])
@@ -496,3 +497,98 @@ def test_fixed_type_before_a_lazy_quantizer_has_seen_data(cls, args, learn):
 def test_khot_quantizer_refuses_bad_k():
     with pytest.raises(ValueError, match="k >= 1"):
         KHotQuantizer(FixedType(8, 3), 0)
+
+
+# ------------------------------------- one optimizer: step sizes and weight decay
+
+def _one_step(q: FixedQuantizer, opt: torch.optim.Optimizer, x: torch.Tensor) -> float:
+    """One training step of ``mean((q(x) - x)**2)``; the binary point it leaves (after the next forward folds it)."""
+    opt.zero_grad()
+    ((q(x) - x) ** 2).mean().backward()
+    opt.step()
+    return float(q.int_bits.detach() + STEP_SCALE * q.int_bits_move.detach())
+
+
+@pytest.mark.parametrize("make", [lambda p, lr: torch.optim.Adam(p, lr=lr),
+                                  lambda p, lr: torch.optim.Adam(p, lr=lr, weight_decay=0.5),
+                                  lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=0.5)],
+                         ids=["adam", "adam-l2", "adamw"])
+def test_adam_moves_a_binary_point_step_scale_times_lr(make):
+    """Adam's first step is ``lr * sign(g)`` on the move: ``STEP_SCALE * lr`` bits; weight decay plays no part."""
+    x = torch.linspace(-10, 10, 101)  # needs 5 integer bits: the gradient pushes I = 3 up
+    q = FixedQuantizer(FixedType(8, 3), learn_int_bits=True)
+    lr = 1e-3
+    opt = make(q.parameters(), lr)
+    assert _one_step(q, opt, x) == pytest.approx(3 + STEP_SCALE * lr, abs=1e-6)
+    second = _one_step(q, opt, x)  # the first move was folded in; decay had a parameter at 0 to act on
+    assert second == pytest.approx(3 + 2 * STEP_SCALE * lr, abs=1e-5)
+    assert float(q.int_bits_move) == 0.0 or q.training  # the move is folded into int_bits at each forward
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_sgd_moves_a_binary_point_lr_times_its_gradient(weight_decay):
+    """SGD's step is ``-lr * dL/dI`` bits, ``dL/dI`` the documented gradient, whatever STEP_SCALE and decay."""
+    t = FixedType(8, 3, rounding="TRN", overflow="SAT")
+    x = torch.linspace(-10, 10, 101)
+    q = FixedQuantizer(t, learn_int_bits=True)
+    lr = 1e-4
+    opt = torch.optim.SGD(q.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    out = q(x)
+    grad = expected_int_bits_grad(x, out.detach(), 2 * (out.detach() - x) / x.numel(), t, torch.tensor(3.0), [0])
+    opt.zero_grad()
+    ((out - x) ** 2).mean().backward()
+    opt.step()
+    moved = float(q.int_bits + STEP_SCALE * q.int_bits_move.detach())
+    assert moved == pytest.approx(3 - lr * float(grad), rel=1e-5)
+    assert 0 < moved - 3 < 1  # a fraction of a bit, upwards (10 needs more integer bits)
+
+
+# ------------------------------------------------------------ training faults
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_input_or_gradient_names_the_module(bad):
+    from qfx.nn.quantizers import NonFiniteError
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    q = qfx.quantize_model(model, qfx.QConfig(learn_int_bits=True))
+    x = torch.randn(8, 4)
+    clean = x.clone()
+    x[3, 1] = bad
+    with pytest.raises(NonFiniteError, match=r"'input_1_quant'"):
+        q(x)
+    loss = (q(clean) * bad).sum()  # a loss whose gradient is non-finite
+    with pytest.raises(NonFiniteError, match=r"'2\.output_quantizer'.*gradient"):
+        loss.backward()
+    q.eval()
+    with pytest.raises(ValueError, match="NaN"):  # eval mode: the exact cast refuses it
+        q(x)
+
+
+def test_load_state_dict_refuses_non_finite_binary_points():
+    q = qfx.quantize_model(torch.nn.Sequential(torch.nn.Linear(4, 3)), qfx.QConfig(learn_int_bits=True))
+    state = q.state_dict()
+    state["0.weight_quantizer.int_bits"] = torch.tensor(float("nan"))
+    with pytest.raises(ValueError, match=r"'0\.weight_quantizer\.int_bits'.*non-finite"):
+        q.load_state_dict(state)
+    state = q.state_dict()
+    state["0.output_quantizer.int_bits_move"] = torch.tensor(float("inf"))
+    with pytest.raises(ValueError, match=r"'0\.output_quantizer\.int_bits_move'"):
+        q.load_state_dict(state)
+
+
+def test_a_huge_learning_rate_leaves_binary_points_in_range():
+    q = FixedQuantizer(FixedType(8, 3), learn_int_bits=True)
+    opt = torch.optim.SGD(q.parameters(), lr=1e12)
+    x = torch.linspace(-10, 10, 101)
+    for _ in range(3):
+        _one_step(q, opt, x)
+    q(x)
+    assert q.int_bits_range[0] <= float(q.int_bits) <= q.int_bits_range[1]
+
+
+def test_a_checkpoint_of_fixed_binary_points_loads_into_learned_ones():
+    fixed = FixedQuantizer(FixedType(8, 3))
+    fixed.set_int_bits(5)
+    learned = FixedQuantizer(FixedType(8, 3), learn_int_bits=True)
+    learned.load_state_dict(fixed.state_dict())
+    assert learned.fixed_type == FixedType(8, 5) and float(learned.int_bits_move) == 0.0

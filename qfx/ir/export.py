@@ -5,11 +5,13 @@ from :mod:`qfx.nn` layers that ``torch.fx`` can trace) is traced, run once on
 ``example_input`` in eval mode to record shapes, and each layer becomes one
 node with its current formats and its quantized constants as integer codes.
 The graph describes eval mode: running statistics, learned binary points
-rounded as eval rounds them.
+rounded as eval rounds them.  A binary point at an end of its quantizer's
+``int_bits_range`` is exported with a warning naming the quantizer.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Union
 
 import torch
@@ -104,6 +106,24 @@ def _shape(node: fx.Node) -> tuple[int, ...]:
     return tuple(int(s) for s in meta.shape[1:])
 
 
+def _warn_pinned(model: nn.Module) -> None:
+    """Warn about every binary point at an end of its quantizer's ``int_bits_range``: the clamp, not the
+    data or the loss, chose it (a runaway learned binary point, or a tensor of zeros or huge values)."""
+    for path, module in model.named_modules():
+        bounds = getattr(module, "int_bits_range", None)
+        if bounds is None:
+            continue
+        try:
+            bits = module.effective_int_bits()
+        except RuntimeError:
+            continue
+        pinned = sorted({int(b) for b in bits.flatten().tolist() if b in bounds})
+        if pinned:
+            warnings.warn(f"export: the quantizer '{path}' ({module.base_type}) has {pinned} integer bits, at the "
+                          f"end of its int_bits_range {bounds}: the range, not the data, placed that binary point",
+                          stacklevel=3)
+
+
 def export(model: nn.Module, example_input: Any, name: str = "") -> Graph:
     """The IR graph of a quantized model's eval-mode computation.
 
@@ -120,6 +140,7 @@ def export(model: nn.Module, example_input: Any, name: str = "") -> Graph:
     """
     gm = model if isinstance(model, fx.GraphModule) else trace(model)
     record_shapes(gm, example_input)
+    _warn_pinned(gm)
     modules = dict(gm.named_modules())
     inputs: list[Value] = []
     nodes: list[Node] = []

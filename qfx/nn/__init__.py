@@ -16,13 +16,13 @@ from .prelu import QPReLU, QRPReLU, RPReLU
 from .lut import QTable
 from .softmax import QSoftmax
 from .pooling import QAdaptiveAvgPool2d, QAvgPool2d, QFlatten, QMaxPool2d
-from .quantizers import FixedQuantizer, KHotQuantizer
+from .quantizers import FixedQuantizer, KHotQuantizer, NonFiniteError
 from .reduce import QAdaptiveAvgPool, QAvgPool1d, QMaxPool1d, QMean
 from .structure import (QClamp, QConcat, QConstantAdd, QConstantMul, QConvTranspose1d, QConvTranspose2d, QMul, QSub,
                         QUpsample, QZeroPad)
 
 __all__ = [
-    "FixedQuantizer", "KHotQuantizer", "LayerQConfig", "make_quantizer", "constant_type",
+    "FixedQuantizer", "KHotQuantizer", "NonFiniteError", "LayerQConfig", "make_quantizer", "constant_type",
     "QuantizedLayer", "FixedConstant",
     "QInput", "QLinear", "QConv1d", "QConv2d", "QBatchNorm1d", "QBatchNorm2d",
     "QReLU", "QReLU6", "QLeakyReLU", "QAdd", "QMaxPool2d", "QAvgPool2d", "QAdaptiveAvgPool2d", "QFlatten",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -9,6 +10,7 @@ import torch
 from .config import LayerQConfig, make_quantizer
 from .exact import as_float, cast_output
 from .layer import QuantizedLayer
+from .quantizers import NonFiniteError
 
 __all__ = ["QInput"]
 
@@ -26,7 +28,11 @@ class QInput(QuantizedLayer):
     and integers through float64 (both exact).  The output keeps that dtype
     when it holds the format (float32: up to 24 bits), else it is float64.
     Training mode computes the same cast, with a straight-through gradient
-    to ``x`` and, when learned, a gradient to the binary point.
+    to ``x`` and, when learned, a gradient to the binary point; a NaN or
+    infinity in ``x`` raises :class:`~qfx.nn.quantizers.NonFiniteError`
+    naming the layer (one reduction over the input: inside the network
+    every value is a saturated cast, so non-finite values can only enter
+    here or from the loss's gradient, which learned binary points check).
     """
 
     def __init__(self, cfg: Optional[LayerQConfig] = None) -> None:
@@ -36,4 +42,9 @@ class QInput(QuantizedLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = as_float(x)
+        if self.training and x.numel() and not math.isfinite(float(x.detach().sum())) \
+                and not bool(torch.isfinite(x).all()):  # a huge finite sum is checked value by value
+            where = self.output_quantizer.path.rpartition(".")[0] or type(self).__name__
+            raise NonFiniteError(f"QInput '{where}': the input holds NaN or Inf; catch qfx.NonFiniteError "
+                                 "to skip the batch")
         return cast_output(self.output_quantizer, x, x.dtype, exact=not self.training)

@@ -1,11 +1,15 @@
 """Quantizer modules: a fixed-point format held as parameters, the cast done by :mod:`qfx.autograd`.
 
 The word length is fixed; the binary point (integer bits) is a float tensor,
-one per tensor or one per channel, rounded in the forward pass.  With
-``learn_int_bits=True`` it is a trained parameter (gradient documented on
-:class:`qfx.autograd._LearnedIntBitsCast`); otherwise it is a buffer that
-calibration may set.  ``freeze()`` turns a learned binary point into a fixed
-one.
+one per tensor or one per channel, rounded in the forward pass: the buffer
+``int_bits``, which calibration sets.  With ``learn_int_bits=True`` it is
+trained through the parameter ``int_bits_move`` (see :class:`_MoveIntBits`
+for the parameterization and :class:`qfx.autograd._LearnedIntBitsCast` for
+the gradient), so that one optimizer over ``model.parameters()`` at the
+weights' learning rate moves binary points by sensible fractions of a bit
+and its weight decay never reaches them.  ``freeze()`` turns a learned
+binary point into a fixed one.  A binary point stays within
+``int_bits_range`` (default ``(-W, 2W)``).
 
 In training mode (``module.train()``) the quantizers cast ``AP_SAT`` formats
 with the training-mode casts (:func:`qfx.autograd.fused_training_cast` for
@@ -30,9 +34,66 @@ from ..autograd import fixed_cast, fused_training_cast, learned_int_bits_cast
 from ..format import FixedType
 from ..khot import _KHotCast, _check_k
 
-__all__ = ["FixedQuantizer", "KHotQuantizer"]
+__all__ = ["FixedQuantizer", "KHotQuantizer", "NonFiniteError", "STEP_SCALE"]
 
 _GRANULARITIES = ("tensor", "channel")
+
+#: Bits a binary point moves per unit of ``int_bits_move``: Adam's step of about ``lr`` moves it ``STEP_SCALE * lr`` bits.
+STEP_SCALE = 32.0
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or infinity reached a quantizer in training (its input, or the gradient of its binary point).
+
+    Raised from ``loss.backward()`` before the optimizer step, so nothing
+    has been written yet: catch it (and ``optimizer.zero_grad()``) to skip
+    the batch.
+    """
+
+
+class _MoveIntBits(torch.autograd.Function):
+    """The learned binary point ``I = int_bits + k * move`` (``k`` = :data:`STEP_SCALE`) with gradient
+    ``dL/dmove = (dL/dI) / k``.
+
+    The quantizer folds every pending move into the buffer ``int_bits``
+    and sets ``move`` back to 0 before each forward pass, so the optimizer
+    always steps a parameter that is 0: weight decay, coupled (Adam, SGD:
+    ``wd * move`` added to the gradient) or decoupled (AdamW: ``move``
+    scaled by ``1 - lr * wd``), has nothing to act on, and never pulls a
+    binary point towards ``I = 0``.
+
+    Why ``k`` forward and ``1/k`` backward (not the chain rule's ``k``):
+    the two kinds of optimizer see the same parameter differently.
+
+    * Adam, AdamW (and other optimizers that normalize the gradient's size):
+      a step is about ``lr`` in ``move`` whatever the gradient's scale,
+      i.e. ``k * lr`` bits: at the weights' fine-tuning ``lr = 1e-3``,
+      1/32 of a bit per step, a bit in about 30 steps of one sign, and a
+      step of a few hundredths of a bit where the gradient's sign
+      alternates around the balance point.
+    * SGD: ``dmove = -lr * dL/dI / k``, i.e. ``dI = -lr * dL/dI`` bits:
+      exactly the step SGD would take on ``I`` itself with the gradient of
+      :class:`qfx.autograd._LearnedIntBitsCast`, independent of ``k``
+      (momentum ``mu`` lengthens a steady step by ``1 / (1 - mu)``).
+
+    The backward pass also refuses a non-finite gradient (a NaN or Inf in
+    the quantizer's input or in the gradient reaching it) with
+    :class:`NonFiniteError` naming the quantizer: one read of one number per
+    binary point, no pass over the data.
+    """
+
+    @staticmethod
+    def forward(ctx, int_bits: torch.Tensor, move: torch.Tensor, where: str) -> torch.Tensor:
+        ctx.where = where
+        return int_bits + STEP_SCALE * move
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if not bool(torch.isfinite(grad).all()):
+            raise NonFiniteError(f"{ctx.where}: the gradient of its learned binary point is not finite (NaN or "
+                                 "Inf in its input or in the gradient reaching it); catch qfx.NonFiniteError "
+                                 "and call optimizer.zero_grad() to skip the batch")
+        return None, grad / STEP_SCALE, None
 
 
 def affine_relu(x: torch.Tensor, scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
@@ -66,30 +127,49 @@ class _BinaryPointQuantizer(nn.Module):
             raise ValueError(f"int_bits={t.int_bits} of {t} lies outside int_bits_range=({lo}, {hi})")
         self.int_bits_range = (int(lo), int(hi))
         init = float(t.int_bits)
+        self.path = ""  # the module path errors name; qfx.quantize_model sets it
         if granularity == "tensor":
             value: torch.Tensor = torch.tensor(init)
         elif num_channels is not None:
             value = torch.full((int(num_channels),), init)
         else:  # sized by the first input
-            value = UninitializedParameter() if self.learn_int_bits else UninitializedBuffer()
+            value = UninitializedBuffer()
+        self.register_buffer("int_bits", value)
         if self.learn_int_bits:
-            self.int_bits = value if isinstance(value, nn.Parameter) else nn.Parameter(value)
-        else:
-            self.register_buffer("int_bits", value)
+            self.int_bits_move = (UninitializedParameter() if isinstance(value, UninitializedBuffer)
+                                  else nn.Parameter(torch.zeros_like(value)))
 
     # ------------------------------------------------------------- state
     def _materialize(self, x: torch.Tensor) -> None:
-        if isinstance(self.int_bits, (UninitializedParameter, UninitializedBuffer)):
-            channels = x.shape[self.channel_dim]
-            self.int_bits.materialize((channels,), device=x.device, dtype=torch.float32)
+        if isinstance(self.int_bits, UninitializedBuffer):
+            self._materialize_shape((x.shape[self.channel_dim],), x.device)
             with torch.no_grad():
                 self.int_bits.fill_(float(self.base_type.int_bits))
 
+    def _materialize_shape(self, shape: tuple, device=None) -> None:
+        self.int_bits.materialize(shape, device=device, dtype=torch.float32)
+        move = getattr(self, "int_bits_move", None)
+        if isinstance(move, UninitializedParameter):
+            move.materialize(shape, device=device, dtype=torch.float32)
+            with torch.no_grad():
+                move.zero_()
+
+    def _where(self) -> str:
+        return f"{type(self).__name__} '{self.path}'" if self.path else type(self).__name__
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # A channel count not yet seen from data comes from the checkpoint, as for torch's lazy modules.
+        for key in ("int_bits", "int_bits_move"):
+            value = state_dict.get(prefix + key)
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"load_state_dict: '{prefix + key}' holds a non-finite binary point "
+                                 f"({value.flatten().tolist()[:8]}); refusing to load it")
         saved = state_dict.get(prefix + "int_bits")
-        if saved is not None and isinstance(self.int_bits, (UninitializedParameter, UninitializedBuffer)):
-            self.int_bits.materialize(saved.shape, dtype=torch.float32)
+        # A channel count not yet seen from data comes from the checkpoint, as for torch's lazy modules.
+        if saved is not None and isinstance(self.int_bits, UninitializedBuffer):
+            self._materialize_shape(tuple(saved.shape))
+        # A checkpoint of a fixed binary point, or from before the move parameter, loads with no pending move.
+        if saved is not None and self.learn_int_bits and prefix + "int_bits_move" not in state_dict:
+            state_dict[prefix + "int_bits_move"] = torch.zeros_like(saved, dtype=torch.float32)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _view_shape(self, x: torch.Tensor) -> Optional[tuple[int, ...]]:
@@ -102,11 +182,23 @@ class _BinaryPointQuantizer(nn.Module):
         return tuple(x.shape[dim] if i == dim else 1 for i in range(x.dim()))
 
     def effective_int_bits(self) -> torch.Tensor:
-        """The integer bits in use: ``round(int_bits)`` clipped to ``int_bits_range``, detached."""
-        if isinstance(self.int_bits, (UninitializedParameter, UninitializedBuffer)):
+        """The integer bits in use: ``round(int_bits + k * int_bits_move)`` clipped to ``int_bits_range``, detached."""
+        if isinstance(self.int_bits, UninitializedBuffer):
             raise RuntimeError(f"{type(self).__name__} with granularity='channel' learns its channel count from "
                                "the first input; run a forward pass (or pass num_channels) first")
-        return torch.round(self.int_bits.detach()).clamp(*self.int_bits_range)
+        bits = self.int_bits.detach()
+        if self.learn_int_bits:
+            bits = bits + STEP_SCALE * self.int_bits_move.detach()
+            if not bool(torch.isfinite(bits).all()):
+                raise NonFiniteError(f"{self._where()}: its learned binary point is not finite ({bits.tolist()})")
+        return torch.round(bits).clamp(*self.int_bits_range)
+
+    def binary_point(self) -> torch.Tensor:
+        """The (unrounded) integer bits as a tensor; for a learned binary point differentiable towards
+        ``int_bits_move`` (see :class:`_MoveIntBits`)."""
+        if not self.learn_int_bits:
+            return self.int_bits
+        return _MoveIntBits.apply(self.int_bits, self.int_bits_move, self._where())
 
     @property
     def fixed_type(self) -> Union[FixedType, list[FixedType]]:
@@ -119,17 +211,19 @@ class _BinaryPointQuantizer(nn.Module):
     def set_int_bits(self, int_bits: Union[int, torch.Tensor]) -> None:
         """Place the binary point (calibration): a number, or one per channel."""
         value = torch.as_tensor(int_bits, dtype=torch.float32)
-        if isinstance(self.int_bits, (UninitializedParameter, UninitializedBuffer)):
-            self.int_bits.materialize(value.shape if value.dim() else (1,), dtype=torch.float32)
+        if isinstance(self.int_bits, UninitializedBuffer):
+            self._materialize_shape(value.shape if value.dim() else (1,))
         with torch.no_grad():
             self.int_bits.copy_(value.expand_as(self.int_bits).clamp(*self.int_bits_range))
+            if self.learn_int_bits:
+                self.int_bits_move.zero_()
 
     def freeze(self) -> "_BinaryPointQuantizer":
         """Fix the binary point where training left it: it becomes a rounded buffer and stops learning."""
         value = self.effective_int_bits().clone()
-        if isinstance(self.int_bits, nn.Parameter):
-            del self.int_bits
-        self.register_buffer("int_bits", value)
+        if self.learn_int_bits:
+            del self.int_bits_move
+        self.int_bits = value
         self.learn_int_bits = False
         return self
 
@@ -157,8 +251,8 @@ class _BinaryPointQuantizer(nn.Module):
         self._materialize(x)
         view = self._view_shape(x)
         if self.learn_int_bits:
-            self._keep_int_bits_in_range()
-            int_bits = self.int_bits
+            self._fold_move()
+            int_bits = self.binary_point()
         else:
             int_bits = self.effective_int_bits()
         if self.training and self._khot is None:
@@ -172,13 +266,19 @@ class _BinaryPointQuantizer(nn.Module):
         frac = self.base_type.width - (int_bits if view is None else int_bits.view(view))
         return self._fixed_forward(x, frac)
 
-    def _keep_int_bits_in_range(self) -> None:
-        """Clamp the learned parameter to ``int_bits_range``, where rounding and the float range stay meaningful."""
-        lo, hi = self.int_bits_range
-        # One binary point: reading it is cheaper than a clamp that does nothing.
-        if self.int_bits.dim() or not lo <= float(self.int_bits.detach()) <= hi:
-            with torch.no_grad():
-                self.int_bits.clamp_(lo, hi)
+    def _fold_move(self) -> None:
+        """Fold the optimizer's pending move into ``int_bits``, clamped to ``int_bits_range``; the move becomes 0."""
+        move = self.int_bits_move
+        # One binary point: reading it is cheaper than tensor ops that do nothing.
+        if move.dim() == 0 and float(move.detach()) == 0.0:
+            return
+        with torch.no_grad():
+            bits = self.int_bits + STEP_SCALE * move
+            if not bool(torch.isfinite(bits).all()):
+                raise NonFiniteError(f"{self._where()}: the optimizer left its learned binary point non-finite "
+                                     f"({bits.tolist()}); a non-finite loss or learning rate upstream")
+            self.int_bits.copy_(bits.clamp_(*self.int_bits_range))
+            move.zero_()
 
     _khot: Optional[int] = None
 
