@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import fractions
 import math
 import re
 from typing import Union
@@ -80,6 +81,16 @@ _CPP_PATTERN = re.compile(
         )?>\s*$""",
     re.VERBOSE,
 )
+
+
+def _float_value(code: int, frac_bits: int) -> float:
+    """``code * 2**-frac_bits`` as the nearest float, infinite where it exceeds float's range."""
+    try:
+        if code.bit_length() <= 1000:
+            return math.ldexp(float(code), -frac_bits)
+        return float(fractions.Fraction(code) / fractions.Fraction(2) ** frac_bits)
+    except OverflowError:
+        return math.inf if code > 0 else -math.inf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +164,7 @@ class FixedType:
     @classmethod
     def parse(cls, text: str) -> "FixedType":
         """Read a C++ spelling: ``ap_fixed<W,I[,Q[,O[,N]]]>``, ``ap_ufixed<…>``, ``ap_int<W>``, ``ap_uint<W>``."""
-        m = _CPP_PATTERN.match(text)
+        m = _CPP_PATTERN.match(text) if isinstance(text, str) and len(text) <= 200 else None
         if m is None:
             raise ValueError(f"cannot parse {text!r} as a fixed-point type; expected e.g. 'ap_fixed<16,6>' "
                              "or 'ap_ufixed<8,0,AP_RND,AP_SAT>'")
@@ -204,13 +215,13 @@ class FixedType:
 
     @property
     def min(self) -> float:
-        """Smallest representable value (a float; exact for widths up to 53)."""
-        return math.ldexp(float(self.code_min), -self.frac_bits)
+        """Smallest representable value (a float; exact for widths up to 53; ``-inf`` beyond float's range)."""
+        return _float_value(self.code_min, self.frac_bits)
 
     @property
     def max(self) -> float:
-        """Largest representable value (a float; exact for widths up to 53)."""
-        return math.ldexp(float(self.code_max), -self.frac_bits)
+        """Largest representable value (a float; exact for widths up to 53; ``inf`` beyond float's range)."""
+        return _float_value(self.code_max, self.frac_bits)
 
     # ------------------------------------------------- exact result types
     def _grown_int_bits(self, other: "FixedType") -> int:

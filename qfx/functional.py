@@ -17,7 +17,7 @@ when no element can overflow, so the common case skips that work entirely.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -436,13 +436,24 @@ def quantize(x: torch.Tensor, t: FixedLike) -> torch.Tensor:
     """
     from .autograd import fixed_cast  # autograd builds on this module
 
-    return fixed_cast(x, FixedType.coerce(t))
+    return fixed_cast(_tensor_argument(x, "quantize"), FixedType.coerce(t))
+
+
+def _tensor_argument(x: Any, caller: str) -> torch.Tensor:
+    """``x`` if it is a tensor with data; else a ``TypeError``/``ValueError`` that says what to pass instead."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{caller}: argument 'x' must be a torch.Tensor, got {type(x).__name__}; wrap it with "
+                        "torch.as_tensor(x, dtype=torch.float64)")
+    if x.device.type == "meta":
+        raise ValueError(f"{caller}: argument 'x' is a meta tensor (a shape without data); there are no values "
+                         "to cast")
+    return x
 
 
 def to_codes(x: torch.Tensor, t: FixedLike) -> torch.Tensor:
     """The integer codes (int64) that ``t(x)`` stores: ``quantize(x, t) == codes * 2**-F``."""
     t = FixedType.coerce(t)
-    codes, _ = cast_codes(x.detach(), t)
+    codes, _ = cast_codes(_tensor_argument(x, "to_codes").detach(), t)
     return codes.to(torch.int64)
 
 

@@ -647,3 +647,12 @@ def test_property_within_range_and_on_the_grid(case):
         code = Fraction(value) / Fraction(2) ** -t.frac_bits
         assert code.denominator == 1
         assert t.code_min <= code <= t.code_max
+
+
+@pytest.mark.parametrize("x, error, fragment", [([1.0, 2.0], TypeError, "got list"),
+                                                (np.array([1.0]), TypeError, "got ndarray"),
+                                                (torch.empty(3, device="meta"), ValueError, "meta tensor")])
+def test_quantize_names_a_wrong_argument(x, error, fragment):
+    for function in (qfx.quantize, qfx.functional.to_codes):
+        with pytest.raises(error, match=f"argument 'x' .*{fragment}"):
+            function(x, "ap_fixed<8,3>")

@@ -56,6 +56,7 @@ def compile_graph(graph: Graph) -> Path:
     key = _fingerprint(graph)
     path = _BUILT.get(key)
     if path is None or not cxx.intact(path):  # checked before every run: the cache is not trusted
+        graph.check()  # the op rules and limits the interpreter and every back end share, before any work
         path = compile_source(generate(graph), stem=c_identifier(graph.name or "graph", set()))
         _BUILT[key] = path
     return path

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..boards import Board
 from ..ir import Graph, c_identifier, run_codes
+from ..ir.graph import Identifiers
 from ..render import environment, template_dir
 from .layers import HLSError, Layer, code_type, frame, plan_layers
 
@@ -101,7 +102,7 @@ def _stream_topology(graph: Graph, names: dict[str, str], layers: list[Layer]
                      ) -> tuple[list[Stream], list[object], dict[tuple[str, int], str]]:
     """Streams, steps in a valid dataflow order (ports, forks, layers), and the stream each (node, input) reads."""
     values = graph.values()
-    taken = set(names.values()) | _RESERVED
+    taken = Identifiers(names.values()) | _RESERVED
     consumers: dict[str, list[tuple[str, int]]] = {name: [] for name in values}
     for node in graph.nodes:
         for position, name in enumerate(node.inputs):
@@ -167,7 +168,7 @@ def safe_names(graph: Graph) -> dict[str, str]:
     library's namespace, so such tensors become ``qfx_tensor`` (unique).
     """
     names = graph.c_names()
-    taken = set(names.values()) | _RESERVED
+    taken = Identifiers(names.values()) | _RESERVED
     return {name: c_identifier(f"{c}_tensor", taken) if c in _RESERVED else c for name, c in names.items()}
 
 
@@ -218,7 +219,7 @@ def plan_project(graph: Graph, board: Board, io: str = "parallel", inputs: Optio
     tensors = _tensor_info(graph, names)
     by_name = {t["name"]: t for t in tensors}
     var = {name: name for name in by_name}  # the array holding each tensor in the parallel top
-    taken = set(names.values()) | _RESERVED | {top}
+    taken = Identifiers(names.values()) | _RESERVED | {top}
     for name in [names[v.name] for v in graph.inputs] + [names[o] for o in graph.outputs]:
         var[name] = c_identifier(f"{name}_local", taken)
     context = {

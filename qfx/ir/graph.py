@@ -11,6 +11,7 @@ channel along dimension 0.  The numerics of each op are defined in
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from typing import Any, Iterator, Optional
@@ -18,8 +19,9 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from ..format import FixedType
+from . import limits
 
-__all__ = ["IRError", "Value", "Constant", "Node", "Graph", "c_identifier"]
+__all__ = ["IRError", "Value", "Constant", "Node", "Graph", "c_identifier", "Identifiers"]
 
 
 class IRError(ValueError):
@@ -37,7 +39,7 @@ class Value:
     @property
     def size(self) -> int:
         """Elements per sample."""
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -152,7 +154,7 @@ class Graph:
 
     def c_names(self) -> dict[str, str]:
         """A C identifier per tensor name: sanitised, unique, deterministic (see :func:`c_identifier`)."""
-        taken: set[str] = set()
+        taken = Identifiers()
         names = {}
         for value in list(self.inputs) + [n.output for n in self.nodes]:
             names[value.name] = c_identifier(value.name, taken)
@@ -167,9 +169,12 @@ class Graph:
     def check(self) -> "Graph":
         """Verify names, order, op arguments, shapes and constant codes; raise :class:`IRError` at the first problem."""
         from .ops import check_node
+        if len(self.nodes) > limits.MAX_NODES:
+            raise IRError(f"graph '{self.name}' has {len(self.nodes)} nodes, more than the limit of {limits.MAX_NODES}")
         known: dict[str, Value] = {}
         for value in self.inputs:
             _check_name(value.name, "input")
+            _check_value(value, f"input '{value.name}'")
             if value.name in known:
                 raise IRError(f"graph '{self.name}': input '{value.name}' is defined twice")
             known[value.name] = value
@@ -184,6 +189,12 @@ class Graph:
             if missing:
                 raise IRError(f"{node.describe()}: input '{missing[0]}' is not an input of the graph nor the "
                               "output of an earlier node (nodes must be in topological order)")
+            _check_value(node.output, node.describe())
+            for role, t in node.formats.items():
+                _check_type(t, f"{node.describe()}: format '{role}'")
+            for role, c in node.constants.items():
+                for t in c.types[:1] if len(set(c.types)) == 1 else set(c.types):
+                    _check_type(t, f"{node.describe()}: constant '{role}'")
             check_node(node, [known[i] for i in node.inputs])
             known[node.name] = node.output
         if not self.outputs:
@@ -203,6 +214,19 @@ def _check_name(name: Any, kind: str) -> None:
     # character other than the space
     if not isinstance(name, str) or not 1 <= len(name) <= 200 or not name.isprintable():
         raise IRError(f"{kind} name {name!r:.240} is not allowed: names are 1 to 200 printable characters")
+
+
+def _check_type(t: FixedType, where: str) -> None:
+    if t.width > limits.MAX_WIDTH or abs(t.int_bits) > limits.MAX_INT_BITS:
+        raise IRError(f"{where}: format {t} is beyond the limits of the IR (width up to {limits.MAX_WIDTH} bits, "
+                      f"integer bits within +-{limits.MAX_INT_BITS})")
+
+
+def _check_value(value: Value, where: str) -> None:
+    _check_type(value.type, where)
+    if value.size > limits.MAX_ELEMENTS:
+        raise IRError(f"{where}: shape {value.shape} holds {value.size} elements per sample, more than the limit "
+                      f"of {limits.MAX_ELEMENTS}")
 
 
 _C_KEYWORDS = frozenset("""
@@ -225,13 +249,40 @@ def c_identifier(name: str, taken: set[str]) -> str:
     ``_2``, ``_3``... in order of appearance.  Nothing of ``name`` other
     than letters, digits and ``_`` can reach generated code.
     """
-    base = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", name)).strip("_")[:48] or "t"
+    base = re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_]", "_", name[:400])).strip("_")[:48] or "t"
     if base[0].isdigit() or base in _C_KEYWORDS or base.startswith("ap_") or base.startswith("hls"):
         base = "t_" + base
-    candidate, n = base, 1
-    while candidate.lower() in {t.lower() for t in taken}:
-        n += 1
-        candidate = f"{base}_{n}"
+    if isinstance(taken, Identifiers):
+        return taken.unique(base)
+    candidate = Identifiers(taken).unique(base)  # one pass over `taken`: name many with one Identifiers instead
     taken.add(candidate)
     return candidate
+
+
+class Identifiers(set):
+    """A set of identifiers that also holds them in lower case, so :func:`c_identifier` finds a free name in
+    constant time (names that differ only in case count as one: some file systems ignore case)."""
+
+    def __init__(self, names: Any = ()) -> None:
+        super().__init__(names)
+        self.lower = {name.lower() for name in self}
+        self.next: dict[str, int] = {}  # per lower-case base, the suffix below which every candidate is taken
+
+    def add(self, name: str) -> None:
+        super().add(name)
+        self.lower.add(name.lower())
+
+    def __or__(self, other: Any) -> "Identifiers":
+        return Identifiers(set(self) | set(other))
+
+    def unique(self, base: str) -> str:
+        """``base``, else the first free of ``base_2``, ``base_3``...; it joins the set."""
+        n = self.next.get(base.lower(), 1)
+        candidate = base if n == 1 else f"{base}_{n}"
+        while candidate.lower() in self.lower:
+            n += 1
+            candidate = f"{base}_{n}"
+        self.next[base.lower()] = n
+        self.add(candidate)
+        return candidate
 

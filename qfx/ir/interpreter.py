@@ -358,6 +358,7 @@ def _execute(node: Node, args: list[tuple[Codes, FixedType]]) -> Codes:
 # ----------------------------------------------------------------- run
 def run_codes(graph: Graph, inputs: Union[Codes, list[Codes]]) -> dict[str, Codes]:
     """Every tensor's codes, by name, for input codes (one batch-first array per graph input)."""
+    graph.check()  # the op rules and limits every back end shares, before any work
     arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
     if len(arrays) != len(graph.inputs):
         raise ValueError(f"graph '{graph.name}' takes {len(graph.inputs)} input(s), got {len(arrays)}")

@@ -66,6 +66,7 @@ import math
 from typing import Callable, Optional
 
 from ..format import BIPOLAR, FixedType
+from . import limits
 from .graph import Constant, IRError, Node, Value
 
 __all__ = ["OPS", "check_node", "conv_output_size", "pool_output_size"]
@@ -153,7 +154,7 @@ def _conv(dims: int) -> Callable[[Node, list[Value]], tuple[int, ...]]:
         stride, dilation = _ints(node, "stride", dims, 1), _ints(node, "dilation", dims, 1)
         padding = node.attrs.get("padding")
         if not (isinstance(padding, (list, tuple)) and len(padding) == dims
-                and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, int) and v >= 0
+                and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(type(v) is int and v >= 0
                                                                              for v in p) for p in padding)):
             raise IRError(f"{node.describe()}: attribute 'padding' must be {dims} pairs [begin, end] of integers "
                           f">= 0, got {padding!r}")
@@ -356,7 +357,7 @@ def _zero_pad(node: Node, inputs: list[Value]) -> tuple[int, ...]:
     insert = _ints(node, "insert", dims, 1)
     padding = node.attrs.get("padding")
     if not (isinstance(padding, (list, tuple)) and len(padding) == dims
-            and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, int) and v >= 0 for v in p)
+            and all(isinstance(p, (list, tuple)) and len(p) == 2 and all(type(v) is int and v >= 0 for v in p)
                     for p in padding)):
         raise IRError(f"{node.describe()}: attribute 'padding' must be {dims} pairs [begin, end] of integers >= 0, "
                       f"got {padding!r}")
@@ -467,4 +468,29 @@ def check_node(node: Node, inputs: list[Value]) -> None:
     if tuple(shape) != tuple(node.output.shape):
         raise IRError(f"{node.describe()}: output shape is recorded as {node.output.shape}, but its inputs give "
                       f"{tuple(shape)}")
+    _check_work(node, inputs)
+
+
+def _flat(value) -> list:
+    return [w for v in value for w in _flat(v)] if isinstance(value, (list, tuple)) else [value]
+
+
+def _check_work(node: Node, inputs: list[Value]) -> None:
+    """The limits every op shares, so that no back end loops or allocates beyond them: a padded input within
+    ``MAX_ELEMENTS``, and at most ``MAX_WORK`` multiply-adds or compares per sample."""
+    padding = [v for v in _flat(node.attrs.get("padding", [])) if type(v) is int]
+    if padding and inputs:
+        x, pad = inputs[0], max(padding)
+        padded = x.shape[0] * math.prod(n + 2 * pad for n in x.shape[1:])
+        if padded > limits.MAX_ELEMENTS:
+            raise IRError(f"{node.describe()}: padding {pad} makes its input {x.shape} {padded} elements, more than "
+                          f"the limit of {limits.MAX_ELEMENTS} (qfx.ir.limits.MAX_ELEMENTS)")
+    window = math.prod(v for v in _flat(node.attrs.get("kernel", [])) if type(v) is int)
+    weight = node.constants.get("weight")
+    if weight is not None and weight.codes.ndim > 1:
+        window *= math.prod(weight.codes.shape[1:])
+    work = node.output.size * max(window, 1)
+    if work > limits.MAX_WORK:
+        raise IRError(f"{node.describe()}: it takes {work} operations per sample, more than the limit of "
+                      f"{limits.MAX_WORK} (qfx.ir.limits.MAX_WORK)")
 

@@ -17,12 +17,19 @@ one per index of dimension 0; arrays are int64 codes.  :func:`load`
 validates everything (schema, version, field types, formats, ops,
 attributes, shapes, codes inside their formats) and raises
 :class:`~qfx.ir.IRError` naming the file and the first offending node.
+Nothing in the files is trusted: the limits of :mod:`qfx.ir.limits` (file
+size, nesting, digits, members, elements from each ``.npy`` header) are
+checked before anything is read into memory, and arrays the graph does not
+name are never read.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any, Union
@@ -31,6 +38,7 @@ import numpy as np
 
 from ..files import write_atomically
 from ..format import FixedType
+from . import limits
 from .graph import Constant, Graph, IRError, Node, Value
 
 __all__ = ["save", "load", "SCHEMA", "VERSION"]
@@ -131,14 +139,83 @@ class _Reader:
         return Value(name, self.shape(obj, where), self.fixed_type(self.get(obj, "type", str, where), where))
 
 
-def _load_arrays(path: Path, source: str) -> dict[str, np.ndarray]:
+def _open_regular(path: Path, source: str, what: str):
+    """``path`` opened for reading if it is a regular file within ``MAX_FILE_BYTES`` (checked on the open file)."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+        f = open(path, "rb")
     except FileNotFoundError:
-        raise IRError(f"{source}: the arrays file '{path}' is missing (it is written beside the .json)") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise IRError(f"{source}: cannot read the arrays file '{path}': {error}") from None
+        raise FileNotFoundError(f"{source}: {what} '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise IRError(f"{source}: {what} '{path}' is a directory, not a file") from None
+    info = os.fstat(f.fileno())
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limits.MAX_FILE_BYTES:
+        f.close()
+        problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode) else
+                   f"holds {info.st_size} bytes, more than the limit of {limits.MAX_FILE_BYTES}")
+        raise IRError(f"{source}: {what} '{path}' {problem}")
+    return f
+
+
+class _Arrays:
+    """The members of an ``.npz`` read one at a time, on demand, each checked from its ``.npy`` header first."""
+
+    def __init__(self, path: Path, source: str) -> None:
+        self.path, self.source, self.elements = path, source, 0
+        try:
+            self.file = _open_regular(path, source, "the arrays file")
+        except FileNotFoundError:
+            raise IRError(f"{source}: the arrays file '{path}' is missing (it is written beside the .json)") from None
+        try:
+            self.zip = zipfile.ZipFile(self.file)
+            infos = self.zip.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+            self.file.close()
+            raise IRError(f"{source}: cannot read the arrays file '{path}': {error}") from None
+        if len(infos) > limits.MAX_ARRAY_MEMBERS:
+            self.close()
+            raise IRError(f"{source}: the arrays file '{path}' has {len(infos)} members, more than the limit of "
+                          f"{limits.MAX_ARRAY_MEMBERS}")
+        self.members = {info.filename[:-4]: info for info in infos if info.filename.endswith(".npy")}
+
+    def close(self) -> None:
+        self.zip.close()
+        self.file.close()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.members
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        info = self.members[key]
+        where = f"{self.source}: array '{key}' of '{self.path}'"
+        try:
+            with self.zip.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f"unsupported .npy version {version}")
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f, max_header_size=10000)
+                if dtype.kind not in "iu" or dtype.hasobject or dtype.itemsize > 8:
+                    raise IRError(f"{where} has dtype {dtype}; integer codes (int64) are required")
+                count = math.prod(shape)
+                self.elements += count
+                if count > limits.MAX_ELEMENTS or self.elements > limits.MAX_CONSTANT_ELEMENTS:
+                    raise IRError(f"{where} declares shape {shape}: {count} elements, more than the limit of "
+                                  f"{limits.MAX_ELEMENTS} per tensor and {limits.MAX_CONSTANT_ELEMENTS} in all")
+                size = count * dtype.itemsize
+                if info.file_size < size:
+                    raise IRError(f"{where} declares shape {shape} but holds fewer than {size} bytes")
+                data = np.frombuffer(f.read(size), dtype=dtype)
+        except IRError:
+            raise
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError, SyntaxError, TypeError) as error:
+            raise IRError(f"{where} cannot be read: {error}") from None
+        if data.size != count:
+            raise IRError(f"{where} is truncated")
+        data = data.reshape(shape, order="F" if fortran else "C")
+        if dtype.kind == "u" and dtype.itemsize == 8 and data.size and int(data.max()) > np.iinfo(np.int64).max:
+            raise IRError(f"{where} holds codes beyond 2**63 - 1 (uint64); codes are int64")
+        return data
 
 
 def _constant(reader: _Reader, doc: Any, arrays: dict[str, np.ndarray], where: str) -> Constant:
@@ -148,13 +225,15 @@ def _constant(reader: _Reader, doc: Any, arrays: dict[str, np.ndarray], where: s
     data = arrays[key]
     if not np.issubdtype(data.dtype, np.integer):
         raise reader.fail(where, f"array '{key}' has dtype {data.dtype}; integer codes are required")
+    if data.dtype == np.uint64 and data.size and int(data.max()) > np.iinfo(np.int64).max:
+        raise reader.fail(where, f"array '{key}' holds codes beyond 2**63 - 1 (uint64); codes are int64")
     types = reader.get(doc, "types", list, where)
     if not types:
         raise reader.fail(where, "'types' is empty")
     return Constant(data.astype(np.int64), tuple(reader.fixed_type(t, where) for t in types))
 
 
-def from_document(doc: Any, arrays: dict[str, np.ndarray], source: str = "graph") -> Graph:
+def from_document(doc: Any, arrays: "Mapping[str, np.ndarray]", source: str = "graph") -> Graph:
     """A checked :class:`Graph` from a document and its arrays (what :func:`load` reads)."""
     r = _Reader(source)
     if r.get(doc, "format", str, "header") != SCHEMA:
@@ -195,21 +274,66 @@ def from_document(doc: Any, arrays: dict[str, np.ndarray], source: str = "graph"
         raise IRError(f"{source}: {error}") from None
 
 
-def load(path: PathLike) -> Graph:
-    """Read and validate a graph saved by :func:`save` (``.json`` plus its ``.npz``)."""
-    path = Path(path)
-    source = f"graph file '{path}'"
+def _number(text: str, convert):
+    if len(text) > limits.MAX_NUMBER_DIGITS:
+        raise ValueError(f"a number of {len(text)} characters, more than the limit of {limits.MAX_NUMBER_DIGITS}")
+    return convert(text)
+
+
+def _no_constant(text: str):
+    raise ValueError(f"{text} is not a number qfx reads")
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _depth(text: str) -> int:
+    """How deeply ``[`` and ``{`` nest in JSON ``text`` (outside strings)."""
+    deepest = depth = 0
+    for m in _BRACKET.finditer(_STRING.sub("", text)):
+        depth += 1 if m[0] in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def parse_document(data: bytes, source: str) -> Any:
+    """The JSON document in ``data``, within the limits on nesting and digits, all strings valid Unicode."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{source} does not exist") from None
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise IRError(f"{source} is not UTF-8 text; expected the .json written by qfx") from None
+    if _depth(text) > limits.MAX_JSON_DEPTH:
+        raise IRError(f"{source}: the JSON nests deeper than the limit of {limits.MAX_JSON_DEPTH} levels")
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise IRError(f"{source} is not valid JSON: {error}") from None
+        doc = json.loads(text, parse_int=lambda t: _number(t, int), parse_float=lambda t: _number(t, float),
+                         parse_constant=_no_constant)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        raise IRError(f"{source} is not valid JSON for qfx: {error}") from None
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise IRError(f"{source}: a string holds a lone surrogate escape (such as \\ud800); names and labels "
+                      "must be valid Unicode") from None
+    return doc
+
+
+def load(path: PathLike) -> Graph:
+    """Read and validate a graph saved by :func:`save` (``.json`` plus its ``.npz``).
+
+    The graph file must be a regular file within :data:`~qfx.ir.limits.MAX_FILE_BYTES`;
+    only the arrays it names are read from the ``.npz``.
+    """
+    path = Path(path)
+    source = f"graph file '{path}'"
+    with _open_regular(path, source, "the graph file") as f:
+        data = f.read(limits.MAX_FILE_BYTES + 1)
+    doc = parse_document(data, source)
     arrays_name = _Reader(source).get(doc, "arrays", str, "header")
-    if Path(arrays_name).name != arrays_name:
+    if Path(arrays_name).name != arrays_name or arrays_name in ("", ".", ".."):
         raise IRError(f"{source}: 'arrays' must name a file beside the graph file, got {arrays_name!r:.80}")
-    return from_document(doc, _load_arrays(path.parent / arrays_name, source), source)
+    arrays = _Arrays(path.parent / arrays_name, source)
+    try:
+        return from_document(doc, arrays, source)
+    finally:
+        arrays.close()
