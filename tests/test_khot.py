@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 import qfx
 from qfx import FixedType
-from qfx.khot import csd_digits, khot_codes
+from qfx.khot import csd_digits, khot_codes, khot_floor_ceil
 
 # --------------------------------------------------------------- references
 
@@ -507,3 +507,24 @@ def test_k_allowing_every_code(t, k):
         return min(max(c, lo), hi)
 
     assert got == [nearest_code(v) for v in half]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_floor_and_ceil_without_a_table_match_a_brute_force_listing(k) -> None:
+    """The table-free neighbours equal those found by listing every integer with at most k CSD digits."""
+    allowed = np.array([c for c in range(-2048, 2049) if min_signed_digits(c) <= k])
+    n = np.arange(-300, 301, dtype=np.int64)
+    floor = khot_floor_ceil(n, k, ceil=False)
+    ceil = khot_floor_ceil(n, k, ceil=True)
+    for value, lo, hi in zip(n, floor, ceil):
+        assert lo == allowed[allowed <= value].max() and hi == allowed[allowed >= value].min(), value
+
+
+def test_a_wide_word_with_many_digits_projects_without_listing_its_codes() -> None:
+    """Width 40, k 6: every result has at most 6 signed digits, and the projection is monotone, as a nearest one is."""
+    t = FixedType(40, 20)
+    x = torch.linspace(-1000.0, 1000.0, 2001, dtype=torch.float64) + 1 / 3
+    q = qfx.quantize_khot(x, t, 6)
+    codes = (q * 2.0 ** t.frac_bits).to(torch.int64).tolist()
+    assert all(min_signed_digits(c) <= 6 for c in codes)
+    assert bool((q[1:] >= q[:-1]).all())
