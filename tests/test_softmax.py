@@ -135,3 +135,17 @@ def test_export_refuses_a_softmax_over_another_dimension():
     model = nn.Sequential(QInput(LayerQConfig(output=IN_TYPE)), QSoftmax(dim=2))
     with pytest.raises(qfx.ir.IRError, match="dimension 2"):
         qfx.export(model, torch.zeros(1, 3, 4))
+
+
+@pytest.mark.parametrize("io", ["parallel", "stream"])
+def test_hls_csim_is_bit_exact(tmp_path, io):
+    from qfx.boards import load_board
+    from qfx.hls import float_inputs, generate, run_csim, write_project
+    model = EveryMode(io == "stream", PAIRS[::4]).eval()  # softmax in one interface, log-softmax in the other
+    x = inputs(48)
+    graph = qfx.export(model, x[:1])
+    with torch.no_grad():
+        np.testing.assert_array_equal(qfx.ir.run(graph, x.numpy()), model(x).double().numpy())
+    report = run_csim(write_project(generate(graph, load_board("ultra96v2"), io, float_inputs(graph, x.numpy())),
+                                    tmp_path / io))
+    assert report.ok and report.mismatches == 0, report.summary()

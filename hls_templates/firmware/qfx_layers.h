@@ -246,6 +246,59 @@ void lookup(const typename C::in_t x[C::n], typename C::out_t y[C::n],
     }
 }
 
+// Softmax over C::channels at each of C::positions: d = x - max(x), e = exp_table[table_t(d)],
+// s = sum_t(sum e); y = e * second_table[s] (reciprocals) or, with C::log, d - second_table[s] (logs).
+// Each cast is an ap_fixed assignment from the exact code read as a fixed-point value, as in finish().
+template <class C>
+void softmax(const typename C::in_t x[C::n], typename C::out_t y[C::n],
+             const typename C::exp_code_t exp_table[C::exp_entries],
+             const typename C::second_code_t second_table[C::second_entries]) {
+    for (int p = 0; p < C::positions; p++) {
+        typename C::diff_code_t top = code_of<typename C::in_code_t>(x[p]);
+        for (int c = 1; c < C::channels; c++) {
+            typename C::diff_code_t v = code_of<typename C::in_code_t>(x[c * C::positions + p]);
+            if (v > top) top = v;
+        }
+        typename C::exp_code_t e[C::channels];
+        typename C::total_code_t total = 0;
+        for (int c = 0; c < C::channels; c++) {
+            typename C::diff_code_t d = code_of<typename C::in_code_t>(x[c * C::positions + p]);
+            d -= top;
+            typename C::diff_bits_t bits = d;
+            bits <<= C::diff_shift;
+            typename C::table_t index = from_code<typename C::diff_t>(bits);
+            typename C::table_address_t address = code_of<typename C::table_code_t>(index) - C::table_lowest;
+            e[c] = exp_table[address];
+            total += e[c];
+        }
+        typename C::total_bits_t total_bits = total;
+        total_bits <<= C::total_shift;
+        typename C::sum_t s = from_code<typename C::total_t>(total_bits);
+        typename C::sum_address_t address = code_of<typename C::sum_code_t>(s) - C::sum_lowest;
+        typename C::result_code_t r = second_table[address];
+        for (int c = 0; c < C::channels; c++) {
+            typename C::result_code_t v;
+            if (C::log) {
+                typename C::diff_code_t d = code_of<typename C::in_code_t>(x[c * C::positions + p]);
+                d -= top;
+                v = d;
+                v <<= C::up_d;
+                typename C::result_code_t right = r;
+                right <<= C::up_r;
+                v -= right;
+            } else {
+                v = e[c];
+                v *= r;
+            }
+            typename C::result_bits_t bits = v;
+            bits <<= C::result_shift;
+            const int i = c * C::positions + p;
+            y[i] = from_code<typename C::result_t>(bits);
+            QFX_RECORD(C::trace_id, i, code_of<typename C::out_code_t>(y[i]));
+        }
+    }
+}
+
 // a + b on their common binary point.
 template <class C>
 void add(const typename C::a_t a[C::n], const typename C::b_t b[C::n], typename C::out_t y[C::n]) {

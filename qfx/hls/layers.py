@@ -318,12 +318,48 @@ def _table(layer: Layer, x: Value) -> None:
     layer.arrays.append(ArrayConstant("out_code_t", f"{layer.name}_table", table.codes.shape, c_array(table.codes)))
 
 
+def _softmax(layer: Layer, x: Value) -> None:
+    """Both tables as ROMs; every intermediate an exact ``ap_int`` cast by one ``ap_fixed`` assignment."""
+    node = layer.node
+    log = node.attrs["log"]
+    t, st = node.formats["table"], node.formats["accum"]
+    exp, second = node.constants["exp"], node.constants["log" if log else "reciprocal"]
+    et, rt = exp.types[0], second.types[0]
+    fx, fe, fr = x.type.frac_bits, et.frac_bits, rt.frac_bits
+    channels = x.shape[0]
+    diff_width = x.type.width + 2  # the difference of two codes, signed
+    total_width = et.width + 1 + (channels - 1).bit_length()
+    common = max(fx, fr) if log else fe + fr
+    result_width = (max(diff_width + common - fx, rt.width + 1 + common - fr) + 1 if log
+                    else et.width + rt.width + 2)
+    diff = cast_source(diff_width, fx, True, t)
+    total = cast_source(total_width, fe, True, st)
+    result = cast_source(result_width, common, True, node.output.type)
+    layer.function = "softmax"
+    layer.ints += [("n", x.size), ("channels", channels), ("positions", x.size // channels), ("log", int(log)),
+                   ("exp_entries", exp.codes.size), ("second_entries", second.codes.size),
+                   ("diff_shift", diff.frac_bits - fx), ("total_shift", total.frac_bits - fe),
+                   ("result_shift", result.frac_bits - common), ("up_d", common - fx if log else 0),
+                   ("up_r", common - fr if log else 0)]
+    layer.codes += [("table_lowest", t.code_min), ("sum_lowest", st.code_min)]
+    layer.types += [("diff_code_t", f"ap_int<{diff_width}>"), ("diff_bits_t", code_type(diff)), ("diff_t", str(diff)),
+                    ("table_t", str(t)), ("table_code_t", code_type(t)), ("table_address_t", f"ap_uint<{t.width}>"),
+                    ("exp_code_t", code_type(et)), ("total_code_t", f"ap_int<{total_width}>"),
+                    ("total_bits_t", code_type(total)), ("total_t", str(total)), ("sum_t", str(st)),
+                    ("sum_code_t", code_type(st)), ("sum_address_t", f"ap_uint<{st.width}>"),
+                    ("second_code_t", code_type(rt)), ("result_code_t", f"ap_int<{result_width}>"),
+                    ("result_bits_t", code_type(result)), ("result_t", str(result))]
+    layer.arrays += [ArrayConstant("exp_code_t", f"{layer.name}_exp", exp.codes.shape, c_array(exp.codes)),
+                     ArrayConstant("second_code_t", f"{layer.name}_second", second.codes.shape,
+                                   c_array(second.codes))]
+
+
 #: Each IR op's planner: it fills the layer's function, types and constants from the node and its inputs.
 _PLANNERS = {
     "dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _scale_shift, "relu": _relu,
     "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "maxpool2d": _maxpool,
     "avgpool2d": _window_avgpool, "global_avgpool2d": _global_avgpool, "flatten": _flatten,
-    "table": _table,
+    "table": _table, "softmax": _softmax,
 }
 
 
