@@ -55,7 +55,7 @@ class UNet(nn.Module):
 
 
 class MobileBlocks(nn.Module):
-    """MobileNetV2-style inverted residual blocks: expand 1x1, depthwise 3x3, ReLU6, project, residual."""
+    """MobileNetV2-style inverted residual blocks: expand 1x1, ReLU6, depthwise 3x3, hardswish, project, residual."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,7 +64,7 @@ class MobileBlocks(nn.Module):
         for _ in range(2):
             self.blocks.append(nn.Sequential(
                 nn.Conv2d(4, 8, 1), nn.BatchNorm2d(8), nn.ReLU6(),
-                nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU6(),
+                nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.Hardswish(),
                 nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)))
         self.pool = nn.AdaptiveAvgPool2d(2)
         self.fc = nn.Linear(16, 3)

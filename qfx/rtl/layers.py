@@ -28,8 +28,8 @@ __all__ = ["RTLError", "Wire", "AdderInstance", "LayerModule", "check_supported"
 #: A convolution is unrolled only up to this many nonzero weight taps over all its outputs.
 MAX_UNROLLED_TAPS = 50_000
 SUPPORTED_OPS = ("dense", "conv1d", "conv2d", "relu", "relu6", "leaky_relu", "scale_shift", "add", "flatten",
-                 "sub", "clamp", "concat", "zero_pad", "upsample", "prelu", "table", "sign", "thermometer",
-                 "binary_dense", "binary_conv1d", "binary_conv2d")
+                 "sub", "clamp", "concat", "zero_pad", "upsample", "maxpool2d", "avgpool2d", "global_avgpool2d",
+                 "prelu", "table", "sign", "thermometer", "binary_dense", "binary_conv1d", "binary_conv2d")
 
 
 class RTLError(ValueError):

@@ -1,5 +1,7 @@
 """The structural ops as Verilog layer modules: ``sub``, ``clamp`` and ``concat`` (exact, then one cast per
-element), ``zero_pad`` and ``upsample`` (wiring only: input fields and zeros, no logic).  ``mul`` of two
+element), ``zero_pad`` and ``upsample`` (wiring only: input fields and zeros, no logic), and pooling
+(``maxpool2d`` a chain of comparisons per window, ``avgpool2d`` and ``global_avgpool2d`` the window sum times the
+divisor's code as one adder graph).  ``mul`` of two
 tensors would need a multiplier, which this back end never writes: it is refused.  Imported by :mod:`.layers`."""
 
 from __future__ import annotations
@@ -105,5 +107,59 @@ def _mul(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
                    "or multiply by a constant)")
 
 
-LOWER = {"sub": _sub, "clamp": _clamp, "concat": _concat, "mul": _mul}
+# ---------------------------------------------------------------- pooling
+def _windows(node: Node, x: Value, kernel, stride, padding, dilation) -> list[list[int]]:
+    """For each output element, the input elements its window reads (padding and positions past the edge left out)."""
+    c_in, h, w = x.shape
+    _, oh, ow = node.output.shape
+    windows = []
+    for c in range(c_in):
+        for r in range(oh):
+            for q in range(ow):
+                cells = []
+                for i in range(kernel[0]):
+                    for j in range(kernel[1]):
+                        hh, ww = r * stride[0] + i * dilation[0] - padding[0], q * stride[1] + j * dilation[1] - padding[1]
+                        if 0 <= hh < h and 0 <= ww < w:
+                            cells.append((c * h + hh) * w + ww)
+                windows.append(cells)
+    return windows
+
+
+def _maxpool(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    a = node.attrs
+    elements = b.unpack(0, x)
+    sources = []
+    for o, cells in enumerate(_windows(node, x, a["kernel"], a["stride"], a["padding"], a["dilation"])):
+        best = elements[cells[0]]
+        for k, cell in enumerate(cells[1:]):
+            name, low, high = elements[cell]
+            best = b.wire(f"m{o}_{k}", max(low, best[1]), max(high, best[2]),
+                          f"({name} > {best[0]} ? {name} : {best[0]})")
+        sources.append((best, x.type.frac_bits))
+    return b.cast(sources, node.output.type, "y")
+
+
+def _average(b: _Builder, node: Node, x: Value, windows: list[list[int]]) -> list[str]:
+    """``sum(window) * divisor`` as one adder graph (every term's coefficient is the divisor's code)."""
+    divisor = node.constants["divisor"]
+    code, frac = int(divisor.codes), x.type.frac_bits + divisor.types[0].frac_bits
+    sums = b.products([{cell: code for cell in cells} if code else {} for cells in windows], b.unpack(0, x))
+    return b.cast([(s, frac) for s in sums], node.output.type, "y")
+
+
+def _avgpool(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    a = node.attrs
+    return _average(b, node, inputs[0], _windows(node, inputs[0], a["kernel"], a["stride"], a["padding"], [1, 1]))
+
+
+def _global_avgpool(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+    x = inputs[0]
+    per_channel = x.size // x.shape[0]
+    return _average(b, node, x, [list(range(c * per_channel, (c + 1) * per_channel)) for c in range(x.shape[0])])
+
+
+LOWER = {"sub": _sub, "clamp": _clamp, "concat": _concat, "mul": _mul, "maxpool2d": _maxpool, "avgpool2d": _avgpool,
+         "global_avgpool2d": _global_avgpool}
 MOVES = {"zero_pad": _zero_pad, "upsample": _upsample}
