@@ -252,3 +252,17 @@ def test_a_graph_named_like_a_verilog_keyword_gets_another_top_name():
         graph.name = name
         top = plan_design(graph).top
         assert top != name and top.startswith(name) and f"rtl/{top}.v" in render(graph)
+
+
+def test_a_design_too_large_to_unroll_is_refused_before_anything_is_generated(tmp_path) -> None:
+    """A ReLU over a 64x224x224 image: refused at once by the design-size limit, nothing written."""
+    from qfx.format import FixedType
+    from qfx.ir import Graph, Node, Value
+    from qfx.rtl.generate import MAX_DESIGN_BITS
+
+    t = FixedType(8, 3)
+    graph = Graph("big", [Value("x", (64, 224, 224), t)],
+                  [Node("act", "relu", ("x",), Value("act", (64, 224, 224), t))], ["act"]).check()
+    with pytest.raises(RTLError, match=f"more than the fully unrolled Verilog back end's limit of {MAX_DESIGN_BITS}"):
+        generate(graph, tmp_path / "big")
+    assert not (tmp_path / "big").exists()

@@ -26,7 +26,7 @@ limit                      bounds                                               
 Back ends add their own: the emulator's 64-bit codes and 127-bit
 accumulators (:mod:`qfx.emulator.codegen`), the HLS back end's 62-bit
 tensors (:mod:`qfx.hls.layers`), the RTL back end's design size
-(:data:`qfx.rtl.generate.MAX_DESIGN_ELEMENTS`) and unrolled taps, and the
+(:data:`qfx.rtl.generate.MAX_DESIGN_BITS`) and unrolled taps, and the
 K-hot projection's width (:mod:`qfx.khot`).
 """
 

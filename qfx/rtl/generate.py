@@ -115,6 +115,11 @@ class Design:
         }
 
 
+#: A fully unrolled design carries every bit of every tensor on its own wire; beyond this many it is refused
+#: before anything is generated (a ReLU on a 64x224x224 image would write about a gigabyte of Verilog).
+MAX_DESIGN_BITS = 1 << 22
+
+
 def _check_graph(graph: Graph) -> None:
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise RTLError(f"graph '{graph.name}' has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; the "
@@ -123,6 +128,11 @@ def _check_graph(graph: Graph) -> None:
         raise RTLError(f"graph '{graph.name}': its output is its input; there is no logic to generate")
     for node in graph.nodes:  # every node before any is lowered: a refusal comes at once, not after the rest
         check_supported(node)
+    bits = sum(v.size * v.type.width for v in graph.values().values())
+    if bits > MAX_DESIGN_BITS:
+        raise RTLError(f"graph '{graph.name}': its tensors hold {bits} bits per sample, more than the fully "
+                       f"unrolled Verilog back end's limit of {MAX_DESIGN_BITS} (every bit is a wire of the design); "
+                       "use the HLS back end for this network")
 
 
 def _boundaries(layers: int, pipeline: int, graph: str) -> list[int]:
