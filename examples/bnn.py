@@ -51,7 +51,6 @@ from qfx.nn import QBinaryConv2d, QSign, QThermometer, RPReLU  # noqa: E402
 #: adds have none; the RTL top takes one input tensor, so they are not synthesized alone.
 ELEMENTWISE_OPS = ("scale_shift", "prelu")
 QAT_LR = 5e-3
-QAT_INT_BITS_LR = 2e-2
 
 
 class FracBNN(nn.Module):
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     def qat_model(bits: int, khot) -> nn.Module:
         q = ptq_model(bits, khot, learn=True)
         torch.manual_seed(args.seed)
-        train(q, x_tr, y_tr, epochs=args.qat_epochs, lr=args.qat_lr, int_bits_lr=QAT_INT_BITS_LR, seed=args.seed + 1,
+        train(q, x_tr, y_tr, epochs=args.qat_epochs, lr=args.qat_lr, seed=args.seed + 1,
               batch_size=64, desc=f"QAT {bits}", quiet=True, validation=(x_val, y_val))
         return q
 

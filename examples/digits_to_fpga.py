@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     start = step(f"quantizing (8-bit), calibrating, QAT ({args.qat_epochs} epochs)")
     qm = qfx.quantize_model(model, qconfig(8, 8, None, learn=True), example_input=x_train[:2])
     qfx.calibrate(qm, [x_train])
-    train(qm, x_train, y_train, epochs=args.qat_epochs, lr=5e-4, int_bits_lr=2e-2, seed=args.seed, batch_size=64,
+    train(qm, x_train, y_train, epochs=args.qat_epochs, lr=5e-4, seed=args.seed, batch_size=64,
           desc="QAT", quiet=True)
     qm.eval()
     quant_accuracy = accuracy(qm, x_test, y_test)

@@ -66,7 +66,7 @@ def learn_binary_points(x: torch.Tensor, steps: int) -> None:
     data = (x * row_scale.view(1, 8, 1)).transpose(0, 1).reshape(8, -1)  # (row, values)
     quantizer = qfx.nn.FixedQuantizer(qfx.FixedType(width, 0, rounding="RND_CONV", overflow="SAT"), learn_int_bits=True,
                                       granularity="channel", channel_dim=0, num_channels=8)
-    optimizer = torch.optim.Adam(quantizer.parameters(), lr=0.05)
+    optimizer = torch.optim.Adam(quantizer.parameters(), lr=2e-3)  # about 0.06 bit per step (STEP_SCALE * lr)
     for _ in range(steps):
         optimizer.zero_grad()
         loss = (quantizer(data) - data).pow(2).mean()

@@ -55,7 +55,7 @@ def _mutations():
     return [
         ("format", lambda d, a: d.update(format="onnx"), "qfx graph file"),
         ("version", lambda d, a: d.update(version=2), "version 2"),
-        ("unknown op", lambda d, a: node(2)(d, a).update(op="softmax"), "unknown op 'softmax'"),
+        ("unknown op", lambda d, a: node(2)(d, a).update(op="warp_drive"), "unknown op 'warp_drive'"),
         ("bad type", lambda d, a: node(0)(d, a)["output"].update(type="float"), "cannot parse 'float'"),
         ("bad mode", lambda d, a: node(0)(d, a)["output"].update(type="ap_fixed<8,3,AP_RND,AP_CLAMP>"),
          "node 'conv1'"),
