@@ -277,15 +277,20 @@ def _leaky_relu(unit: _Unit, node: Node) -> str:
             f"{common - node.output.type.frac_bits}>({unit.ws(x.name)}, {unit.ws(node.name)});")
 
 
-def _add(unit: _Unit, node: Node) -> str:
+def _aligned(unit: _Unit, node: Node, function: str) -> str:
+    """``qfx::add``/``qfx::sub`` of two tensors: both aligned to the finer binary point, one bit of carry."""
     a, b = (unit.values[name] for name in node.inputs)
     common = max(a.type.frac_bits, b.type.frac_bits)
     up_a, up_b = common - a.type.frac_bits, common - b.type.frac_bits
     bits = max(_bits(a.type) + up_a, _bits(b.type) + up_b) + 1
     acc = _accumulator(node, bits)
     unit.widths[node.name] = bits
-    return (f"qfx::add<{unit.fmt(node.name)}, {acc}, {a.size}, {up_a}, {up_b}, "
+    return (f"qfx::{function}<{unit.fmt(node.name)}, {acc}, {a.size}, {up_a}, {up_b}, "
             f"{common - node.output.type.frac_bits}>({unit.ws(a.name)}, {unit.ws(b.name)}, {unit.ws(node.name)});")
+
+
+def _add(unit: _Unit, node: Node) -> str:
+    return _aligned(unit, node, "add")
 
 
 def _pool_shape(x_shape: Sequence[int], node: Node, dilation: Sequence[int]) -> str:

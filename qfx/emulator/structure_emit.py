@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from ..ir.graph import Node
-from .codegen import _accumulator, _bits, _Unit
+from .codegen import _accumulator, _aligned, _bits, _Unit
 
 __all__ = ["EMITTERS"]
 
@@ -16,14 +16,7 @@ def _frame(shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def _sub(unit: _Unit, node: Node) -> str:
-    a, b = (unit.values[name] for name in node.inputs)
-    common = max(a.type.frac_bits, b.type.frac_bits)
-    up_a, up_b = common - a.type.frac_bits, common - b.type.frac_bits
-    bits = max(_bits(a.type) + up_a, _bits(b.type) + up_b) + 1
-    acc = _accumulator(node, bits)
-    unit.widths[node.name] = bits
-    return (f"qfx::sub<{unit.fmt(node.name)}, {acc}, {a.size}, {up_a}, {up_b}, "
-            f"{common - node.output.type.frac_bits}>({unit.ws(a.name)}, {unit.ws(b.name)}, {unit.ws(node.name)});")
+    return _aligned(unit, node, "sub")
 
 
 def _mul(unit: _Unit, node: Node) -> str:
