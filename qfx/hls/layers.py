@@ -399,6 +399,8 @@ def plan_layers(graph: Graph, names: dict[str, str], reuse: Optional[dict[str, i
     return layers
 
 
-from .structure import PLANNERS as _STRUCTURE_PLANNERS  # noqa: E402 (it uses the helpers above)
+from .binary import PLANNERS as _BINARY_PLANNERS  # noqa: E402 (they use the helpers above)
+from .structure import PLANNERS as _STRUCTURE_PLANNERS  # noqa: E402
 
 _PLANNERS.update(_STRUCTURE_PLANNERS)
+_PLANNERS.update(_BINARY_PLANNERS)

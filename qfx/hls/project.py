@@ -4,7 +4,8 @@
 touches the disk (see :mod:`qfx.render.writer`).  The same graph, board,
 options and golden inputs always give byte-identical files.  Layout::
 
-    firmware/  top.cpp, top.h, types.h, parameters.h, weights.h, qfx_layers.h, qfx_structure.h, qfx_trace.h
+    firmware/  top.cpp, top.h, types.h, parameters.h, weights.h, qfx_layers.h, qfx_structure.h, qfx_binary.h,
+               qfx_trace.h
     tb/        tb.cpp and data/<tensor>.txt (input codes, every tensor's expected codes)
     build.tcl  (static: csim, csynth, cosim, export) sourcing project.tcl (part, clock, files)
     vivado/    block_design.tcl for the board
@@ -31,8 +32,8 @@ __all__ = ["IO_MODES", "plan_project", "golden_codes", "safe_names", "Stream"]
 IO_MODES = ("parallel", "stream")
 #: Namespaces and names the generated C++ uses for itself; no tensor or top function may take them.
 _RESERVED = {"tensor", "config", "weights", "stage", "qfx", "hls", "std"}
-_STATIC_FILES = ("firmware/qfx_layers.h", "firmware/qfx_structure.h", "firmware/qfx_trace.h", "firmware/qfx_axis.h",
-                 "build.tcl")
+_STATIC_FILES = ("firmware/qfx_layers.h", "firmware/qfx_structure.h", "firmware/qfx_binary.h", "firmware/qfx_trace.h",
+                 "firmware/qfx_axis.h", "build.tcl")
 
 
 @dataclasses.dataclass(frozen=True)
