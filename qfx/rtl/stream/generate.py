@@ -1,0 +1,235 @@
+"""A whole graph as a streaming Verilog design: stages, the top with its AXI-Stream ports, manifest, tests, README.
+
+``render(graph, ...)`` returns ``{relative path: text}``; ``generate``
+writes it through :func:`qfx.render.write_project`.  The files are those of
+the unrolled design (:mod:`qfx.rtl.generate`) so that
+:mod:`qfx.rtl.design`, :mod:`qfx.rtl.simulate` and :mod:`qfx.rtl.synth`
+read both: ``rtl/<top>.v``, one ``rtl/<top>_<node>.v`` per stage (the stage
+module with the modules only it uses), ``rtl/qfx_add.v``, ``manifest.json``,
+``tb/vectors.json``, ``tb/test_<top>.py``, ``tb/runner.py``, ``README.md``.
+
+Between stages, a tensor read by several stages is forked: each reader
+sees ``valid`` only while every other reader is ready, and the producer
+sees ``ready`` when all are.  Readiness never depends on ``valid`` in any
+stage, so forks close no combinational loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Mapping, Optional
+
+import numpy as np
+
+from ...ir import Graph, IRError, run_codes
+from ...ir.graph import c_identifier
+from ...render import environment, write_project
+from ...render.escape import VERILOG_KEYWORDS, verilog_ident
+from ..generate import DEFAULT_VECTORS, SIMULATION_OUTPUTS, random_input_codes
+from ..layers import RTLError
+from .plan import Layout, Schedule, plan_schedule
+from .stages import COUNTER, StageModule, build_stage
+
+__all__ = ["StreamDesign", "plan_stream_design", "render_stream", "generate_stream", "STREAM_VECTORS"]
+
+#: Random test vectors of a streaming design when none are given: every vector takes a whole frame of cycles.
+STREAM_VECTORS = 24
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """One reader of a stream: the valid it sees and the ready it gives."""
+
+    valid: str
+    ready: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """A tensor between stages: its wires and its readers."""
+
+    name: str
+    width: int
+    links: list[Link]
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    module: str
+    name: str
+    inputs: list[tuple[str, str, str]]  #: per port: (valid, ready, data)
+    output: str  #: the stream it drives
+
+
+@dataclasses.dataclass
+class StreamDesign:
+    """The stages, their instances and streams, and the figures the README states."""
+
+    top: str
+    graph: str
+    schedule: Schedule
+    stages: list[StageModule]
+    streams: list[Stream]
+    instances: list[Instance]
+    source: str  #: the stream the top's input drives
+    sink: str  #: the stream the top's output reads
+    sink_link: Link
+    input_type: str
+    input_layout: Layout
+    input_bits: int
+    output_type: str
+    output_layout: Layout
+    output_bits: int
+    counter_bits: int = COUNTER
+
+    @property
+    def input_width(self) -> int:
+        return self.input_layout.channels * self.input_bits
+
+    @property
+    def output_width(self) -> int:
+        return self.output_layout.channels * self.output_bits
+
+    @property
+    def pixel_bits(self) -> int:
+        return max(self.output_layout.pixels.bit_length(), 1)
+
+    def manifest(self) -> dict:
+        """What the test bench and the report need, as JSON data."""
+        def port(t: str, layout: Layout, bits: int) -> dict:
+            return {"type": t, "bits": bits, "signed": not t.startswith("ap_ufixed"), "pixels": layout.pixels,
+                    "channels": layout.channels}
+        return {
+            "generator": "qfx rtl", "arch": "stream", "top": self.top, "graph": self.graph,
+            "cycles_per_sample": self.schedule.cycles, "latency": self.schedule.latency,
+            "input": port(self.input_type, self.input_layout, self.input_bits),
+            "output": port(self.output_type, self.output_layout, self.output_bits),
+            "layers": [{"module": s.name, "node": s.node, "op": s.op, "kind": s.kind, "parallel": s.plan.parallel,
+                        "fold": s.plan.fold, "cycles": s.plan.cycles, "latency": s.plan.latency,
+                        "multipliers": s.multipliers, "file": f"rtl/{s.name}.v"} for s in self.stages],
+            "sources": ["rtl/qfx_add.v"] + [f"rtl/{s.name}.v" for s in self.stages] + [f"rtl/{self.top}.v"],
+        }
+
+
+def _top_name(graph: Graph, top: Optional[str], names: dict[str, str]) -> str:
+    if top is not None:
+        try:
+            verilog_ident(top)
+        except ValueError as error:
+            raise RTLError(f"--top {top!r:.80}: the top module's name must be a Verilog identifier") from error
+        if top == "qfx_add":
+            raise RTLError("--top qfx_add: the name is taken by qfx's adder module; choose another")
+        return top
+    return c_identifier(graph.name or "qfx_top", set(names.values()) | VERILOG_KEYWORDS)
+
+
+def _ancestors(graph: Graph) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {v.name: set() for v in graph.inputs}
+    for node in graph.nodes:
+        found[node.name] = {node.name}.union(*(found[i] for i in node.inputs))
+    return found
+
+
+def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
+                       top: Optional[str] = None) -> StreamDesign:
+    """Schedule and build every stage of ``graph``; :class:`RTLError` names the node of anything unsupported."""
+    graph.check()
+    schedule = plan_schedule(graph, parallel)
+    names = graph.c_names()
+    top = _top_name(graph, top, names)
+    values = graph.values()
+    ancestors = _ancestors(graph)
+    stages, capacity = [], {}
+    stream_of = {graph.inputs[0].name: f"s_{names[graph.inputs[0].name]}"}
+    readers: dict[str, list[Link]] = {stream_of[graph.inputs[0].name]: []}
+    widths = {stream_of[graph.inputs[0].name]: schedule.layouts[graph.inputs[0].name].channels
+              * graph.inputs[0].type.width}
+    instances = []
+    for node in graph.nodes:
+        plan = schedule.stage(node.name)
+        if plan.kind == "flatten":
+            stream_of[node.name] = stream_of[node.inputs[0]]
+            capacity[node.name] = 0
+            continue
+        stage = build_stage(node, [values[i] for i in node.inputs], plan, f"{top}_{names[node.name]}")
+        if plan.kind == "add":
+            a, b = (ancestors[i] for i in node.inputs)
+            other = [sum(capacity[n] for n in b - a), sum(capacity[n] for n in a - b)]
+            depths = [1 << max(c + 2, 2).bit_length() for c in other]
+            stage.params = dict(depths=depths, depth_bits=[d.bit_length() - 1 for d in depths])
+            stage.capacity = max(depths) + 1
+        if plan.kind in ("dense", "gap"):
+            stage.params["pixel_bits"] = max(plan.input.pixels.bit_length(), 1)
+        capacity[node.name] = stage.capacity
+        stages.append(stage)
+        ports = []
+        for k, i in enumerate(node.inputs):
+            stream = stream_of[i]
+            link = Link(f"{stream}_to_{names[node.name]}_{k}", f"{stage.name}_in{k}_ready")
+            readers[stream].append(link)
+            ports.append((link.valid, link.ready, stream))
+        out = f"s_{names[node.name]}"
+        stream_of[node.name] = out
+        readers[out] = []
+        widths[out] = stage.output_width
+        instances.append(Instance(stage.name, f"u_{names[node.name]}", ports, out))
+    sink = stream_of[graph.outputs[0]]
+    sink_link = Link(f"{sink}_to_output", "m_axis_tready")
+    readers[sink].append(sink_link)
+    streams = [Stream(name, widths[name], links) for name, links in readers.items()]
+    x, y = graph.inputs[0], graph.output_values[0]
+    return StreamDesign(
+        top=top, graph=graph.name, schedule=schedule, stages=stages, streams=streams, instances=instances,
+        source=stream_of[x.name], sink=sink, sink_link=sink_link, input_type=str(x.type),
+        input_layout=schedule.layouts[x.name], input_bits=x.type.width, output_type=str(y.type),
+        output_layout=schedule.layouts[y.name], output_bits=y.type.width)
+
+
+_TEMPLATES = {"map": "map", "add": "add", "window": "window", "dense": "dense", "gap": "gap"}
+
+
+def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None, inputs: Optional[np.ndarray] = None,
+                  top: Optional[str] = None, vectors: int = STREAM_VECTORS, seed: int = 0) -> dict[str, str]:
+    """Every file of the streaming design of ``graph``, ``{relative path: text}``."""
+    design = plan_stream_design(graph, parallel, top)
+    if inputs is None:
+        inputs = random_input_codes(graph, vectors, seed)
+    inputs = np.asarray(inputs)
+    try:
+        outputs = run_codes(graph, [inputs])[graph.outputs[0]]
+    except (IRError, ValueError) as error:
+        raise RTLError(f"graph '{graph.name}': cannot compute the test vectors' outputs: {error}") from error
+    env = environment()
+    files = {}
+    layer_template = env.get_template("rtl/layer.v.j2")
+    lanes_template = env.get_template("rtl/stream/lanes.v.j2")
+    for stage in design.stages:
+        parts = []
+        if stage.layer is not None:
+            parts.append(layer_template.render(layer=stage.layer))
+        if stage.lanes is not None:
+            parts.append(lanes_template.render(lanes=stage.lanes))
+        parts.append(env.get_template(f"rtl/stream/{_TEMPLATES[stage.kind]}.v.j2").render(stage=stage,
+                                                                                          counter=COUNTER))
+        files[f"rtl/{stage.name}.v"] = "\n".join(parts)
+    files["rtl/qfx_add.v"] = env.get_template("rtl/qfx_add.v.j2").render()
+    files[f"rtl/{design.top}.v"] = env.get_template("rtl/stream/top.v.j2").render(design=design)
+    files["manifest.json"] = json.dumps(design.manifest(), indent=2, sort_keys=True) + "\n"
+    vectors_data = {"inputs": inputs.reshape(len(inputs), -1).tolist(),
+                    "outputs": outputs.reshape(len(outputs), -1).tolist()}
+    files["tb/vectors.json"] = json.dumps(vectors_data, separators=(",", ":")) + "\n"
+    files[f"tb/test_{design.top}.py"] = env.get_template("rtl/stream/cocotb_test.py.j2").render(design=design)
+    files["tb/runner.py"] = env.get_template("rtl/runner.py.j2").render(design=design)
+    files["README.md"] = env.get_template("rtl/stream/README.md.j2").render(design=design)
+    return files
+
+
+def generate_stream(graph: Graph, directory: "os.PathLike | str", parallel: Optional[Mapping[str, int]] = None,
+                    inputs: Optional[np.ndarray] = None, top: Optional[str] = None, force: bool = False,
+                    vectors: int = STREAM_VECTORS) -> pathlib.Path:
+    """Write the streaming design of ``graph`` into ``directory`` (see :func:`render_stream`); returns the folder."""
+    return write_project(render_stream(graph, parallel, inputs, top, vectors), directory, force=force,
+                         outputs=SIMULATION_OUTPUTS)

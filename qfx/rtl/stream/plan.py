@@ -1,0 +1,205 @@
+"""The schedule of a streaming design: per node its stream shape, parallelism, initiation interval and latency.
+
+A tensor travels between stages as a stream of *pixels*, one per
+handshake, each pixel carrying every channel of one position side by side.
+A tensor ``(C, H, W)`` is ``H*W`` pixels of ``C`` codes in raster order,
+``(C, L)`` is ``L`` pixels of ``C`` codes, ``(N,)`` one pixel of ``N``
+codes.  ``flatten`` moves no data: its output is its input's stream, so a
+stream is described by its *layout* ``(pixels, channels)``, element ``c`` of
+pixel ``j`` being element ``c * pixels + j`` of the tensor in C order.
+
+A convolution or dense layer computes ``P`` of its ``C_out`` output
+channels per cycle and steps ``F = C_out / P`` times per output pixel
+(its *fold*).  Its cycles per sample are ``max(input pixels, output pixels
+* F)`` for a convolution and ``input pixels * F`` for a dense layer (which
+accumulates over its input pixels); every other stage takes one pixel per
+cycle.  The pipeline's cycles per sample are the largest stage's.  The
+default ``P`` folds each layer as far as it can without becoming slower
+than the slowest stage unfolded, so no layer is the bottleneck; a user's
+``parallel={node: P}`` overrides it (``P`` must divide ``C_out``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Optional
+
+from ...ir import Graph, Node, Value
+from ..layers import RTLError
+
+__all__ = ["Layout", "StagePlan", "Schedule", "plan_schedule", "natural_layout", "MAP_OPS", "STREAM_OPS",
+           "check_stream_graph"]
+
+#: Ops applied to each pixel on its own (a per-pixel combinational layer and one register).
+MAP_OPS = ("relu", "relu6", "leaky_relu", "scale_shift", "prelu", "table", "clamp", "sign")
+#: Elementwise ops whose constants are one scalar: they accept a stream in any layout.
+_LAYOUT_FREE = ("relu", "relu6", "leaky_relu", "table", "sign")
+STREAM_OPS = MAP_OPS + ("conv1d", "conv2d", "dense", "add", "flatten", "maxpool2d", "avgpool2d",
+                        "global_avgpool2d")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """A tensor as a stream: ``pixels`` handshakes per sample of ``channels`` codes each."""
+
+    pixels: int
+    channels: int
+
+
+def natural_layout(shape: tuple[int, ...]) -> Layout:
+    """The layout of a tensor produced by a spatial stage: positions as pixels, the first axis as channels."""
+    if len(shape) == 1:
+        return Layout(1, shape[0])
+    return Layout(math.prod(shape[1:]), shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class StagePlan:
+    """The schedule of one node."""
+
+    node: str
+    op: str
+    kind: str  #: map, add, window (conv, pool), dense, gap, flatten
+    input: Layout
+    output: Layout
+    geometry: tuple[int, int]  #: (H, W) of the input for window stages, (1, pixels) otherwise
+    parallel: int  #: P, output channels computed per cycle
+    fold: int  #: F = C_out / P, cycles per output pixel (dense: per input pixel)
+    cycles: int  #: cycles per sample at full rate
+    latency: int  #: cycles from a sample's first pixel in to its first pixel out, at full rate
+
+
+@dataclasses.dataclass
+class Schedule:
+    """Every node's stage and the pipeline's figures."""
+
+    stages: list[StagePlan]
+    layouts: dict[str, Layout]
+    cycles: int  #: cycles per sample of the whole pipeline (the slowest stage's)
+    latency: int  #: cycles from a sample's first input pixel to its first output pixel (longest path)
+
+    def stage(self, name: str) -> StagePlan:
+        return next(s for s in self.stages if s.node == name)
+
+
+def _kind(op: str) -> str:
+    if op in MAP_OPS:
+        return "map"
+    return {"conv1d": "window", "conv2d": "window", "maxpool2d": "window", "avgpool2d": "window", "dense": "dense",
+            "global_avgpool2d": "gap", "add": "add", "flatten": "flatten"}[op]
+
+
+def check_stream_graph(graph: Graph) -> None:
+    """Refuse, before any work, a graph the streaming back end cannot build, naming the node and its op."""
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise RTLError(f"graph '{graph.name}' has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; the "
+                       "streaming top takes exactly one input stream and one output stream")
+    if graph.outputs[0] == graph.inputs[0].name:
+        raise RTLError(f"graph '{graph.name}': its output is its input; there is no logic to generate")
+    for node in graph.nodes:
+        if node.op not in STREAM_OPS:
+            raise RTLError(f"{node.describe()}: op '{node.op}' has no streaming Verilog stage; `qfx rtl --arch "
+                           f"stream` supports {', '.join(STREAM_OPS)} (try --arch unrolled or the HLS back end)")
+        if node.op == "maxpool2d" and (node.attrs["ceil_mode"] or any(node.attrs["padding"])):
+            raise RTLError(f"{node.describe()}: the streaming maxpool2d takes windows inside the image only "
+                           "(padding 0, ceil_mode false)")
+        if node.op == "avgpool2d" and any(node.attrs["padding"]):
+            raise RTLError(f"{node.describe()}: the streaming avgpool2d takes windows inside the image only "
+                           "(padding 0)")
+
+
+def _window_geometry(node: Node, x: Value) -> tuple[int, int]:
+    return (1, x.shape[1]) if len(x.shape) == 2 else (x.shape[1], x.shape[2])
+
+
+def _conv_latency(node: Node, x: Value) -> int:
+    """Input pixels a window stage needs before its first output (its first window's last pixel, plus one)."""
+    h, w = _window_geometry(node, x)
+    a = node.attrs
+    if node.op in ("conv1d", "conv2d"):
+        k = node.constants["weight"].codes.shape[2:]
+        kernel = (1, k[0]) if len(k) == 1 else tuple(k)
+        dil = [1] + a["dilation"] if node.op == "conv1d" else a["dilation"]
+        pad = [0] + [a["padding"][0][0]] if node.op == "conv1d" else [p[0] for p in a["padding"]]
+    else:
+        kernel, dil, pad = a["kernel"], a.get("dilation", [1, 1]), a["padding"]
+    row = min(h - 1, (kernel[0] - 1) * dil[0] - pad[0])
+    col = min(w - 1, (kernel[1] - 1) * dil[1] - pad[1])
+    return max(row, 0) * w + max(col, 0) + 1
+
+
+def _cycles(kind: str, inp: Layout, out: Layout, fold: int) -> int:
+    if kind == "window":
+        return max(inp.pixels, out.pixels * fold)
+    if kind == "dense":
+        return inp.pixels * fold
+    return max(inp.pixels, out.pixels)
+
+
+def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None) -> Schedule:
+    """The streaming schedule of ``graph`` (checked), with ``parallel`` the user's P per node name."""
+    check_stream_graph(graph)
+    parallel = dict(parallel or {})
+    names = {node.name for node in graph.nodes}
+    for name, p in parallel.items():
+        if name not in names:
+            raise RTLError(f"--parallel {name}={p}: graph '{graph.name}' has no node '{name}'")
+    values = graph.values()
+    x = graph.inputs[0]
+    layouts = {x.name: natural_layout(x.shape)}
+    drafts = []
+    for node in graph.nodes:
+        inputs = [values[i] for i in node.inputs]
+        kind = _kind(node.op)
+        inp = layouts[node.inputs[0]]
+        if kind == "flatten":
+            out = inp
+        else:
+            out = natural_layout(node.output.shape)
+            standard = all(layouts[v.name] == natural_layout(v.shape) for v in inputs)
+            if not standard and not (kind == "dense" or node.op in _LAYOUT_FREE):
+                raise RTLError(f"{node.describe()}: its input arrives as {inp.pixels} pixels of {inp.channels} "
+                               f"codes (a flattened tensor), but op '{node.op}' needs its input {inputs[0].shape} "
+                               "as positions of channels; the streaming back end cannot reorder a stream")
+            if kind == "map" and not standard:
+                out = inp
+            if kind == "add" and layouts[node.inputs[1]] != inp:
+                raise RTLError(f"{node.describe()}: its two operands arrive in different stream layouts")
+        layouts[node.name] = out
+        drafts.append((node, kind, inp, out, inputs[0]))
+    unfolded = max([layouts[x.name].pixels] + [_cycles(k, i, o, 1) for _, k, i, o, _ in drafts])
+    stages = []
+    for node, kind, inp, out, x_value in drafts:
+        fold = 1
+        if kind in ("window", "dense") and node.op != "maxpool2d" and node.op != "avgpool2d":
+            c_out = out.channels
+            if node.name in parallel:
+                p = parallel[node.name]
+                if isinstance(p, bool) or not isinstance(p, int) or p < 1 or c_out % p:
+                    raise RTLError(f"{node.describe()}: parallelism {p!r} must be a divisor of its {c_out} output "
+                                   "channels")
+                fold = c_out // p
+            else:
+                fold = max(f for f in range(1, c_out + 1) if c_out % f == 0 and _cycles(kind, inp, out, f) <= unfolded)
+        elif node.name in parallel and parallel[node.name] != out.channels:
+            raise RTLError(f"{node.describe()}: op '{node.op}' computes all {out.channels} channels of a pixel at "
+                           f"once; its parallelism is {out.channels}, not {parallel[node.name]}")
+        cycles = _cycles(kind, inp, out, fold)
+        if kind == "window":
+            latency = _conv_latency(node, x_value) + fold
+        elif kind in ("dense", "gap"):
+            latency = inp.pixels * fold + 1
+        else:
+            latency = 0 if kind == "flatten" else 1
+        stages.append(StagePlan(node.name, node.op, kind, inp, out, _geometry(kind, node, x_value, inp),
+                                out.channels // fold, fold, cycles, latency))
+    ready = {x.name: 0}
+    for node, stage in zip(graph.nodes, stages):
+        ready[node.name] = max(ready[i] for i in node.inputs) + stage.latency
+    return Schedule(stages, layouts, max([layouts[x.name].pixels] + [s.cycles for s in stages]),
+                    ready[graph.outputs[0]])
+
+
+def _geometry(kind: str, node: Node, x: Value, inp: Layout) -> tuple[int, int]:
+    return _window_geometry(node, x) if kind == "window" else (1, inp.pixels)

@@ -1,0 +1,225 @@
+"""Each node of a streaming design as the data of one stage module (``hls_templates/rtl/stream/<kind>.v.j2``).
+
+Kinds (see :mod:`.plan`):
+
+* ``map``: a per-pixel combinational layer (the unrolled back end's
+  :func:`qfx.rtl.layers.lower_node` on one pixel, ``(C,)``) and one output
+  register; one pixel per cycle.
+* ``window``: a line buffer of ``NR`` rows (a power of two above the
+  window's height) feeding a window of ``KH x KW`` pixels (zeros in the
+  padding) to either a lanes unit (:mod:`.lanes`, convolutions, ``F``
+  steps per output pixel) or a per-window layer (pooling: the unrolled
+  ``maxpool2d``/``avgpool2d`` on one window).  Input is taken while it
+  overwrites no row a pending window still reads.
+* ``dense``: a lanes unit over each input pixel, accumulating every output
+  channel across the sample's pixels, the bias and cast at the last one.
+* ``gap``: one accumulator per channel over the stream, then the
+  unrolled ``global_avgpool2d`` of the sums (never a window).
+* ``add``: a FIFO on each operand, sized from the other branch's capacity,
+  and the unrolled ``add`` on one pixel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from ...format import FixedType
+from ...ir import Constant, Node, Value
+from ..layers import LayerModule, RTLError, lower_node
+from ..verilog import signed_width
+from .lanes import Lanes, plan_lanes
+from .plan import StagePlan
+
+__all__ = ["StageModule", "build_stage", "COUNTER"]
+
+#: Bits of every position counter (signed): images up to 32767 pixels a side.
+COUNTER = 17
+
+
+@dataclasses.dataclass
+class StageModule:
+    """One stage: its module name, kind, ports' widths and what its template needs."""
+
+    name: str
+    node: str
+    op: str
+    kind: str
+    plan: StagePlan
+    input_widths: list[int]
+    output_width: int
+    layer: Optional[LayerModule] = None
+    lanes: Optional[Lanes] = None
+    params: dict = dataclasses.field(default_factory=dict)
+    capacity: int = 1  #: pixels of its input it can hold before it must emit
+
+    @property
+    def multipliers(self) -> int:
+        return self.lanes.multipliers if self.lanes else 0
+
+
+def _pixel(value: Value, channels: int, name: str, t: Optional[FixedType] = None) -> Value:
+    return Value(name, (channels,), t or value.type)
+
+
+def _map(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
+    c = plan.input.channels
+    pixel_inputs = [_pixel(v, c, f"{v.name}") for v in inputs]
+    consts = {k: v for k, v in node.constants.items()}
+    pixel_node = Node(node.name, node.op, node.inputs, _pixel(node.output, c, node.name), dict(node.attrs), consts,
+                      dict(node.formats), node.label)
+    layer = lower_node(pixel_node, pixel_inputs, f"{name}_pixel")
+    return StageModule(name, node.describe(), node.op, plan.kind, plan, [c * v.type.width for v in inputs],
+                       c * node.output.type.width, layer=layer)
+
+
+def _window_attrs(node: Node, x: Value):
+    a = node.attrs
+    if node.op in ("conv1d", "conv2d"):
+        k = node.constants["weight"].codes.shape[2:]
+        if node.op == "conv1d":
+            return (1, k[0]), (1, a["stride"][0]), (1, a["dilation"][0]), (0, a["padding"][0][0])
+        return tuple(k), tuple(a["stride"]), tuple(a["dilation"]), (a["padding"][0][0], a["padding"][1][0])
+    return tuple(a["kernel"]), tuple(a["stride"]), tuple(a.get("dilation", [1, 1])), tuple(a["padding"])
+
+
+def _aligned(node: Node, x: Value):
+    """Weights (out, in, ...) shifted to one binary point, the bias too; and that point."""
+    weight, bias = node.constants["weight"], node.constants.get("bias")
+    out_ch = weight.codes.shape[0]
+    fw = [weight.type_of(o).frac_bits for o in range(out_ch)]
+    frac = x.type.frac_bits + max(fw)
+    if bias is not None:
+        frac = max(frac, int(bias.frac_bits()[0]))
+    codes = weight.codes.astype(object)
+    shifted = np.array([[int(v) << (frac - x.type.frac_bits - fw[o]) for v in codes[o].reshape(-1)]
+                        for o in range(out_ch)], dtype=object).reshape(codes.shape)
+    b = None
+    if bias is not None:
+        fb = int(bias.frac_bits()[0])
+        b = np.array([int(v) << (frac - fb) for v in bias.codes], dtype=object)
+    return shifted, b, frac
+
+
+def _ranges(rows: np.ndarray, t: FixedType) -> list[tuple[int, int]]:
+    """Exact range of each row's dot product with inputs in ``t``'s code range."""
+    found = []
+    for row in rows:
+        low = sum(min(int(w) * t.code_min, int(w) * t.code_max) for w in row)
+        high = sum(max(int(w) * t.code_min, int(w) * t.code_max) for w in row)
+        found.append((low, high))
+    return found
+
+
+def _lanes(name: str, node: Node, x: Value, plan: StagePlan, per_address: np.ndarray, rows: np.ndarray,
+           bias) -> Lanes:
+    """``per_address[a][channel][tap]`` regrouped as ``[a * F + step][lane][tap]`` for the lanes unit."""
+    f, p = plan.fold, plan.parallel
+    addresses, channels, taps = per_address.shape
+    weights = per_address.reshape(addresses, f, p, taps).reshape(addresses * f, p, taps)
+    b = None if bias is None else np.asarray(bias, dtype=object).reshape(f, p)
+    _, _, frac = _aligned(node, x)
+    return plan_lanes(f"{name}_lanes", node.describe(), f, weights, b, x.type, node.formats.get("accum"),
+                      node.output.type, frac, _ranges(rows, x.type))
+
+
+def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
+    x = inputs[0]
+    h, w = plan.geometry
+    c = plan.input.channels
+    kernel, stride, dilation, pad = _window_attrs(node, x)
+    out_shape = node.output.shape
+    oh, ow = (1, out_shape[1]) if len(out_shape) == 2 else out_shape[1:]
+    span = (kernel[0] - 1) * dilation[0] + 1
+    nr = 1 << (span + stride[0] - 1).bit_length()  # a power of two holding the span and a stride of rows to come
+    col_bits = max((w - 1).bit_length(), 1)
+    if max(h, w) + max(pad) + span >= 1 << (COUNTER - 2):
+        raise RTLError(f"{node.describe()}: an image of {h}x{w} is beyond the streaming stage's position counters")
+    stage = StageModule(name, node.describe(), node.op, "window", plan, [c * x.type.width],
+                        plan.output.channels * node.output.type.width, capacity=nr * w + 2)
+    k = kernel[0] * kernel[1]
+    if node.op in ("conv1d", "conv2d"):
+        weights, bias, _ = _aligned(node, x)
+        w4 = weights if weights.ndim == 4 else weights[:, :, None, :]
+        groups, cin_g = node.attrs["groups"], w4.shape[1]
+        per_group = w4.shape[0] // groups
+        rows = np.zeros((w4.shape[0], k * c), dtype=object)
+        for o in range(w4.shape[0]):
+            g = o // per_group
+            for i in range(cin_g):
+                for kh in range(kernel[0]):
+                    for kw in range(kernel[1]):
+                        rows[o, (kh * kernel[1] + kw) * c + g * cin_g + i] = w4[o, i, kh, kw]
+        stage.lanes = _lanes(name, node, x, plan, rows[None], rows, bias)
+    else:
+        window = Value(f"{node.name} window", (c, kernel[0], kernel[1]), x.type)
+        attrs = dict(node.attrs, kernel=list(kernel), stride=[1, 1], padding=[0, 0])
+        if node.op == "maxpool2d":
+            attrs["dilation"] = [1, 1]
+        pool = Node(node.name, node.op, (window.name,), Value(node.name, (c, 1, 1), node.output.type), attrs,
+                    dict(node.constants), dict(node.formats), node.label)
+        stage.layer = lower_node(pool, [window], f"{name}_window")
+    xb = x.type.width
+    # the window bus holds pixel kh*KW + kw at [k*C*XB +: C*XB]; a pooling layer wants channel-major (C, KH, KW)
+    order = [f"p{j}[{ch * xb + xb - 1}:{ch * xb}]" for ch in range(c) for j in range(k)]
+    stage.params = dict(
+        H=h, W=w, C=c, KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PT=pad[0], PL=pad[1], OH=oh, OW=ow,
+        NR=nr, SB=max((nr - 1).bit_length(), 1), CB=col_bits, DEPTH=nr << col_bits, H_MOD=h % nr,
+        PIXEL=c * xb, SPAN_R=(kernel[0] - 1) * dilation[0], SPAN_C=(kernel[1] - 1) * dilation[1],
+        offsets=[(j, (j // kernel[1]) * dilation[0], (j % kernel[1]) * dilation[1]) for j in range(k)],
+        pool_order=", ".join(reversed(order)))
+    return stage
+
+
+def _dense(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
+    x = inputs[0]
+    weights, bias, _ = _aligned(node, x)
+    npix, c = plan.input.pixels, plan.input.channels
+    # input pixel j, channel c is element c * npix + j of the flat input
+    per_pixel = np.stack([weights[:, [ch * npix + j for ch in range(c)]] for j in range(npix)])
+    stage = StageModule(name, node.describe(), node.op, "dense", plan, [c * x.type.width],
+                        plan.output.channels * node.output.type.width, capacity=npix)
+    stage.lanes = _lanes(name, node, x, plan, per_pixel, weights, bias)
+    stage.params = dict(NPIX=npix, A_LAST=npix * plan.fold - 1)
+    return stage
+
+
+def _gap(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
+    x = inputs[0]
+    c, npix = plan.input.channels, plan.input.pixels
+    extra = max((npix - 1).bit_length(), 0)
+    t = x.type
+    wide = FixedType(t.width + extra, t.int_bits + extra, signed=t.signed)
+    sums = Value(f"{node.name} sums", (c, 1, 1), wide)
+    pooled = Node(node.name, node.op, (sums.name,), Value(node.name, (c, 1, 1), node.output.type), {},
+                  dict(node.constants), {}, node.label)
+    stage = StageModule(name, node.describe(), node.op, "gap", plan, [c * t.width], c * node.output.type.width,
+                        layer=lower_node(pooled, [sums], f"{name}_pixel"), capacity=npix)
+    xb, wb = t.width, wide.width
+    def term(ch: int) -> str:
+        high, low = ch * xb + xb - 1, ch * xb
+        field = f"in0_data[{high}:{low}]"
+        if not extra:
+            return field
+        return f"{{{{{extra}{{in0_data[{high}]}}}}, {field}}}" if t.signed else f"{{{extra}'d0, {field}}}"
+    stage.params = dict(NPIX=npix, SUM_WIDTH=wb, C=c, sums=[
+        (f"s{ch}", f"(first ? {wb}'d0 : acc[{ch * wb + wb - 1}:{ch * wb}]) + {term(ch)}")
+        for ch in range(c)])
+    return stage
+
+
+def _add(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
+    stage = _map(node, inputs, plan, name)
+    stage.kind = "add"
+    return stage
+
+
+_BUILD = {"map": _map, "window": _window, "dense": _dense, "gap": _gap, "add": _add}
+
+
+def build_stage(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
+    """The stage module of ``node`` (its input tensors ``inputs``) under ``plan``, named ``name``."""
+    return _BUILD[plan.kind](node, inputs, plan, name)

@@ -1,0 +1,135 @@
+"""The streaming Verilog architecture: schedule, refusals, size, and cocotb under backpressure against the IR.
+
+Every simulated design checks each output code against ``qfx.ir.run_codes``
+(its vectors) with random input gaps and output backpressure, and the
+measured cycles per sample against the schedule's figure.
+"""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from qfx.format import FixedType
+from qfx.ir import Constant, Graph, Node, Value
+from qfx.rtl import RTLError, simulate
+from qfx.rtl.design import read_design
+from qfx.rtl.stream import generate_stream, plan_schedule, render_stream
+from rtl_graphs import stream_cnn, stream_cnn1d, stream_residual
+
+
+def _verilog(files):
+    return {path: text for path, text in files.items() if path.endswith(".v")}
+
+
+# ----------------------------------------------------------------- schedule
+def test_default_parallelism_folds_each_layer_up_to_the_slowest_unfolded_stage():
+    schedule = plan_schedule(stream_cnn())
+    # 8x8 input: 64 pixels is the slowest unfolded stage.  c2 sees 4x4 = 16 output pixels of 6 channels: folding
+    # by 3 takes 48 cycles (by 6 it would take 96); the dense layer has one input pixel and folds all 3 outputs.
+    figures = {s.node: (s.parallel, s.fold, s.cycles) for s in schedule.stages}
+    assert figures["c1"] == (4, 1, 64)
+    assert figures["p1"] == (4, 1, 64)
+    assert figures["c2"] == (2, 3, 48)
+    assert figures["g"] == (6, 1, 16)
+    assert figures["d"] == (1, 3, 3)
+    assert schedule.cycles == 64
+    assert schedule.layouts["f"].pixels == 1 and schedule.layouts["f"].channels == 6
+
+
+def test_parallel_knob_and_its_refusals():
+    graph = stream_cnn()
+    schedule = plan_schedule(graph, {"c2": 1, "c1": 2})
+    assert (schedule.stage("c2").fold, schedule.stage("c2").cycles) == (6, 96)
+    assert schedule.stage("c1").fold == 2 and schedule.cycles == 128
+    with pytest.raises(RTLError, match="node 'c2'.*divisor of its 6"):
+        plan_schedule(graph, {"c2": 4})
+    with pytest.raises(RTLError, match="no node 'nope'"):
+        plan_schedule(graph, {"nope": 1})
+    with pytest.raises(RTLError, match="node 'r1'.*parallelism is 4"):
+        plan_schedule(graph, {"r1": 2})
+
+
+def test_unsupported_ops_are_refused_up_front_naming_node_and_op():
+    x = Value("x", (4,), FixedType(8, 3))
+    a = Node("first", "relu", ("x",), Value("first", (4,), FixedType(8, 3)))
+    m = Node("product", "mul", ("first", "x"), Value("product", (4,), FixedType(16, 6)))
+    with pytest.raises(RTLError, match="node 'product' \\(mul\\).*op 'mul'"):
+        plan_schedule(Graph("g", [x], [a, m], ["product"]).check())
+    image = Value("x", (2, 4, 4), FixedType(8, 3))
+    pool = Node("pool", "maxpool2d", ("x",), Value("pool", (2, 3, 3), image.type),
+                {"kernel": [2, 2], "stride": [2, 2], "padding": [1, 1], "dilation": [1, 1], "ceil_mode": False})
+    with pytest.raises(RTLError, match="node 'pool'.*padding 0"):
+        plan_schedule(Graph("g", [image], [pool], ["pool"]).check())
+
+
+def test_a_flattened_stream_feeding_a_spatial_stage_is_refused():
+    image = Value("x", (2, 4, 4), FixedType(8, 3))
+    flat = Node("flat", "flatten", ("x",), Value("flat", (32,), image.type))
+    bn = Node("bn", "scale_shift", ("flat",), Value("bn", (32,), FixedType(8, 3)),
+              constants={"scale": Constant(np.arange(32) % 4, (FixedType(4, 2),)),
+                         "shift": Constant(np.arange(32) % 3, (FixedType(4, 2),))})
+    with pytest.raises(RTLError, match="node 'bn'.*cannot reorder"):
+        plan_schedule(Graph("g", [image], [flat, bn], ["bn"]).check())
+
+
+# ------------------------------------------------------------ the Verilog
+def test_verilog_size_follows_the_weights_not_the_image():
+    small = sum(len(t) for t in _verilog(render_stream(stream_cnn(8, 8), vectors=2)).values())
+    large = sum(len(t) for t in _verilog(render_stream(stream_cnn(32, 32), vectors=2)).values())
+    assert abs(large - small) < 0.02 * small, (small, large)
+
+
+def test_khot_weights_need_no_multiplier():
+    files = render_stream(stream_cnn(khot=True), vectors=2)
+    for path, text in _verilog(files).items():
+        code = re.sub(r"//[^\n]*", "", text)
+        code = re.sub(r"\(\*[^*]*\*\)", "", code)
+        assert "*" not in code, path
+    manifest = json.loads(files["manifest.json"])
+    assert all(layer["multipliers"] == 0 for layer in manifest["layers"])
+    general = json.loads(render_stream(stream_cnn(), vectors=2)["manifest.json"])
+    assert sum(layer["multipliers"] for layer in general["layers"]) > 0
+
+
+def test_the_design_folder_reads_back(tmp_path):
+    design = generate_stream(stream_cnn1d(), tmp_path / "design", vectors=2)
+    folder = read_design(design)
+    manifest = json.loads((design / "manifest.json").read_text())
+    assert folder.top == manifest["top"] == "cnn1d"
+    assert [f"rtl/{m}.v" for m in folder.layers] == [layer["file"] for layer in manifest["layers"]]
+    readme = (design / "README.md").read_text()
+    assert f"**{manifest['cycles_per_sample']} clock cycles per sample**" in readme
+
+
+# ------------------------------------------------------------------- cocotb
+DESIGNS = {"cnn": lambda: stream_cnn(), "khot_cnn": lambda: stream_cnn(khot=True), "residual": stream_residual,
+           "cnn1d": stream_cnn1d}
+
+
+@pytest.fixture(scope="module")
+def designs(tmp_path_factory):
+    return {name: generate_stream(make(), tmp_path_factory.mktemp(name) / "design", vectors=12)
+            for name, make in DESIGNS.items()}
+
+
+@pytest.mark.parametrize("name", list(DESIGNS))
+def test_bit_exact_under_backpressure_on_icarus(designs, name):
+    simulate(designs[name], "icarus")
+
+
+def test_bit_exact_under_backpressure_on_verilator(designs):
+    simulate(designs["cnn1d"], "verilator")
+
+
+def test_a_wrong_expected_code_fails(designs, tmp_path):
+    import shutil
+    design = tmp_path / "broken"
+    shutil.copytree(designs["cnn1d"], design, ignore=shutil.ignore_patterns("sim_build"))
+    vectors_file = design / "tb" / "vectors.json"
+    vectors = json.loads(vectors_file.read_text())
+    vectors["outputs"][-1][0] += 1
+    vectors_file.write_text(json.dumps(vectors))
+    with pytest.raises(RuntimeError, match="failed"):
+        simulate(design, "icarus")
