@@ -29,6 +29,8 @@ IR op                         ONNX ops (then ``Quant`` to the output format)
 ``flatten``                   ``Flatten`` (to one dimension per sample) or ``Reshape``; no cast
 ``table``                     ``Quant`` to the table's input format, its codes (``Mul``, ``Sub``, ``Cast``)
                               index ``Gather`` over the table's values
+``sign``, ``thermometer``,    QONNX's bipolar convention (``BipolarQuant``), see :mod:`qfx.onnx_binary`
+``binary_*``, ``prelu``
 ============================  ===============================================================
 
 How a format's modes become ``Quant`` attributes.  QONNX's ``Quant`` clamps
@@ -525,7 +527,7 @@ def _table(b: _Builder, node: Node, x: str) -> str:
 
 def _translate(b: _Builder, node: Node) -> None:
     x = [b.env[name] for name in node.inputs]
-    if _structure_moves(b, node, x):
+    if _structure_moves(b, node, x) or _binary.translate(b, node, x):
         return
     if node.op == "table":
         b.env[node.name] = _table(b, node, x[0])
@@ -608,3 +610,6 @@ def export_onnx(graph: Graph, path: Union[str, os.PathLike], *, force: bool = Fa
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda f: f.write(data))
     return path
+
+
+from . import onnx_binary as _binary  # noqa: E402 (it uses the builder and bounds above)
