@@ -39,6 +39,11 @@ def test_bit_exact(designs, name, simulator):
     assert len(vectors["inputs"]) >= 256
     assert manifest["latency"] == 2 + manifest["pipeline"]
     simulate(design, simulator)
+    if simulator == "verilator":  # the fast build: one translation unit, no precompiled header, the top public
+        build = design / "sim_build" / "verilator"
+        assert (build / "Vtop__ALL.o").is_file() and not list(build.glob("*.gch"))
+        command = (build / "Vtop__verFiles.dat").read_text().splitlines()[1]
+        assert "--public-depth 1" in command and "--public-flat-rw" not in command
 
 
 def test_a_wrong_expected_code_fails(designs, tmp_path):

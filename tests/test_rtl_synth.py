@@ -7,7 +7,7 @@ from qfx.format import FixedType
 from qfx.ir import Constant, Graph, Node, Value
 from qfx.rtl import csd_digits, generate
 from qfx.rtl.report import format_resources
-from qfx.rtl.synth import YosysMissing, parse_stat, synthesize, yosys_command
+from qfx.rtl.synth import YosysMissing, count_resources, parse_stat, synthesize, yosys_command
 
 
 def _khot_layer() -> Graph:
@@ -56,6 +56,30 @@ Printing statistics.
      LUT2                            4
 """
     assert parse_stat(log) == {"CARRY4": 2, "FDRE": 4, "LUT1": 1, "LUT2": 4}
+
+
+def test_the_report_states_and_applies_the_carry8_conversion():
+    """Yosys maps UltraScale+ carry chains to CARRY4: the report says so first and counts CARRY4 / 2 as CARRY8."""
+    layer_log = """
+Printing statistics.
+
+=== fc ===
+   Number of cells:                20
+     CARRY4                          7
+     LUT2                           10
+     LUT3                            3
+"""
+    top_log = layer_log.replace("=== fc ===", "=== top ===").replace("     LUT3 ", "     FDRE ")
+    found = {"fc": count_resources(parse_stat(layer_log)), "total": count_resources(parse_stat(top_log))}
+    assert (found["fc"].lut, found["fc"].ff, found["fc"].carry4) == (13, 0, 7)
+    report = format_resources(found, {"lut": 800, "ff": 1600, "dsp": 10, "name": "tiny"})
+    first = report.splitlines()[0]
+    assert "CARRY8 = CARRY8 cells + CARRY4 cells / 2" in first and "UltraScale+ has CARRY8" in first
+    assert "Yosys" in first and "maps carry chains to CARRY4" in first
+    row = next(line.split() for line in report.splitlines() if line.startswith("fc "))
+    assert row[1:5] == ["13", "0", "7", "3.5"]  # LUT, FF, CARRY4 as Yosys counts, CARRY8 = 7 / 2
+    # the board's share: 3.5 CARRY8 of 800 / 8 = 100 CARRY8
+    assert "CARRY8 3.50%" in report and "100 CARRY8" in report
 
 
 def test_missing_yosys_says_how_to_install(monkeypatch):

