@@ -245,8 +245,20 @@ def _describe_target(node: fx.Node) -> str:
     t = node.target
     if node.op == "call_method":
         return f"method '.{t}()'"
+    for space in (torch, torch.nn.functional, torch.fft, torch.linalg, torch.special):  # as the user wrote it
+        name = next((k for k, v in vars(space).items() if v is t and not k.startswith("_")), None)
+        if name:
+            return f"function '{space.__name__}.{name}'"
     module = getattr(t, "__module__", None) or ""
     return f"function '{module + '.' if module else ''}{getattr(t, '__name__', repr(t))}'"
+
+
+def _describe_module(module: nn.Module) -> str:
+    """``nn.LSTM`` for a class of ``torch.nn``, else its full dotted name."""
+    cls = type(module)
+    if getattr(nn, cls.__name__, None) is cls:
+        return f"module nn.{cls.__name__}"
+    return f"module {cls.__module__}.{cls.__name__}"
 
 
 def _is_size_of(arg: Any) -> bool:
@@ -510,7 +522,7 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                 continue
             qtype = _qfx_type(module)
             if qtype is None:
-                raise _unsupported(f"module {type(module).__module__}.{type(module).__name__}", node, node.target)
+                raise _unsupported(_describe_module(module), node, node.target)
             if len(node.args) != 1 or node.kwargs:
                 raise _unsupported(f"call of nn.{type(module).__name__} with {len(node.args)} arguments", node,
                                    node.target)

@@ -258,6 +258,38 @@ def test_unsupported_module_names_module_path():
     assert "LayerNorm" in message and "module path '1.0'" in message and "docs/ops.md" in message
 
 
+class _FFT(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return torch.fft.fft(self.fc(x)).real
+
+
+class _Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(8, 8)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+@pytest.mark.parametrize("model, op, where", [
+    (_FFT, "function 'torch.fft.fft'", "node 'fft_fft'"),
+    (_Recurrent, "module nn.LSTM", "node 'rnn', module path 'rnn'"),
+])
+def test_an_unsupported_op_is_refused_in_one_short_line(model, op, where):
+    """The op as the user wrote it, its node and the op table; not the list of everything supported."""
+    with pytest.raises(qfx.UnsupportedOperationError) as info:
+        quantize_model(model())
+    message = str(info.value)
+    assert f"unsupported {op} at {where};" in message and "docs/ops.md" in message
+    assert "\n" not in message and len(message) < 240
+    assert not any(name in message for name in ("Conv2d", "BatchNorm", "Softmax", "MaxPool"))
+
+
 def test_unsupported_variants_are_refused_not_skipped():
     class Scaled(nn.Module):
         def __init__(self):
