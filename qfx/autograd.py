@@ -1,4 +1,4 @@
-"""Custom autograd functions: the straight-through cast and the learnable binary point.
+"""Custom autograd functions: the straight-through cast, the learnable binary point and word length.
 
 Each docstring states its forward and backward formulas.  Notation:
 ``W`` word length, ``I`` integer bits, ``F = W - I``, ``s = 2**-F`` the LSB
@@ -20,7 +20,7 @@ from .format import FixedType
 from .functional import cast_codes, in_range_grad, saturating_cast_codes
 from .khot import khot_cast_codes
 
-__all__ = ["fixed_cast", "learned_int_bits_cast", "fused_training_cast"]
+__all__ = ["fixed_cast", "learned_int_bits_cast", "fused_training_cast", "learned_width"]
 
 _LN2 = math.log(2.0)
 
@@ -282,3 +282,48 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
     if scale is not None:
         scale, shift = scale.to(x.dtype), shift.to(x.dtype)
     return _FusedCast.apply(x, scale, shift, int_bits, p, frac_bits)
+
+
+class _LearnedWidth(torch.autograd.Function):
+    """The gradient of a learned word length ``W``, attached to a cast already done.
+
+    Forward: ``q`` unchanged (``q = Q_{round(W), I}(v)``, cast by the caller
+    with its binary point ``I``); ``W`` (a 0-d tensor) only receives a gradient.
+
+    Backward: ``dL/dq`` passes on unchanged (to the cast, which gives ``v``
+    and ``I`` theirs), and, with round treated as identity and ``I`` held,
+    ``W`` moves only the fractional bits ``F = W - I``, i.e. the step
+    ``s = 2**-F``, not the range::
+
+        dq/dW = -ln 2 * s * dq/ds = -ln 2 * (q - v)    where v rounded (|q - v| <= s/2)
+        dq/dW = 0                                      where v saturated (the range is I's)
+        dL/dW = sum dL/dq * dq/dW                      over the elements of the tensor
+
+    the LSQ step gradient (as for the binary point, :class:`_LearnedIntBitsCast`)
+    in the log2 domain of the step, unscaled: in expectation over the rounding
+    error it is ``-ln 2`` times the loss's curvature times the noise power
+    ``s**2/12``, so it always asks for more bits, less the more bits there are.
+    A cost (``lambda * qfx.bit_cost(model)``, differentiable in ``W``) pulls
+    the other way; the word length settles where the two balance.
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, v: torch.Tensor, width: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(q, v, step)
+        return q.view_as(q)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        q, v, step = ctx.saved_tensors
+        grad_w = None
+        if ctx.needs_input_grad[2]:
+            error = q - v
+            rounded = error.abs() <= step / 2
+            grad_w = (-_LN2 * torch.where(rounded, grad * error, torch.zeros((), dtype=grad.dtype)).sum()).reshape(())
+        return grad, None, grad_w, None
+
+
+def learned_width(q: torch.Tensor, v: torch.Tensor, width: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """``q`` (the cast of ``v``) with the gradient of the learned word length ``width`` (0-d) attached
+    (see :class:`_LearnedWidth`); ``step`` is ``2**-F``, broadcast against ``v``."""
+    return _LearnedWidth.apply(q, v, width, step)

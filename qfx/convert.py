@@ -96,6 +96,25 @@ class QConfig:
             ``RND_CONV``, ``SAT``).
         weight_granularity: ``"tensor"`` or ``"channel"`` binary points for weights.
         learn_int_bits: train every binary point.
+        learn_widths: train every word length too (needs ``learn_int_bits``):
+            each quantizer that learns its binary point, K-hot ones excepted,
+            learns its word length from the configured one downwards
+            (:meth:`~qfx.nn.FixedQuantizer.learn_width`); add
+            ``lambda * qfx.bit_cost(model)`` to the loss to trade bits for
+            accuracy.
+        pre_batchnorm: the output of a layer whose only user is a BatchNorm
+            (a Linear/Conv sum before BatchNorm rescales it per channel: at
+            4 bits, casting it as narrow as an activation loses most of what a
+            channel of small variance holds); ``None`` (default): ``activation``.
+        unsigned_relu: when ``activation`` is a width ``W``, a ReLU/ReLU6
+            output is ``ap_ufixed<W>`` (all ``W`` bits for the magnitude, twice
+            the levels of a signed ``W``-bit word), and the layer whose only
+            user is that ReLU casts to ``W + 1`` signed bits, so that the ReLU
+            keeps every level of the non-negative half (default ``False``).
+
+    Below 8 bits, ``weight_granularity="channel"``, ``pre_batchnorm=16`` and
+    ``unsigned_relu=True`` are what keep 4-bit models near float accuracy
+    (the README's recipe).
         multiplier_free: K-hot constants, so products become ``K - 1`` adds of
             shifted inputs.  ``None`` (default): ordinary multipliers;
             ``"khot:K"``: K-hot weights *and* BatchNorm scales;
@@ -126,6 +145,9 @@ class QConfig:
     overflow: Union[Overflow, str] = Overflow.SAT
     weight_granularity: str = "tensor"
     learn_int_bits: bool = False
+    learn_widths: bool = False
+    pre_batchnorm: Optional[FormatSpec] = None
+    unsigned_relu: bool = False
     multiplier_free: Union[None, str, Mapping[str, Optional[str]]] = None
     overrides: Mapping[Union[str, type], Union[Mapping[str, Any], LayerQConfig]] = dataclasses.field(
         default_factory=dict)
@@ -147,7 +169,12 @@ class QConfig:
             if unknown:
                 raise ValueError(f"QConfig.overrides[{key!r}]: unknown fields {sorted(unknown)}; QConfig fields "
                                  f"are {sorted(own)}, LayerQConfig fields {sorted(_LAYER_FIELDS)}")
+        if self.learn_widths and not self.learn_int_bits:
+            raise ValueError("QConfig(learn_widths=True) needs learn_int_bits=True: a word length is learned "
+                             "together with its binary point")
         self.layer_config()  # validate the formats
+        if self.pre_batchnorm is not None:
+            self._format(self.pre_batchnorm, "activation")
 
     def _format(self, spec: FormatSpec, kind: str) -> FixedType:
         if isinstance(spec, bool) or not isinstance(spec, (int, FixedType, str)):
@@ -181,9 +208,29 @@ class QConfig:
         named.sort(key=lambda item: item[0].count(".") + (item[0] == name))
         return by_type + [changes for _, changes in named]
 
+    def for_role(self, role: Optional[str]) -> "QConfig":
+        """These defaults for a layer whose output has a role in the graph: ``"pre_batchnorm"`` (its only
+        user is a BatchNorm), ``"pre_relu"`` (its only user is a ReLU) or ``"relu"`` (see ``pre_batchnorm``
+        and ``unsigned_relu``); any other role changes nothing."""
+        if role == "pre_batchnorm" and self.pre_batchnorm is not None:
+            return dataclasses.replace(self, activation=self.pre_batchnorm)
+        width = self.activation if isinstance(self.activation, int) and not isinstance(self.activation, bool) \
+            else None
+        if width is None or not self.unsigned_relu:
+            return self
+        if role == "pre_relu":
+            return dataclasses.replace(self, activation=width + 1)
+        if role == "relu":
+            unsigned = FixedType(width, _DEFAULT_INT_BITS["activation"], signed=False, rounding=self.rounding,
+                                 overflow=self.overflow)
+            return dataclasses.replace(self, activation=unsigned)
+        return self
+
     def resolve(self, name: str, float_type: Optional[type] = None, qfx_type: Optional[type] = None,
-                is_input: bool = False) -> LayerQConfig:
-        """The ``LayerQConfig`` of the layer called ``name`` (its float and qfx types), overrides applied."""
+                is_input: bool = False, role: Optional[str] = None) -> LayerQConfig:
+        """The ``LayerQConfig`` of the layer called ``name`` (its float and qfx types), overrides applied;
+        ``role`` as :meth:`for_role`, after the overrides of ``QConfig`` fields and before those of
+        ``LayerQConfig`` fields."""
         config, layer_changes, fixed = self, {}, None
         for changes in self._matching(name, (float_type, qfx_type)):
             if isinstance(changes, LayerQConfig):
@@ -194,6 +241,7 @@ class QConfig:
                 config = dataclasses.replace(config, **own)
                 fixed = None
             layer_changes.update({k: v for k, v in changes.items() if k not in own})
+        config = config.for_role(role)
         cfg = fixed if fixed is not None else (config.input_config() if is_input else config.layer_config())
         return cfg.replace(**layer_changes) if layer_changes else cfg
 
@@ -343,6 +391,23 @@ def _fold_batchnorm(gm: fx.GraphModule) -> None:
         modules[prev.target] = fused
         node.replace_all_uses_with(prev)
         gm.graph.erase_node(node)
+
+
+def _role(node: fx.Node, module: Optional[nn.Module], modules: dict) -> Optional[str]:
+    """The role of ``node``'s output that decides its format (:meth:`QConfig.for_role`): a ReLU's own output,
+    or the input of the only user, a BatchNorm or a ReLU."""
+    if isinstance(module, (nn.ReLU, nn.ReLU6, QReLU, QReLU6)):
+        return "relu"
+    if len(node.users) != 1:
+        return None
+    user = next(iter(node.users))
+    used_by = modules.get(user.target) if user.op == "call_module" else None
+    if isinstance(used_by, (nn.BatchNorm1d, nn.BatchNorm2d, QBatchNorm1d, QBatchNorm2d)):
+        return "pre_batchnorm"
+    if isinstance(used_by, (nn.ReLU, nn.ReLU6, QReLU, QReLU6)) or \
+            (user.op == "call_function" and user.target in _RELU_FUNCTIONS):
+        return "pre_relu"
+    return None
 
 
 def _set_submodule(gm: nn.Module, path: str, module: nn.Module) -> None:
@@ -527,7 +592,7 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                 raise _unsupported(f"call of nn.{type(module).__name__} with {len(node.args)} arguments", node,
                                    node.target)
             in_width = input_width_of(node, node.args[0])
-            cfg = config.resolve(node.target, type(module), qtype)
+            cfg = config.resolve(node.target, type(module), qtype, role=_role(node, module, modules))
             try:
                 layer = _convert_module(module, cfg, in_width)
             except (TypeError, ValueError) as error:
@@ -558,7 +623,7 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                     raise _unsupported(f"{_describe_target(node)} with arguments {node.args} {dict(node.kwargs)}",
                                        node, detail=" (only the sum of two tensors is supported)")
                 width_a, width_b = input_width_of(node, a), input_width_of(node, b)
-                cfg = config.resolve(node.name, None, QAdd)
+                cfg = config.resolve(node.name, None, QAdd, role=_role(node, None, modules))
                 new = insert_module(node, node.name, QAdd(cfg), (a, b))
                 graph.erase_node(node)
                 width[new] = cfg.output.width
@@ -594,7 +659,7 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                 width[new] = cfg.output.width
             elif node.op == "call_function" and target in _RELU_FUNCTIONS:
                 in_width = input_width_of(node, node.args[0])
-                cfg = config.resolve(node.name, nn.ReLU, QReLU)
+                cfg = config.resolve(node.name, nn.ReLU, QReLU, role="relu")
                 new = insert_module(node, node.name, QReLU(cfg), (node.args[0],))
                 graph.erase_node(node)
                 width[new] = cfg.output.width
@@ -615,6 +680,8 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
     for name, module in gm.named_modules():  # errors in training name the quantizer's module path
         if hasattr(module, "int_bits_range"):
             module.path = name
+            if config.learn_widths and module.learn_int_bits and getattr(module, "k", None) is None:
+                module.learn_width()
     if example_input is not None:
         record_shapes(gm, example_input)
         _refuse_token_wise_dense(gm)

@@ -17,10 +17,14 @@ operator's bit-level work:
   identity and the input cast cost nothing; the output casts (rounding
   increments) are not counted.
 
-Word lengths are fixed integers in qfx (the quantizers learn binary points,
-not widths), so they enter the cost as constants: narrower formats give a
-smaller cost, but there is no gradient with respect to a width.  What the
-gradient does see is the binary points: the alignment adders above depend on
+Word lengths enter as constants, except where a quantizer learns its word
+length (``QConfig(learn_widths=True)``): there ``round(W)`` enters with a
+straight-through gradient (``d round(W) / dW = 1``), in the multipliers
+(``W_in * W_w``, a BatchNorm's ``W_in * W_s``), the adders (``W_acc``, the
+alignment adders' ``F = W - I``) and the comparisons, so that
+``loss + lambda * bit_cost(model)`` narrows the words whose bits buy least
+accuracy (:func:`qfx.autograd.learned_width` is the other side of that
+balance).  The binary points enter too: the alignment adders above depend on
 the integer bits ``I`` of both operands (a bias whose binary point lies far
 from the products' needs a wide adder), so with ``learn_int_bits=True``
 ``bit_cost`` is differentiable with respect to every learned binary point that
@@ -67,8 +71,13 @@ class LayerCost(NamedTuple):
 
 
 class _Operand(NamedTuple):
-    width: int
+    width: Any  # an int, or a 0-d tensor where the word length is learned
     int_bits: Optional[torch.Tensor]  # straight-through rounded, 0-d; None when unknown
+
+
+def _width(q) -> Any:
+    """The word length in use: an int, or for a learned one ``round(W)`` with a straight-through gradient."""
+    return q.word_length() if getattr(q, "learns_width", False) else q.base_type.width
 
 
 def _int_bits(q) -> Optional[torch.Tensor]:
@@ -132,10 +141,11 @@ def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
         layer = modules[node.target]
         x = operand_of(node.args[0] if node.args else None)
         out_q = getattr(layer, "output_quantizer", None)
-        operand[node] = x if out_q is None else _Operand(out_q.base_type.width, _int_bits(out_q))
+        operand[node] = x if out_q is None else _Operand(_width(out_q), _int_bits(out_q))
         if not isinstance(layer, QuantizedLayer):
             continue  # Dropout, Identity: nothing computed
-        w_in = getattr(layer, "input_width", None) or x.width
+        # input_width is the producer's configured width; a learned one may be narrower
+        w_in = x.width if isinstance(x.width, torch.Tensor) else (getattr(layer, "input_width", None) or x.width)
         cost = zero
         if isinstance(layer, (QInput, QFlatten)):
             pass
@@ -143,10 +153,10 @@ def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
             elems = _per_sample(node)
             fan_in = layer.fan_in
             wq = layer.weight_quantizer
-            w_w = wq.base_type.width
+            w_w = _width(wq)
             carry = (fan_in - 1).bit_length()
             exact_width = w_in + w_w + carry
-            w_acc = layer.accum_quantizer.base_type.width if layer.accum_quantizer is not None else exact_width
+            w_acc = _width(layer.accum_quantizer) if layer.accum_quantizer is not None else exact_width
             macs = elems * fan_in
             if isinstance(wq, KHotQuantizer):
                 cost = cost + macs * (wq.k - 1) * w_acc
@@ -157,13 +167,13 @@ def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
                 i_acc = int_or_zero(x.int_bits) + int_or_zero(_int_bits(wq)) + carry  # per channel if wq is
                 f_acc = exact_width - i_acc
                 i_b = int_or_zero(_int_bits(layer.bias_quantizer))
-                f_b = layer.bias_quantizer.base_type.width - i_b
+                f_b = _width(layer.bias_quantizer) - i_b
                 widths = _align_width(i_acc, f_acc, i_b, f_b)
                 cost = cost + elems * widths.mean()
         elif isinstance(layer, _QBatchNorm):
             elems = _per_sample(node)
             sq, shq = layer.scale_quantizer, layer.shift_quantizer
-            w_s = sq.base_type.width
+            w_s = _width(sq)
             if isinstance(sq, KHotQuantizer):
                 cost = cost + elems * (sq.k - 1) * (w_in + w_s)
             else:
@@ -171,7 +181,7 @@ def layer_costs(model: nn.Module, example_input: Any = None) -> list[LayerCost]:
             i_p = int_or_zero(x.int_bits) + int_or_zero(_int_bits(sq))
             f_p = (w_in + w_s) - i_p
             i_sh = int_or_zero(_int_bits(shq))
-            f_sh = shq.base_type.width - i_sh
+            f_sh = _width(shq) - i_sh
             cost = cost + elems * _align_width(i_p, f_p, i_sh, f_sh).mean()
         elif isinstance(layer, QAdd):
             elems = _per_sample(node)
@@ -328,6 +338,8 @@ def summary(model: nn.Module, example_input: Any = None, print_fn=print) -> str:
                 fmt = str(q.base_type)
             if isinstance(q, KHotQuantizer):
                 fmt += f" k-hot({q.k})"
+            if getattr(q, "learns_width", False):
+                fmt += f" (width learned, at most {q.base_type.width})"
             bits = _fmt_int_bits(q) + (" (learned)" if q.learn_int_bits else "")
             rows.append((node.target if i == 0 else "", type(layer).__name__ if i == 0 else "", tensor, fmt,
                          bits, cost_text if i == 0 else ""))

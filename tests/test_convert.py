@@ -385,3 +385,30 @@ def test_a_dense_layer_on_each_position_of_a_sequence_is_refused_naming_it():
                        match=r"nn.Linear on an input of shape \(2, 4, 6\) at node 'token', module path 'token'"):
         qfx.quantize_model(Mixer(), qfx.QConfig(), example_input=torch.randn(2, 4, 6))
     qfx.quantize_model(Mixer(), qfx.QConfig())  # without shapes the check waits for export
+
+
+def test_formats_follow_the_graph_with_pre_batchnorm_and_unsigned_relu():
+    """A sum that only BatchNorm reads gets ``pre_batchnorm``; a ReLU's output is unsigned and what only a ReLU
+    reads has one bit more; other layers keep ``activation``; a LayerQConfig override still wins."""
+    x = torch.randn(4, 3, 6, 6)
+    model = _warm_bn(ResBlock(), x)
+    cfg = QConfig(activation=4, pre_batchnorm=12, unsigned_relu=True, overrides={"conv2": {"output": "ap_fixed<6,2>"}})
+    q = quantize_model(model, cfg, example_input=x)
+    fmt = {name: m.output_quantizer.base_type for name, m in q.named_modules() if hasattr(m, "output_quantizer")}
+    assert fmt["conv1"] == FixedType(12, 3, rounding="RND_CONV", overflow="SAT") and q.bn1.input_width == 12
+    assert fmt["conv2"] == FixedType(6, 2) and q.bn2.input_width == 6
+    assert fmt["bn1"].width == 5 and fmt["bn1"].signed       # read only by F.relu
+    assert fmt["bn2"].width == 4 and fmt["bn2"].signed       # read by the add
+    assert fmt["add"].width == 5 and fmt["add"].signed       # read only by torch.relu
+    relus = [n for n in fmt if n.startswith("relu")]
+    assert len(relus) == 3 and all(fmt[n] == FixedType(4, 3, signed=False, rounding="RND_CONV", overflow="SAT")
+                                   for n in relus)
+    assert fmt["add_1"].width == 4 and fmt["x_quant"].width == 4 and fmt["fc"].width == 4
+    # the defaults change nothing
+    plain = quantize_model(model, QConfig(activation=4), example_input=x)
+    assert {m.output_quantizer.base_type.width for m in plain.modules() if hasattr(m, "output_quantizer")
+            and not isinstance(m, qfx.nn.QAdaptiveAvgPool2d)} == {4}
+    qfx.calibrate(q, [x])
+    q.eval()
+    graph = qfx.export(q, x)
+    assert (qfx.ir.run(graph, x.numpy()) == q(x).detach().double().numpy()).all()

@@ -81,3 +81,29 @@ def test_summary_of_a_hand_built_model():
     model = nn.Sequential(qfx.nn.QInput(), qfx.nn.QLinear(4, 2))
     text = qfx.summary(model, torch.randn(3, 4), print_fn=None)
     assert "QLinear" in text and "QInput" in text
+
+
+def test_bit_cost_gradient_of_learned_word_lengths_matches_finite_differences():
+    """With learned widths the cost is linear in each word length between the max() kinks: its gradient (through
+    ``round(W)``, straight-through) equals the cost's change when a width drops by one bit."""
+    from qfx.nn.quantizers import STEP_SCALE
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 3, bias=False), nn.ReLU(), nn.Linear(3, 2, bias=False))
+    x = torch.randn(4, 5)
+    q = quantize_model(model, QConfig(weight=6, activation=8, learn_int_bits=True, learn_widths=True),
+                       example_input=x)
+    quantizers = {"input": q.input_1_quant.output_quantizer, "w0": q.get_submodule("0").weight_quantizer,
+                  "out0": q.get_submodule("0").output_quantizer, "w2": q.get_submodule("2").weight_quantizer}
+    cost = qfx.bit_cost(q)
+    cost.backward()
+    base = float(cost.detach())
+    # by hand: Linear(5 -> 3) is 3 * (5 * W_in * W_w + 4 * (W_in + W_w + 3)); Linear(3 -> 2) likewise; ReLU 3 * W
+    assert base == 3 * (5 * 8 * 6 + 4 * (8 + 6 + 3)) + 3 * 8 + 2 * (3 * 8 * 6 + 2 * (8 + 6 + 2))
+    for name, quantizer in quantizers.items():
+        with torch.no_grad():
+            quantizer.width -= 1
+        narrower = float(qfx.bit_cost(q).detach())
+        with torch.no_grad():
+            quantizer.width += 1
+        assert float(quantizer.width_move.grad) * STEP_SCALE == pytest.approx(base - narrower), name
+    assert float(quantizers["w0"].width_move.grad) * STEP_SCALE == 3 * (5 * 8 + 4)

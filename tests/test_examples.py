@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -45,10 +46,12 @@ def test_bnn_runs(tmp_path) -> None:
 
 def test_lowbit_runs(tmp_path) -> None:
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "lowbit.py"), "--quick", "--data", "cancer",
-                             "--configs", "w4a4", "w8a8 khot2", "--plot", str(tmp_path / "lowbit.png")],
+                             "--configs", "w4a4", "w8a8 khot2", "--budgets", "0.5", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300, check=True)
     out = result.stdout
     assert "cancer: float" in out and "load average" in out
-    rows = [line for line in out.splitlines() if line.startswith(("w4a4", "w8a8 khot2"))]
-    assert len(rows) == 2 and all(len(r.split()) >= 5 for r in rows), out
+    rows = [line for line in out.splitlines() if line.startswith(("w4a4", "w8a8 khot2", "learned 0.5"))]
+    assert len(rows) == 3 and all(len(r.split()) >= 5 for r in rows), out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {r["method"] for r in metrics["rows"]} == {"float", "PTQ min/max", "PTQ", "QAT", "learned widths"}
     assert (tmp_path / "lowbit.png").stat().st_size > 0

@@ -592,3 +592,116 @@ def test_a_checkpoint_of_fixed_binary_points_loads_into_learned_ones():
     learned = FixedQuantizer(FixedType(8, 3), learn_int_bits=True)
     learned.load_state_dict(fixed.state_dict())
     assert learned.fixed_type == FixedType(8, 5) and float(learned.int_bits_move) == 0.0
+
+
+# ------------------------------------------------------------ learned word lengths
+
+def _width_quantizer(t: FixedType = FixedType(8, 2, rounding="RND_CONV", overflow="SAT"), **kwargs) -> FixedQuantizer:
+    return FixedQuantizer(t, learn_int_bits=True, **kwargs).learn_width()
+
+
+def _width_in_use(q: FixedQuantizer) -> float:
+    return float(q.width.detach() + STEP_SCALE * q.width_move.detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_width_gradient_is_the_step_gradient_of_the_rounded_elements(dtype):
+    """``dL/dW = -ln 2 * sum dL/dq * (q - x)`` over the elements that rounded, 0 over the saturated ones,
+    computed here from the reference cast and returned to the move divided by STEP_SCALE."""
+    t = FixedType(8, 2, rounding="RND_CONV", overflow="SAT")
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(200, generator=gen, dtype=torch.float64) * 1.5).to(dtype)  # some beyond +-2: saturated
+    c = torch.randn(200, generator=gen, dtype=torch.float64).to(dtype)
+    q = _width_quantizer(t)
+    (q(x) * c).sum().backward()
+    ref = qfx.quantize(x.double(), t)
+    error = ref - x.double()
+    rounded = (x.double() >= -2) & (x.double() <= 2 - 2.0 ** -6)
+    assert 0 < int((~rounded).sum()) < 200
+    expected = -math.log(2) * float((c.double() * error)[rounded].sum())
+    assert float(q.width_move.grad) * STEP_SCALE == pytest.approx(expected, rel=1e-5)
+
+
+def test_width_gradient_per_channel_sums_over_every_channel():
+    t = FixedType(6, 1, rounding="RND_CONV", overflow="SAT")
+    x = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    q = _width_quantizer(t, granularity="channel", channel_dim=1, num_channels=3)
+    q.set_int_bits(torch.tensor([1.0, 2.0, 3.0]))
+    ((q(x) - x) ** 2).sum().backward()
+    total = 0.0
+    for ch, i_bits in enumerate((1, 2, 3)):
+        xc = x[:, ch]
+        ref = qfx.quantize(xc, FixedType(6, i_bits, rounding="RND_CONV", overflow="SAT"))
+        inside = (xc >= -2.0 ** (i_bits - 1)) & (xc <= 2.0 ** (i_bits - 1) - 2.0 ** (i_bits - 6))
+        total += float((2 * (ref - xc) * (ref - xc))[inside].sum())
+    assert float(q.width_move.grad) * STEP_SCALE == pytest.approx(-math.log(2) * total, rel=1e-6)
+    assert float(q.width_move.grad) < 0  # less rounding noise with more bits: the width wants to grow
+
+
+@pytest.mark.parametrize("make", [lambda p, lr: torch.optim.Adam(p, lr=lr),
+                                  lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=0.5)], ids=["adam", "adamw"])
+def test_adam_moves_a_word_length_step_scale_times_lr(make):
+    """A penalty pulling the width down: Adam's first step moves it ``STEP_SCALE * lr`` bits, decay none."""
+    x = torch.linspace(-1, 1, 101)
+    q = _width_quantizer()
+    lr = 1e-3
+    opt = make(q.parameters(), lr)
+    for step in (1, 2):
+        opt.zero_grad()
+        (((q(x) - x) ** 2).mean() + 1.0 * q.word_length()).backward()
+        opt.step()
+        q(x)  # folds the move into the buffer
+        assert _width_in_use(q) == pytest.approx(8 - step * STEP_SCALE * lr, abs=1e-5)
+    assert q.effective_width() == 8 and q.fixed_type == FixedType(8, 2, rounding="RND_CONV", overflow="SAT")
+
+
+def test_sgd_moves_a_word_length_lr_times_its_gradient():
+    x = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    q = _width_quantizer()
+    lr, lam = 1e-2, 1e-3
+    opt = torch.optim.SGD(q.parameters(), lr=lr, weight_decay=0.5)
+    out = q(x)
+    ref = qfx.quantize(x, FixedType(8, 2, rounding="RND_CONV", overflow="SAT"))
+    grad_w = -math.log(2) * float((2 * (ref - x) / x.numel() * (ref - x)).sum()) + lam
+    opt.zero_grad()
+    (((out - x) ** 2).mean() + lam * q.word_length()).backward()
+    opt.step()
+    assert float(q.width) == 8 and STEP_SCALE * float(q.width_move) == pytest.approx(-lr * grad_w, rel=1e-5)
+
+
+def test_learned_width_narrows_the_format_and_freezes_into_it():
+    t = FixedType(8, 2, rounding="RND_CONV", overflow="SAT")
+    x = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    q = _width_quantizer(t)
+    with torch.no_grad():
+        q.width.fill_(5.4)
+    assert q.effective_width() == 5 and q.fixed_type == t.replace(width=5)
+    assert torch.equal(q(x), qfx.quantize(x, t.replace(width=5)))
+    assert float(q.frac_bits()) == 3
+    q.eval()
+    assert torch.equal(q(x), qfx.quantize(x, t.replace(width=5)))
+    with torch.no_grad():
+        q.width.fill_(0.0)
+    assert q.effective_width() == 2  # the range's lower end
+    with torch.no_grad():
+        q.width.fill_(4.0)
+    q.freeze()
+    assert q.base_type == t.replace(width=4) and not hasattr(q, "width_move") and not q.learns_width
+    assert torch.equal(q(x), qfx.quantize(x, t.replace(width=4)))
+
+
+def test_learn_width_refusals():
+    with pytest.raises(ValueError, match="K-hot"):
+        KHotQuantizer(FixedType(8, 1), 2, learn_int_bits=True).learn_width()
+    with pytest.raises(ValueError, match="width_range"):
+        FixedQuantizer(FixedType(8, 1), learn_int_bits=True).learn_width((2, 9))
+
+
+def test_a_checkpoint_without_word_lengths_loads_into_learned_ones():
+    fixed = FixedQuantizer(FixedType(8, 2), learn_int_bits=True)
+    fixed.set_int_bits(4)
+    q = _width_quantizer(FixedType(8, 2))
+    with torch.no_grad():
+        q.width.fill_(5.0)
+    q.load_state_dict(fixed.state_dict())
+    assert q.effective_width() == 8 and float(q.effective_int_bits()) == 4

@@ -89,6 +89,6 @@ def fixed_constant(quantizer: Quantizer, value: torch.Tensor) -> FixedConstant:
     """Quantize a constant with ``quantizer`` (per channel along dimension 0) and read back its codes."""
     with torch.no_grad():
         values = cast(quantizer, value.detach()).double()
-    frac = quantizer.base_type.width - quantizer.effective_int_bits().double().to(values.device)
+    frac = quantizer.frac_bits().double().to(values.device)
     scale = torch.exp2(frac).reshape(frac.shape + (1,) * (values.dim() - frac.dim()))
     return FixedConstant(values, (values * scale).to(torch.int64), quantizer.fixed_type)

@@ -11,6 +11,12 @@ and its weight decay never reaches them.  ``freeze()`` turns a learned
 binary point into a fixed one.  A binary point stays within
 ``int_bits_range`` (default ``(-W, 2W)``).
 
+``learn_width()`` makes the word length learned as well (one per
+quantizer, at most the configured ``W``): the buffer ``width`` trained
+through the parameter ``width_move`` by the same mechanism, with the
+gradient of :func:`qfx.autograd.learned_width`; the format in use is then
+``ap_fixed<round(width), round(int_bits)>``, an ordinary ``FixedType``.
+
 In training mode (``module.train()``) the quantizers cast ``AP_SAT`` formats
 with the training-mode casts (:func:`qfx.autograd.fused_training_cast` for
 ``AP_RND_CONV`` with one binary point, else
@@ -30,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
-from ..autograd import fixed_cast, fused_training_cast, learned_int_bits_cast
+from ..autograd import fixed_cast, fused_training_cast, learned_int_bits_cast, learned_width
 from ..format import FixedType
 from ..khot import _KHotCast, _check_k
 
@@ -90,9 +96,9 @@ class _MoveIntBits(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         if not bool(torch.isfinite(grad).all()):
-            raise NonFiniteError(f"{ctx.where}: the gradient of its learned binary point is not finite (NaN or "
-                                 "Inf in its input or in the gradient reaching it); catch qfx.NonFiniteError "
-                                 "and call optimizer.zero_grad() to skip the batch")
+            raise NonFiniteError(f"{ctx.where}: the gradient of its learned binary point or word length is not "
+                                 "finite (NaN or Inf in its input or in the gradient reaching it); catch "
+                                 "qfx.NonFiniteError and call optimizer.zero_grad() to skip the batch")
         return None, grad / STEP_SCALE, None
 
 
@@ -158,7 +164,7 @@ class _BinaryPointQuantizer(nn.Module):
         return f"{type(self).__name__} '{self.path}'" if self.path else type(self).__name__
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        for key in ("int_bits", "int_bits_move"):
+        for key in ("int_bits", "int_bits_move", "width", "width_move"):
             value = state_dict.get(prefix + key)
             if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise ValueError(f"load_state_dict: '{prefix + key}' holds a non-finite binary point "
@@ -170,6 +176,10 @@ class _BinaryPointQuantizer(nn.Module):
         # A checkpoint of a fixed binary point, or from before the move parameter, loads with no pending move.
         if saved is not None and self.learn_int_bits and prefix + "int_bits_move" not in state_dict:
             state_dict[prefix + "int_bits_move"] = torch.zeros_like(saved, dtype=torch.float32)
+        # A checkpoint from before the word length was learned: it starts at the configured one.
+        if self.learns_width and saved is not None and prefix + "width" not in state_dict:
+            state_dict[prefix + "width"] = torch.tensor(float(self.base_type.width))
+            state_dict[prefix + "width_move"] = torch.zeros(())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _view_shape(self, x: torch.Tensor) -> Optional[tuple[int, ...]]:
@@ -180,6 +190,55 @@ class _BinaryPointQuantizer(nn.Module):
             raise ValueError(f"{type(self).__name__} holds {self.int_bits.numel()} channels but the input's "
                              f"dimension {self.channel_dim} has {x.shape[dim]} (input shape {tuple(x.shape)})")
         return tuple(x.shape[dim] if i == dim else 1 for i in range(x.dim()))
+
+    # ------------------------------------------------------ word length
+    learns_width: bool = False
+
+    def learn_width(self, width_range: Optional[tuple[int, int]] = None) -> "_BinaryPointQuantizer":
+        """Train the word length too, from the configured one: ``W = width + k * width_move`` (``k`` =
+        :data:`STEP_SCALE`, as for the binary point), used as ``round(W)`` within ``width_range`` (default
+        ``(2, W0)``, ``W0`` the configured width: the word only narrows, so the configured width stays an
+        upper bound for every layer's choice of dtype).  The binary point keeps its meaning (integer bits);
+        the fractional bits are ``round(W) - round(I)``."""
+        if self._khot is not None:
+            raise ValueError(f"{self._where()}: a K-hot quantizer cannot learn its word length (its allowed codes "
+                             "are listed for one width)")
+        lo, hi = width_range if width_range is not None else (2, self.base_type.width)
+        if not 1 <= lo <= hi <= self.base_type.width:
+            raise ValueError(f"{self._where()}: width_range=({lo}, {hi}) must lie within 1..{self.base_type.width}")
+        self.width_range = (int(lo), int(hi))
+        self.register_buffer("width", torch.tensor(float(self.base_type.width)))
+        self.width_move = nn.Parameter(torch.zeros(()))
+        self.learns_width = True
+        return self
+
+    def effective_width(self) -> int:
+        """The word length in use: ``round(width + k * width_move)`` within ``width_range``, or the configured one."""
+        if not self.learns_width:
+            return self.base_type.width
+        value = float(self.width.detach() + STEP_SCALE * self.width_move.detach())
+        if not torch.isfinite(torch.tensor(value)):
+            raise NonFiniteError(f"{self._where()}: its learned word length is not finite ({value})")
+        lo, hi = self.width_range
+        return int(min(max(round(value), lo), hi))
+
+    def word_length(self) -> torch.Tensor:
+        """The word length as a 0-d float tensor: ``round(W)`` in value, with the straight-through gradient
+        ``d round(W) / dW = 1`` towards ``width_move`` when learned (what :func:`qfx.bit_cost` uses)."""
+        if not self.learns_width:
+            return torch.tensor(float(self.base_type.width))
+        raw = _MoveIntBits.apply(self.width, self.width_move, self._where())
+        return raw + (float(self.effective_width()) - raw).detach()
+
+    def current_type(self) -> FixedType:
+        """The base format at the word length in use (its ``int_bits`` is the configured start)."""
+        if not self.learns_width:
+            return self.base_type
+        return self.base_type.replace(width=self.effective_width())
+
+    def frac_bits(self) -> torch.Tensor:
+        """Fractional bits in use, ``W - I``: 0-d, or one per channel."""
+        return self.current_type().width - self.effective_int_bits()
 
     def effective_int_bits(self) -> torch.Tensor:
         """The integer bits in use: ``round(int_bits + k * int_bits_move)`` clipped to ``int_bits_range``, detached."""
@@ -204,9 +263,10 @@ class _BinaryPointQuantizer(nn.Module):
     def fixed_type(self) -> Union[FixedType, list[FixedType]]:
         """The format in use: one :class:`FixedType`, or a list of one per channel."""
         bits = self.effective_int_bits()
+        t = self.current_type()
         if self.granularity == "tensor":
-            return self.base_type.replace(int_bits=int(bits))
-        return [self.base_type.replace(int_bits=int(b)) for b in bits.tolist()]
+            return t.replace(int_bits=int(bits))
+        return [t.replace(int_bits=int(b)) for b in bits.tolist()]
 
     def set_int_bits(self, int_bits: Union[int, torch.Tensor]) -> None:
         """Place the binary point (calibration): a number, or one per channel."""
@@ -221,6 +281,10 @@ class _BinaryPointQuantizer(nn.Module):
     def freeze(self) -> "_BinaryPointQuantizer":
         """Fix the binary point where training left it: it becomes a rounded buffer and stops learning."""
         value = self.effective_int_bits().clone()
+        if self.learns_width:
+            self.base_type = self.current_type()
+            del self.width_move, self.width
+            self.learns_width = False
         if self.learn_int_bits:
             del self.int_bits_move
         self.int_bits = value
@@ -231,6 +295,8 @@ class _BinaryPointQuantizer(nn.Module):
         parts = [str(self.base_type)]
         if self.learn_int_bits:
             parts.append("learn_int_bits=True")
+        if self.learns_width:
+            parts.append(f"learned width {self.effective_width()} in {self.width_range}")
         if self.granularity != "tensor":
             parts.append(f"granularity={self.granularity!r}, channel_dim={self.channel_dim}")
         return ", ".join(parts)
@@ -249,7 +315,23 @@ class _BinaryPointQuantizer(nn.Module):
         gradients.
         """
         self._materialize(x)
+        if self.learns_width:
+            self._fold_width_move()
+            v = affine_relu(x, scale, shift, relu)
+            q = self._cast(v)
+            if not self.training:
+                return q
+            frac = self.frac_bits()
+            view = self._view_shape(v)
+            step = torch.exp2(-(frac if view is None else frac.view(view)).to(v.dtype))
+            width = _MoveIntBits.apply(self.width, self.width_move, self._where())
+            return learned_width(q, v, width.to(v.dtype), step)
+        return self._cast(x, scale, shift, relu)
+
+    def _cast(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
+              relu: bool = False) -> torch.Tensor:
         view = self._view_shape(x)
+        t = self.current_type()
         if self.learn_int_bits:
             self._fold_move()
             int_bits = self.binary_point()
@@ -257,14 +339,27 @@ class _BinaryPointQuantizer(nn.Module):
             int_bits = self.effective_int_bits()
         if self.training and self._khot is None:
             channel_dim = None if view is None else self.channel_dim
-            y = fused_training_cast(x, self.base_type, int_bits, channel_dim, scale, shift, relu)
+            y = fused_training_cast(x, t, int_bits, channel_dim, scale, shift, relu)
             if y is not None:
                 return y
         x = affine_relu(x, scale, shift, relu)
         if self.learn_int_bits:
-            return learned_int_bits_cast(x, int_bits, self.base_type, view, khot=self._khot, training=self.training)
-        frac = self.base_type.width - (int_bits if view is None else int_bits.view(view))
-        return self._fixed_forward(x, frac)
+            return learned_int_bits_cast(x, int_bits, t, view, khot=self._khot, training=self.training)
+        frac = t.width - (int_bits if view is None else int_bits.view(view))
+        return self._fixed_forward(x, frac, t)
+
+    def _fold_width_move(self) -> None:
+        """Fold the optimizer's pending move of the word length into ``width``, clamped to ``width_range``."""
+        move = self.width_move
+        if float(move.detach()) == 0.0:
+            return
+        with torch.no_grad():
+            value = self.width + STEP_SCALE * move
+            if not bool(torch.isfinite(value)):
+                raise NonFiniteError(f"{self._where()}: the optimizer left its learned word length non-finite "
+                                     f"({float(value)}); a non-finite loss or learning rate upstream")
+            self.width.copy_(value.clamp_(*self.width_range))
+            move.zero_()
 
     def _fold_move(self) -> None:
         """Fold the optimizer's pending move into ``int_bits``, clamped to ``int_bits_range``; the move becomes 0."""
@@ -282,7 +377,7 @@ class _BinaryPointQuantizer(nn.Module):
 
     _khot: Optional[int] = None
 
-    def _fixed_forward(self, x: torch.Tensor, frac_bits: torch.Tensor) -> torch.Tensor:
+    def _fixed_forward(self, x: torch.Tensor, frac_bits: torch.Tensor, t: FixedType) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -302,11 +397,10 @@ class FixedQuantizer(_BinaryPointQuantizer):
         int_bits_range: bounds ``(lo, hi)`` for the binary point; default ``(-W, 2W)``.
     """
 
-    def _fixed_forward(self, x: torch.Tensor, frac_bits: torch.Tensor) -> torch.Tensor:
+    def _fixed_forward(self, x: torch.Tensor, frac_bits: torch.Tensor, t: FixedType) -> torch.Tensor:
         if frac_bits.dim() == 0:
-            t = self.base_type.replace(int_bits=self.base_type.width - int(frac_bits))
-            return fixed_cast(x, t, training=self.training)
-        return fixed_cast(x, self.base_type, frac_bits, training=self.training)
+            return fixed_cast(x, t.replace(int_bits=t.width - int(frac_bits)), training=self.training)
+        return fixed_cast(x, t, frac_bits, training=self.training)
 
 
 class KHotQuantizer(_BinaryPointQuantizer):
@@ -327,10 +421,9 @@ class KHotQuantizer(_BinaryPointQuantizer):
         self.k = k
         self._khot = k
 
-    def _fixed_forward(self, x: torch.Tensor, frac_bits: torch.Tensor) -> torch.Tensor:
+    def _fixed_forward(self, x: torch.Tensor, frac_bits: torch.Tensor, t: FixedType) -> torch.Tensor:
         if frac_bits.dim() == 0:
-            t = self.base_type.replace(int_bits=self.base_type.width - int(frac_bits))
-            return _KHotCast.apply(x, t, self.k)
+            return _KHotCast.apply(x, t.replace(int_bits=t.width - int(frac_bits)), self.k)
         # Per-channel binary points: the learned-cast function with a frozen parameter.
         return learned_int_bits_cast(x, self.base_type.width - frac_bits, self.base_type, khot=self.k)
 
