@@ -1,7 +1,7 @@
 """A FracBNN-style binarized network on the digits: fixed-point, multiplier-free element-wise layers.
 
     python examples/bnn.py [--out out/bnn] [--epochs 40] [--qat-epochs 20] [--qat-lr 5e-3] [--channels 32] [--levels 8]
-                           [--seed 0] [--quick] [--no-synth] [--force]
+                           [--seed 0] [--quick] [--no-synth] [--no-hls] [--force]
 
 The network (after FracBNN, FPGA 2021): a thermometer encoding of the input
 (8 levels per pixel, 8 binary channels), a binary 3x3 convolution, then
@@ -21,7 +21,11 @@ multipliers, and what this example quantizes:
    constants (BatchNorm, RPReLU) on qfx's RTL back end, one pixel (all
    channels in parallel) per layer;
 5. the chosen row (QAT, 4-bit, K = 1) exported to the IR and run in the
-   C++ emulator on every test image: bit-exact with PyTorch or exit 1.
+   C++ emulator on every test image: bit-exact with PyTorch or exit 1;
+6. the Vitis HLS project of the chosen row for the Ultra96-V2 (io_stream:
+   binary convolutions on packed words with a line buffer), C-simulated on
+   every test image against PyTorch's codes (``--out``/hls; exit 1 on any
+   mismatch).
 
 Prints the table and writes ``metrics.json`` and ``bnn.png`` into ``--out``.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import shutil
 import sys
@@ -43,7 +48,9 @@ from torch import nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import qfx  # noqa: E402
+import qfx.hls  # noqa: E402
 from digits import accuracy, atomic_write, load_data, prepare_out, split_validation, train  # noqa: E402
+from qfx.boards import load_board  # noqa: E402
 from qfx.ir import Graph, Value  # noqa: E402
 from qfx.nn import QBinaryConv2d, QSign, QThermometer, RPReLU  # noqa: E402
 
@@ -119,6 +126,20 @@ def synthesize_elementwise(graph: Graph) -> dict:
     return total
 
 
+def hls_check(graph: Graph, x: torch.Tensor, expected: np.ndarray, target: pathlib.Path) -> dict:
+    """The Ultra96-V2 io_stream project of ``graph`` at ``target``, C-simulated on ``x``; its golden output codes
+    (from ``qfx.ir``) compared with PyTorch's outputs ``expected``."""
+    inputs = qfx.hls.float_inputs(graph, x.numpy())
+    project = qfx.hls.write_project(qfx.hls.generate(graph, load_board("ultra96v2"), "stream", inputs), target,
+                                    force=True)
+    report = qfx.hls.run_csim(project)
+    output = graph.output_values[0]
+    golden_path = project / "tb" / "data" / f"{qfx.hls.project.safe_names(graph)[output.name]}.txt"
+    golden = np.loadtxt(golden_path, dtype=np.int64, ndmin=2) * 2.0 ** -output.type.frac_bits
+    return {"project": str(project), "ok": report.ok, "mismatches": report.mismatches, "samples": report.samples,
+            "summary": report.summary(), "equals_pytorch": bool(np.array_equal(golden, expected.reshape(len(x), -1)))}
+
+
 # ----------------------------------------------------------------------------- output
 def plot(path: pathlib.Path, metrics: dict) -> None:
     import matplotlib
@@ -153,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 6, 4], help="element-wise widths")
     parser.add_argument("--quick", action="store_true", help="fast smoke run (few epochs, small model)")
     parser.add_argument("--no-synth", action="store_true", help="skip the Yosys counts")
+    parser.add_argument("--no-hls", action="store_true", help="skip the HLS project and its C simulation")
     parser.add_argument("--force", action="store_true", help="write into a non-empty output directory")
     args = parser.parse_args(argv)
     if args.quick:
@@ -220,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     emulated = qfx.emulator.emulate(graph, x_te.numpy())
     mismatches = int((emulated != torch_out).sum())
     emulated_acc = float((emulated.argmax(1) == y_te.numpy()).mean())
+    hls = None if args.no_hls else hls_check(graph, x_te, torch_out, out / "hls")
 
     print()
     header = f"{'row':<24} {'test acc':>9} {'bit-ops':>12} {'LUT (elem.)':>12} {'DSP48E2 (elem.)':>16}"
@@ -236,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chosen row (QAT {low}-bit K-hot K=1) in the C++ emulator on all {len(y_te)} test images: "
           f"{mismatches} mismatching codes, accuracy {100 * emulated_acc:.2f}%"
           + (" - bit-exact" if mismatches == 0 else " - NOT bit-exact"))
+    if hls is not None:
+        print(f"chosen row as an Ultra96-V2 HLS project ({hls['project']}, io_stream), C-simulated on all "
+              f"{len(y_te)} test images: {hls['summary']}; outputs equal PyTorch's: "
+              f"{'yes, every code' if hls['equals_pytorch'] else 'NO'}")
 
     by = {r["row"]: r for r in rows}
     qat_low, ptq_low = by[f"QAT {low}-bit"], by[f"PTQ {low}-bit"]
@@ -244,14 +271,16 @@ def main(argv: list[str] | None = None) -> int:
         f"qat_{low}bit_ge_ptq": qat_low["accuracy"] >= ptq_low["accuracy"],
         "khot_rows_0_dsp": (all(r["dsp"] == 0 for r in rows if r["khot"]) if synth else None),
         "chosen_row_bit_exact_in_emulator": mismatches == 0,
+        "chosen_row_bit_exact_in_hls_csim": None if hls is None else hls["ok"] and hls["equals_pytorch"],
     }
     elapsed = time.perf_counter() - start
     print("\ntargets:" + "".join(f"\n  {k:<36} {'ok' if v else ('n/a' if v is None else 'MISSED')}"
                                  for k, v in targets.items()))
-    print(f"\nruntime {elapsed:.1f} s; wrote {out / 'metrics.json'} and {out / 'bnn.png'}")
+    print(f"\nruntime {elapsed:.1f} s, load average {os.getloadavg()[0]:.2f} at the end; wrote {out / 'metrics.json'} and {out / 'bnn.png'}")
     metrics = {"seed": args.seed, "epochs": args.epochs, "qat_epochs": args.qat_epochs, "channels": args.channels,
                "levels": args.levels, "quick": args.quick, "n_train": len(y_tr), "n_test": len(y_te),
-               "rows": rows, "emulator_mismatches": mismatches, "emulator_accuracy": emulated_acc,
+               "rows": rows, "emulator_mismatches": mismatches, "emulator_accuracy": emulated_acc, "hls": hls,
+               "load_average": os.getloadavg()[0],
                "targets": targets, "runtime_s": elapsed, "torch": torch.__version__}
 
     def write_json(tmp: str) -> None:
@@ -261,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
     atomic_write(out / "metrics.json", write_json)
     plot(out / "bnn.png", metrics)
-    return 0 if mismatches == 0 else 1
+    return 0 if mismatches == 0 and targets["chosen_row_bit_exact_in_hls_csim"] is not False else 1
 
 
 if __name__ == "__main__":
