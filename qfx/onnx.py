@@ -27,8 +27,7 @@ IR op                         ONNX ops (then ``Quant`` to the output format)
 ``global_avgpool2d``          ``GlobalAveragePool`` when the divisor is exactly 1 / (H W);
                               otherwise ``Mul(ReduceSum(x, [2, 3]), Quant(divisor))``
 ``flatten``                   ``Flatten`` (to one dimension per sample) or ``Reshape``; no cast
-``table``                     ``Quant`` to the table's input format, its codes (``Mul``, ``Sub``, ``Cast``)
-                              index ``Gather`` over the table's values
+``table``, ``softmax``        lookup tables as ``Gather`` (:mod:`qfx.onnx_tables`)
 ``sign``, ``thermometer``,    QONNX's bipolar convention (``BipolarQuant``), see :mod:`qfx.onnx_binary`
 ``binary_*``, ``prelu``
 ============================  ===============================================================
@@ -278,12 +277,14 @@ def _quant_attrs(t: FixedType, source: Optional[_Exact], what: str) -> dict:
     return {"signed": int(t.signed), "narrow": narrow, "rounding_mode": mode}
 
 
-def _float32_exact(t: FixedType, source: Optional[_Exact]) -> bool:
-    """Whether float32 holds the source and the result of this cast, and ``Quant``'s rounding stays exact."""
+def _float32_exact(t: FixedType, source: Optional[_Exact], source_bits: int = _FLOAT32_BITS) -> bool:
+    """Whether float32 holds the result of this cast, a float of ``source_bits`` significant bits (float32's 24,
+    float64's 53) holds its source, and ``Quant``'s rounding stays exact."""
     half = ROUNDING_MODES.get(t.rounding, "").startswith("HALF")
     limit = _FLOAT32_BITS - (half and not t.signed)  # |x| + 0.5 must stay exact
     fits = t.width <= limit and -126 <= -t.frac_bits and t.width - t.frac_bits <= 127
-    return fits and (source is None or (source.bits <= _FLOAT32_BITS and source.frac <= 126))
+    return fits and (source is None or (source.bits <= source_bits - (half and source_bits > _FLOAT32_BITS)
+                                        and source.frac <= 126))
 
 
 def _declared(types: Sequence[FixedType]) -> FixedType:
@@ -337,10 +338,10 @@ class _Builder:
         return out
 
     def quant(self, x: str, t: FixedType, source: Optional[_Exact], shape: tuple[int, ...], what: str,
-              output: Optional[str] = None) -> str:
-        """Cast ``x`` (exact value ``source``) to ``t`` with a ``Quant`` node."""
+              output: Optional[str] = None, source_bits: int = _FLOAT32_BITS) -> str:
+        """Cast ``x`` (exact value ``source``; float64 when ``source_bits`` is 53) to ``t`` with a ``Quant``."""
         attrs = _quant_attrs(t, source, what)
-        if not _float32_exact(t, source):
+        if not _float32_exact(t, source, source_bits):
             self.inexact.append(what)
         inputs = [x, self.scalar(2.0 ** -t.frac_bits), self.scalar(0.0), self.scalar(float(t.width))]
         return self.op("Quant", inputs, shape, f"{x}_quant", output, domain=QONNX_DOMAIN, **attrs)
@@ -510,27 +511,9 @@ def _structure_moves(b: _Builder, node: Node, x: list[str]) -> bool:
     return False
 
 
-def _table(b: _Builder, node: Node, x: str) -> str:
-    """``Gather(table values, Cast(Quant_table(x) * 2**F - code_min))``, then a ``Quant`` of the output format."""
-    value, t, out = b.graph.value(node.inputs[0]), node.formats["table"], node.output.type
-    shape = value.shape
-    index = b.quant(x, t, _stored(value.type), shape, f"{node.describe()}: table input")
-    index = b.op("Mul", [index, b.scalar(2.0 ** t.frac_bits)], shape, f"{node.name}_code")
-    index = b.op("Sub", [index, b.scalar(float(t.code_min))], shape, f"{node.name}_address")
-    index = b.op("Cast", [index], shape, f"{node.name}_index", dtype=TensorProto.INT64, to=TensorProto.INT64)
-    values = np.ldexp(node.constants["table"].codes.astype(np.float64), -out.frac_bits).astype(np.float32)
-    if not _float32_exact(out, None):
-        b.inexact.append(f"{node.describe()}: table")
-    y = b.op("Gather", [b.initializer(f"{node.name}_table", values), index], shape, f"{node.name}_exact", axis=0)
-    return b.quant(y, out, _stored(out), shape, node.describe(), output=node.name)
-
-
 def _translate(b: _Builder, node: Node) -> None:
     x = [b.env[name] for name in node.inputs]
-    if _structure_moves(b, node, x) or _binary.translate(b, node, x):
-        return
-    if node.op == "table":
-        b.env[node.name] = _table(b, node, x[0])
+    if _structure_moves(b, node, x) or _binary.translate(b, node, x) or _tables.translate(b, node, x):
         return
     if node.op == "flatten":  # a reshape of the same codes: no cast
         shape = node.output.shape
@@ -613,3 +596,4 @@ def export_onnx(graph: Graph, path: Union[str, os.PathLike], *, force: bool = Fa
 
 
 from . import onnx_binary as _binary  # noqa: E402 (it uses the builder and bounds above)
+from . import onnx_tables as _tables  # noqa: E402

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -149,3 +150,87 @@ def test_hls_csim_is_bit_exact(tmp_path, io):
     report = run_csim(write_project(generate(graph, load_board("ultra96v2"), io, float_inputs(graph, x.numpy())),
                                     tmp_path / io))
     assert report.ok and report.mismatches == 0, report.summary()
+
+
+# ------------------------------------------------------------------ QONNX
+def _qonnx_pairs():
+    from qfx.onnx import ROUNDING_MODES
+    return [(q, o) for q, o in PAIRS if q in ROUNDING_MODES and o in (Overflow.SAT, Overflow.SAT_SYM)]
+
+
+class DefaultHead(nn.Module):
+    """A dense layer into softmax and log-softmax of qfx's default formats (16-bit tables: products of 32 bits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 6)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return F.softmax(y, dim=1) + F.log_softmax(y, dim=1)
+
+
+def _default_head():
+    torch.manual_seed(5)
+    x = torch.randn(64, 5) * 2
+    qm = qfx.quantize_model(DefaultHead(), example_input=x)
+    qfx.calibrate(qm, [x])
+    return qm.eval(), x
+
+
+@pytest.mark.parametrize("name", ["every mode", "every mode, log", "default formats"])
+def test_qonnx_execution_is_bit_exact(name):
+    """Softmax and log-softmax, every mode QONNX's Quant expresses and the default 16-bit tables: each tensor
+    under qonnx's executor equals qfx.ir.run, and the output PyTorch's eval."""
+    model, x = (_default_head() if name == "default formats" else
+                (EveryMode(name.endswith("log"), _qonnx_pairs()).eval(), inputs(64)))
+    graph = qfx.export(model, x[:1])
+    tensors = _assert_qonnx_matches_the_interpreter(graph, x.numpy())
+    with torch.no_grad():
+        expected = model(x).double().numpy()
+    np.testing.assert_array_equal(tensors[graph.outputs[0]].astype(np.float64), expected)
+
+
+def _assert_qonnx_matches_the_interpreter(graph, x: np.ndarray) -> dict:
+    """Export with no float32 warning, run under qonnx's executor, compare every IR tensor; returns the tensors."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from qfx.onnx import to_onnx
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no float32 rounding anywhere
+        onnx_model = to_onnx(graph, batch_size=len(x))
+    ops = [n.op_type for n in onnx_model.graph.node]
+    softmaxes = [n.op for n in graph.nodes].count("softmax")
+    assert ops.count("Gather") == 2 * softmaxes and ops.count("ReduceMax") == ops.count("ReduceSum") == softmaxes
+    tensors = execute_onnx(ModelWrapper(onnx_model), {graph.inputs[0].name: x}, return_full_exec_context=True)
+    codes = qfx.ir.run_codes(graph, [qfx.ir.input_codes(x, graph.inputs[0].type)])
+    for node in graph.nodes:
+        expected = qfx.ir.values_of(codes[node.name], node.output.type)
+        assert np.array_equal(np.asarray(tensors[node.name], np.float64), expected), node.describe()
+    return tensors
+
+
+def test_qonnx_product_beyond_float32_stays_exact():
+    """exp * reciprocal = (1 - 2**-16)(1 + 2**-16) = 1 - 2**-32, which float32 rounds to 1: truncated to 9
+    fractional bits it must stay 511/512."""
+    from qfx.ir import Constant, Graph, Node, Value
+    table, total = FixedType(4, 2, overflow="SAT"), FixedType(4, 2, signed=False, overflow="SAT")
+    exp_t, rec_t = FixedType(16, 0, signed=False), FixedType(18, 2, signed=False)
+    out = FixedType(10, 1, signed=False, rounding="TRN", overflow="SAT")
+    node = Node("soft", "softmax", ("x",), Value("soft", (1,), out), attrs={"log": False},
+                formats={"table": table, "accum": total},
+                constants={"exp": Constant(np.full(16, 2 ** 16 - 1), (exp_t,)),
+                           "reciprocal": Constant(np.full(16, 2 ** 16 + 1), (rec_t,))})
+    graph = Graph("product", [Value("x", (1,), FixedType(6, 3, overflow="SAT"))], [node], ["soft"]).check()
+    x = np.array([[0.5], [-1.0], [2.0]], np.float32)
+    assert (qfx.ir.run(graph, x) == 511 / 512).all()
+    _assert_qonnx_matches_the_interpreter(graph, x)
+
+
+def test_qonnx_refuses_a_wrapping_softmax_naming_the_node():
+    from qfx.onnx import ONNXExportError, to_onnx
+    model = EveryMode(False, [(Rounding.RND_CONV, Overflow.WRAP)]).eval()
+    graph = qfx.export(model, inputs()[:1])
+    with pytest.raises(ONNXExportError, match=r"softmaxes_0.*AP_WRAP"):
+        to_onnx(graph)
