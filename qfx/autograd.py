@@ -17,7 +17,7 @@ import torch
 
 from . import fused
 from .format import FixedType
-from .functional import cast_codes, in_range_grad, saturating_cast_codes
+from .functional import cast_codes, cast_values, in_range_grad, saturating_cast_codes
 from .khot import khot_cast_codes
 
 __all__ = ["fixed_cast", "learned_int_bits_cast", "fused_training_cast", "learned_width"]
@@ -44,9 +44,10 @@ class _FixedCast(torch.autograd.Function):
             ctx.save_for_backward(rounded)
             ctx.t = t
         else:
-            codes, inside = cast_codes(x.detach(), t, frac_bits, need_mask=ctx.needs_input_grad[0])
+            values, inside = cast_values(x.detach(), t, frac_bits, need_mask=ctx.needs_input_grad[0])
             ctx.save_for_backward(inside)
             ctx.t = None
+            return values
         return _scale_codes(codes, t if frac_bits is None else frac_bits)
 
     @staticmethod

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -25,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["compiler", "cache_dir", "compile_cached", "intact", "install", "heal"]
+__all__ = ["compiler", "cache_dir", "compile_cached", "intact", "install", "heal", "cpu_description"]
 
 
 def compiler() -> str:
@@ -131,3 +132,14 @@ def install(built: Path, output: Path) -> None:
         f.write(_sha256(built) + "\n")
     os.replace(tmp, _digest_path(output))
     os.replace(built, output)
+
+
+def cpu_description() -> bytes:
+    """The model and feature flags of this machine's CPU (what ``-march=native`` builds for): a cache key,
+    so that a shared cache never hands a native build to another CPU."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return (platform.machine() + platform.processor()).encode()
+    keys = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    return "\n".join(dict.fromkeys(line for line in lines if line.startswith(keys))).encode()

@@ -12,6 +12,8 @@ The overflow modes that work on bit patterns (``WRAP`` with saturation bits
 and ``WRAP_SM``) run in int64 on the overflowing elements only.  Bounds of
 the whole tensor (one ``aminmax`` pass, which also finds NaN and Inf) tell
 when no element can overflow, so the common case skips that work entirely.
+With one binary point the native cast (:mod:`qfx.cast_native`) gives the same
+codes in one pass; these PyTorch ops are its fallback.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Optional, Union
 
-import numpy as np
 import torch
 
+from . import cast_native
 from .format import FixedType, Overflow, Rounding
 
-__all__ = ["quantize", "to_codes", "from_codes", "cast_codes", "saturating_cast_codes", "in_range_grad",
-           "mantissa_bits"]
+__all__ = ["quantize", "to_codes", "from_codes", "cast_codes", "cast_values", "saturating_cast_codes",
+           "in_range_grad", "mantissa_bits"]
 
 FixedLike = Union[FixedType, str]
 FracBits = Union[int, torch.Tensor]
@@ -277,11 +279,33 @@ def cast_codes(x: torch.Tensor, t: FixedType, frac_bits: Optional[FracBits] = No
     ``frac_bits`` overrides ``t.frac_bits``; a tensor broadcasts against ``x``
     (one binary point per channel).  The mask is ``None`` when no element can
     be out of range.  This is the engine under :func:`quantize` and the
-    quantizer modules; most callers want those.
+    quantizer modules; most callers want those.  With one binary point the
+    native cast (:mod:`qfx.cast_native`) does it in one pass; these PyTorch
+    ops where it does not apply.
     """
+    return _cast(x, t, frac_bits, need_mask, values=False)
+
+
+def cast_values(x: torch.Tensor, t: FixedType, frac_bits: Optional[FracBits] = None,
+                need_mask: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """:func:`cast_codes` with the codes scaled back to values (``codes * 2**-F``): what ``t(x)`` holds.
+
+    The native cast scales in its one pass; the PyTorch ops multiply the codes in place.
+    """
+    return _cast(x, t, frac_bits, need_mask, values=True)
+
+
+def _cast(x: torch.Tensor, t: FixedType, frac_bits: Optional[FracBits], need_mask: bool,
+          values: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     frac_bits = t.frac_bits if frac_bits is None else frac_bits
+    if isinstance(frac_bits, torch.Tensor) and frac_bits.numel() == 1 and frac_bits.dim() <= x.dim():
+        frac_bits = int(frac_bits)  # one binary point (broadcasting changes no shape): a Python scale
     frac_lo, frac_hi = _frac_range(frac_bits)
     _check_dtype(x, t, frac_lo, frac_hi)
+    if isinstance(frac_bits, int):
+        native = cast_native.cast_codes(x, t, frac_bits, need_mask, values)
+        if native is not None:
+            return native
     lo, hi = _bounds(x)
     if isinstance(frac_bits, torch.Tensor):
         frac_bits = frac_bits.to(device=x.device)
@@ -306,12 +330,14 @@ def cast_codes(x: torch.Tensor, t: FixedType, frac_bits: Optional[FracBits] = No
     n_lo, n_hi = float(bound_codes.min()), float(bound_codes.max())
     sym = t.overflow is Overflow.SAT_SYM and t.signed
     may_overflow = n_hi > t.code_max or n_lo < t.code_min or (sym and n_lo <= t.code_min)
-    if not may_overflow:
-        return n, None
-
-    overflowing = _Overflowing(n, t, lambda: _scale(x, t, frac_bits, frac_lo, frac_hi), big)
-    inside = overflowing.inside if need_mask else None  # taken before the overflow mode rewrites n
-    return _OVERFLOWS[t.overflow](overflowing), inside
+    inside = None
+    if may_overflow:
+        overflowing = _Overflowing(n, t, lambda: _scale(x, t, frac_bits, frac_lo, frac_hi), big)
+        inside = overflowing.inside if need_mask else None  # taken before the overflow mode rewrites n
+        n = _OVERFLOWS[t.overflow](overflowing)
+    if values:
+        n = n.mul_(_pow2(-frac_bits, n))
+    return n, inside
 
 
 def saturating_cast_codes(x: torch.Tensor, t: FixedType,
@@ -367,7 +393,7 @@ def in_range_grad(grad: torch.Tensor, rounded: torch.Tensor, t: FixedType) -> to
 
 def _scale(x: torch.Tensor, t: FixedType, frac_bits: FracBits, frac_lo: int, frac_hi: int) -> torch.Tensor:
     """``v = x * 2**F`` in units of the LSB, as ``ap_fixed_base(double)`` reads ``x``."""
-    v = torch.mul(x, _pow2(frac_bits, x), out=_empty_like(x))
+    v = torch.mul(x, _pow2(frac_bits, x), out=cast_native.empty_like(x))
     if frac_lo < 0 and t.rounding is Rounding.TRN:
         # x * 2**F can underflow to -0.0 for tiny negative x when F < 0, losing the floor to -1.
         v = torch.where((x < 0) & (v == 0), torch.full_like(v, -0.5), v)
@@ -376,19 +402,6 @@ def _scale(x: torch.Tensor, t: FixedType, frac_bits: FracBits, frac_lo: int, fra
     return v
 
 
-def _empty_like(x: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor like ``x``; large CPU ones come from NumPy's allocator.
-
-    NumPy asks the kernel for transparent huge pages on large arrays, which
-    makes the first write to a fresh 80 MB buffer about 1.7x faster than
-    through torch's allocator, and that first write is the cast's costliest pass.
-    """
-    if x.device.type == "cpu" and x.numel() >= 1 << 20:
-        return torch.from_numpy(np.empty(tuple(x.shape), dtype=_NUMPY_DTYPES[x.dtype]))
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
-
-
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _as_header_reads_subnormals(x: torch.Tensor, v: torch.Tensor, frac_bits: FracBits) -> torch.Tensor:

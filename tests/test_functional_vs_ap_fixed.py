@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import qfx
+from qfx import cast_native
 from qfx.format import FixedType
 
 from ap_fixed_oracle import OVERFLOWS, ROUNDINGS, CastCase, Oracle, RawFormat
@@ -364,6 +365,16 @@ def _check_case(case: CastCase, expected: Sequence[int], dtype: torch.dtype,
 
 
 # ---------------------------------------------------------------- tests
+@pytest.fixture(params=["native", "torch"])
+def cast_path(request, monkeypatch) -> str:
+    """Run a test on the native cast (which must build here) and on the PyTorch ops it falls back to."""
+    if request.param == "torch":
+        monkeypatch.setattr(cast_native, "library", lambda: None)
+    else:
+        assert cast_native.library() is not None, "the native cast did not build (is g++ installed?)"
+    return request.param
+
+
 def test_coverage_of_the_generator() -> None:
     """The seeded batch covers what it promises, so a change to the generator cannot quietly shrink it."""
     triples = {(f.signed, f.rounding, f.overflow) for f in FORMATS}
@@ -385,34 +396,34 @@ def test_oracle_known_answers(oracle: Oracle, header_types: list[dict[str, RawFo
 
 
 @pytest.mark.parametrize("case", CASES64, ids=_case_id)
-def test_to_codes_float64(case: CastCase, header_codes: dict[int, list[int]]) -> None:
+def test_to_codes_float64(case: CastCase, header_codes: dict[int, list[int]], cast_path: str) -> None:
     _check_case(case, header_codes[id(case)], torch.float64, qfx.to_codes, "to_codes(float64)")
 
 
 @pytest.mark.parametrize("case", CASES64, ids=_case_id)
-def test_to_codes_float64_small_batches(case: CastCase, header_codes: dict[int, list[int]]) -> None:
+def test_to_codes_float64_small_batches(case: CastCase, header_codes: dict[int, list[int]], cast_path: str) -> None:
     _check_case(case, header_codes[id(case)], torch.float64, qfx.to_codes, "to_codes(float64) in small batches",
                 small_batches(case.inputs, case.fmt))
 
 
 @pytest.mark.parametrize("case", CASES64, ids=_case_id)
-def test_quantize_float64(case: CastCase, header_codes: dict[int, list[int]]) -> None:
+def test_quantize_float64(case: CastCase, header_codes: dict[int, list[int]], cast_path: str) -> None:
     _check_case(case, header_codes[id(case)], torch.float64, qfx.quantize, "quantize(float64) / LSB")
 
 
 @pytest.mark.parametrize("case", CASES32, ids=_case_id)
-def test_to_codes_float32(case: CastCase, header_codes: dict[int, list[int]]) -> None:
+def test_to_codes_float32(case: CastCase, header_codes: dict[int, list[int]], cast_path: str) -> None:
     _check_case(case, header_codes[id(case)], torch.float32, qfx.to_codes, "to_codes(float32)")
 
 
 @pytest.mark.parametrize("case", CASES32, ids=_case_id)
-def test_to_codes_float32_small_batches(case: CastCase, header_codes: dict[int, list[int]]) -> None:
+def test_to_codes_float32_small_batches(case: CastCase, header_codes: dict[int, list[int]], cast_path: str) -> None:
     _check_case(case, header_codes[id(case)], torch.float32, qfx.to_codes, "to_codes(float32) in small batches",
                 small_batches(case.inputs, case.fmt))
 
 
 @pytest.mark.parametrize("case", CASES32, ids=_case_id)
-def test_quantize_float32(case: CastCase, header_codes: dict[int, list[int]]) -> None:
+def test_quantize_float32(case: CastCase, header_codes: dict[int, list[int]], cast_path: str) -> None:
     _check_case(case, header_codes[id(case)], torch.float32, qfx.quantize, "quantize(float32) / LSB")
 
 

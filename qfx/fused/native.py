@@ -15,14 +15,13 @@ import ctypes
 import functools
 import math
 import os
-import platform
 import warnings
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from ..cxx import compile_cached
+from ..cxx import compile_cached, cpu_description
 
 __all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "channel_moments", "channel_affine"]
 
@@ -63,7 +62,7 @@ def library() -> Optional[Kernels]:
     source = (Path(__file__).resolve().parent / "kernels.cpp").read_text()
     try:
         try:  # the CPU's description keys the cache: a shared cache must not hand this build to another CPU
-            path = compile_cached(source, "fused_cast", FLAGS + NATIVE_FLAGS, "fused", _cpu_description())
+            path = compile_cached(source, "fused_cast", FLAGS + NATIVE_FLAGS, "fused", cpu_description())
         except RuntimeError:
             path = compile_cached(source, "fused_cast", FLAGS, "fused")
         return Kernels(ctypes.CDLL(str(path)))
@@ -73,15 +72,6 @@ def library() -> Optional[Kernels]:
                       "QFX_FUSED_KERNELS=0 to silence this.", RuntimeWarning, stacklevel=3)
         return None
 
-
-def _cpu_description() -> bytes:
-    """The model and feature flags of this machine's CPU (what ``-march=native`` builds for)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return (platform.machine() + platform.processor()).encode()
-    keys = ("model name", "flags", "Features", "CPU implementer", "CPU part")
-    return "\n".join(dict.fromkeys(line for line in lines if line.startswith(keys))).encode()
 
 
 def applies(x: torch.Tensor, *per_channel: Optional[torch.Tensor]) -> bool:
