@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     parser.add_argument("--float-epochs", type=int, default=30)
     parser.add_argument("--qat-epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budgets", nargs="*", type=float, default=[0.1, 0.3, 1.0],
+    parser.add_argument("--budgets", nargs="*", type=float, default=[0.05, 0.2, 1.0],
                         help="weights lambda of the bit-cost penalty for the learned word lengths (none: no rows)")
     parser.add_argument("--out", default=None,
                         help="write metrics.json and lowbit.png (accuracy against bit-operations) here")

@@ -393,14 +393,23 @@ def _fold_batchnorm(gm: fx.GraphModule) -> None:
         gm.graph.erase_node(node)
 
 
+#: Modules that pass their input's format on: a role looks through them (a BatchNorm, max pooling, a ReLU).
+_FORMAT_KEEPING = (nn.Identity, nn.Dropout, nn.Flatten, QFlatten, nn.MaxPool1d, nn.MaxPool2d, QMaxPool2d)
+
+
 def _role(node: fx.Node, module: Optional[nn.Module], modules: dict) -> Optional[str]:
     """The role of ``node``'s output that decides its format (:meth:`QConfig.for_role`): a ReLU's own output,
-    or the input of the only user, a BatchNorm or a ReLU."""
+    or the input of the only user, a BatchNorm or a ReLU (through layers that keep the format, such as max
+    pooling)."""
     if isinstance(module, (nn.ReLU, nn.ReLU6, QReLU, QReLU6)):
         return "relu"
-    if len(node.users) != 1:
-        return None
-    user = next(iter(node.users))
+    while True:
+        if len(node.users) != 1:
+            return None
+        user = next(iter(node.users))
+        if not (user.op == "call_module" and isinstance(modules.get(user.target), _FORMAT_KEEPING)):
+            break
+        node = user
     used_by = modules.get(user.target) if user.op == "call_module" else None
     if isinstance(used_by, (nn.BatchNorm1d, nn.BatchNorm2d, QBatchNorm1d, QBatchNorm2d)):
         return "pre_batchnorm"

@@ -231,18 +231,18 @@ def _binary_and_prelu_cost(layer: nn.Module, node: fx.Node, w_in: int) -> torch.
     """
     elems = _per_sample(node)
     if isinstance(layer, (QBinaryLinear, QBinaryConv1d, QBinaryConv2d)):
-        return torch.tensor(float(elems * 2 * layer.fan_in))
+        return torch.as_tensor(float(elems * 2 * layer.fan_in))
     if isinstance(layer, QSign):
-        return torch.tensor(float(elems * w_in))
+        return torch.as_tensor(elems * w_in, dtype=torch.float32)
     if isinstance(layer, QThermometer):
-        return torch.tensor(float(elems * w_in))  # one comparison per output channel
+        return torch.as_tensor(elems * w_in, dtype=torch.float32)  # one comparison per output channel
     q = layer.slope_quantizer
     w_s = q.base_type.width
     ops = (q.k - 1) * (w_in + w_s) if isinstance(q, KHotQuantizer) else w_in * w_s
     if isinstance(layer, QRPReLU):
         w_shift = layer.shift_quantizer.base_type.width
         ops += max(w_in, w_shift) + max(w_in + w_s, w_shift)
-    return torch.tensor(float(elems * ops))
+    return torch.as_tensor(elems * ops, dtype=torch.float32)
 
 
 def _structure_cost(layer: nn.Module, node: fx.Node, w_in: int, args: list) -> Optional[torch.Tensor]:
@@ -259,22 +259,22 @@ def _structure_cost(layer: nn.Module, node: fx.Node, w_in: int, args: list) -> O
         i_a, i_b = (torch.zeros(()) if v.int_bits is None else v.int_bits for v in (a, b))
         return elems * _align_width(i_a, a.width - i_a, i_b, b.width - i_b)
     if isinstance(layer, QMul):
-        return torch.tensor(elems * layer.a_width * layer.b_width, dtype=torch.float32)
+        return torch.as_tensor(elems * layer.a_width * layer.b_width, dtype=torch.float32)
     if isinstance(layer, QConstantMul):
         q = layer.scale_quantizer
         w = q.base_type.width
         ops = (q.k - 1) * (w_in + w) if isinstance(q, KHotQuantizer) else w_in * w
-        return torch.tensor(elems * ops, dtype=torch.float32)
+        return torch.as_tensor(elems * ops, dtype=torch.float32)
     if isinstance(layer, QConstantAdd):
-        return torch.tensor(elems * max(w_in, layer.shift_quantizer.base_type.width), dtype=torch.float32)
+        return torch.as_tensor(elems * max(w_in, layer.shift_quantizer.base_type.width), dtype=torch.float32)
     if isinstance(layer, QClamp):
-        return torch.tensor(elems * w_in * len(layer.constants()), dtype=torch.float32)
+        return torch.as_tensor(elems * w_in * len(layer.constants()), dtype=torch.float32)
     if isinstance(layer, (QConcat, QZeroPad, QUpsample)):
         return torch.zeros(())
     if isinstance(layer, (QAdaptiveAvgPool, QMean)):
         window = layer.window
         w_sum = w_in + (window - 1).bit_length()
-        return torch.tensor(elems * ((window - 1) * w_sum + w_sum * layer.divisor_quantizer.base_type.width),
+        return torch.as_tensor(elems * ((window - 1) * w_sum + w_sum * layer.divisor_quantizer.base_type.width),
                             dtype=torch.float32)
     return None
 

@@ -412,3 +412,14 @@ def test_formats_follow_the_graph_with_pre_batchnorm_and_unsigned_relu():
     q.eval()
     graph = qfx.export(q, x)
     assert (qfx.ir.run(graph, x.numpy()) == q(x).detach().double().numpy()).all()
+
+
+def test_a_role_looks_through_max_pooling_and_dropout():
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Dropout(0.1), nn.BatchNorm1d(4), nn.MaxPool1d(2), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(12, 2)).eval()
+    q = quantize_model(model, QConfig(activation=6, pre_batchnorm=10, unsigned_relu=True),
+                       example_input=torch.randn(2, 1, 8))
+    assert q.get_submodule("0").output_quantizer.base_type.width == 10
+    assert q.get_submodule("2").output_quantizer.base_type.width == 7
+    relu = q.get_submodule("4").output_quantizer.base_type
+    assert relu.width == 6 and not relu.signed
