@@ -1,5 +1,6 @@
 """Models of the structural ops (cat, -, *, constants, clamp, mean, 1-D and adaptive pooling, padding,
-upsampling, transposed convolutions) and a chain that puts every casting one through every mode pair."""
+upsampling, transposed convolutions), whole models (a 1-d signal CNN, a U-Net, MobileNetV2-style blocks, a gated
+MLP with a softmax head) and a chain that puts every casting one through every mode pair."""
 
 from __future__ import annotations
 
@@ -76,6 +77,20 @@ class MobileBlocks(nn.Module):
         return self.fc(torch.flatten(self.pool(y), 1))
 
 
+class GatedMLP(nn.Module):
+    """A gated MLP: a GLU-style unit ``fc(x) * sigmoid(gate(x))``, a ``h * sigmoid(h)`` gate, a softmax head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.gate = nn.Linear(6, 8), nn.Linear(6, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.fc(x) * torch.sigmoid(self.gate(x))
+        h = h * torch.sigmoid(h)
+        return F.softmax(self.head(h), dim=1)
+
+
 class Arithmetic(nn.Module):
     """a - b, a * b, constants added, subtracted, multiplied and divided, clamp, hardtanh, cat of features."""
 
@@ -136,6 +151,7 @@ class TwoByTwo(nn.Module):
 
 #: name -> (float model, input shape per sample)
 MODELS = {"signal1d": (Signal1d, (2, 16)), "unet": (UNet, (2, 8, 8)), "mobile": (MobileBlocks, (2, 8, 8)),
+          "gated": (GatedMLP, (6,)),
           "arithmetic": (Arithmetic, (6,)), "wiring1d": (Wiring1d, (2, 4)), "nearest2d": (Nearest2d, (1, 2, 2))}
 
 #: Every rounding and overflow pair, 7 bits, 2 integer bits (saturation bits with the wrapping modes).

@@ -68,6 +68,8 @@ def test_ops_in_the_graph():
     assert {"concat", "zero_pad", "upsample", "conv2d"} <= ops["unet"]
     assert {"maxpool2d", "avgpool2d", "clamp", "relu6", "global_avgpool2d", "zero_pad"} <= ops["signal1d"]
     assert {"sub", "mul", "scale_shift", "clamp", "concat"} <= ops["arithmetic"]
+    assert {"dense", "table", "mul", "softmax"} <= ops["gated"]
+    assert {"conv2d", "scale_shift", "relu6", "table", "add", "avgpool2d"} <= ops["mobile"]
 
 
 def test_layers_equal_float_pytorch_where_nothing_rounds():
@@ -191,10 +193,10 @@ def _hls_cache(tmp_path_factory):
         yield
 
 
-#: Each model in one interface (both interfaces run on the structural ops); the mode chain in the one whose
-#: layers are plain array calls.
-HLS_CASES = [("modes", "parallel"), ("unet", "stream"), ("signal1d", "parallel"), ("arithmetic", "stream"),
-             ("mobile", "stream"), ("signal1d", "stream")]
+#: The whole models (U-Net, MobileNetV2-style blocks, 1-d signal CNN, gated MLP) in both interfaces; the
+#: arithmetic model in one; the mode chain in the one whose layers are plain array calls.
+HLS_CASES = [("modes", "parallel"), ("arithmetic", "stream")] + [
+    (name, io) for name in ("unet", "mobile", "signal1d", "gated") for io in ("parallel", "stream")]
 
 
 @pytest.mark.parametrize("name,io", HLS_CASES)
@@ -226,6 +228,14 @@ def test_rtl_simulation_equals_pytorch(tmp_path, name):
     codes = qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)
     design = generate(graph, tmp_path / "design", pipeline=1, inputs=codes)
     simulate(design, "icarus")
+
+
+def test_rtl_refuses_the_gated_mlp_naming_its_softmax_before_generating():
+    from qfx.rtl import render
+    from qfx.rtl.layers import RTLError
+    _, graph, _ = _model("gated")
+    with pytest.raises(RTLError, match="node 'softmax_1'.*op 'softmax' has no Verilog implementation"):
+        render(graph)
 
 
 def test_rtl_refuses_a_product_of_two_tensors_naming_the_node():
