@@ -133,3 +133,20 @@ def test_a_wrong_expected_code_fails(designs, tmp_path):
     vectors_file.write_text(json.dumps(vectors))
     with pytest.raises(RuntimeError, match="failed"):
         simulate(design, "icarus")
+
+
+# ---------------------------------------------------------------- command
+def test_qfx_rtl_arch_stream_with_a_parallel_knob(tmp_path):
+    from qfx import cli
+    graph = tmp_path / "net.json"
+    stream_cnn1d().save(graph)
+    out = tmp_path / "design"
+    assert cli.main(["rtl", str(graph), "-o", str(out), "--arch", "stream", "--parallel", "c2=1",
+                     "--vectors", "3"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["arch"] == "stream"
+    assert {layer["node"]: layer["fold"] for layer in manifest["layers"]}["node 'c2' (conv1d)"] == 4
+    assert len(json.loads((out / "tb" / "vectors.json").read_text())["inputs"]) == 3
+    for bad in (["--parallel", "c2"], ["--parallel", "c2=3"], ["--pipeline", "1"]):
+        assert cli.main(["rtl", str(graph), "-o", str(tmp_path / "other"), "--arch", "stream", *bad]) == 2
+    assert cli.main(["rtl", str(graph), "-o", str(tmp_path / "other"), "--parallel", "c2=1"]) == 2

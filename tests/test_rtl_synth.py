@@ -149,3 +149,27 @@ def test_report_synth_on_a_malformed_manifest_is_one_line(tmp_path, capsys, text
     assert cli.main(["report", str(design), "--synth"]) == 2
     err = capsys.readouterr().err.strip()
     assert "manifest.json" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_memories_count_and_the_report_says_whether_it_fits():
+    log = """
+Printing statistics.
+
+=== top ===
+   Number of cells:                 9
+     FDRE                           10
+     LUT3                            5
+     RAM64M8                         2
+     SRLC32E                         3
+     RAMB18E2                        1
+     RAMB36E2                        2
+     DSP48E2                         1
+"""
+    from qfx.rtl.synth import count_resources
+    found = count_resources(parse_stat(log), 1.0)
+    assert (found.lutram, found.lut, found.bram18, found.bram36, found.dsp) == (2 * 8 + 3, 5 + 19, 1, 2, 1)
+    board = {"lut": 70560, "ff": 141120, "dsp": 360, "bram18": 432, "name": "ultra96v2"}
+    report = format_resources({"total": found}, board)
+    assert "BRAM 5 of 432 BRAM18" in report and "fits ultra96v2: yes" in report
+    small = dict(board, lut=20, bram18=4)
+    assert "fits ultra96v2: no (LUT, BRAM over)" in format_resources({"total": found}, small)

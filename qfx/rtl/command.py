@@ -10,10 +10,12 @@ from typing import Any
 from ..files import existing_file, load_array
 from ..ir import input_codes, load
 from .generate import DEFAULT_VECTORS, generate, random_input_codes
+from .layers import RTLError
+from .stream import STREAM_VECTORS, generate_stream
 from .report import format_resources
 from .synth import synthesize
 
-__all__ = ["add_arguments", "main", "synth_report"]
+__all__ = ["add_arguments", "main", "synth_report", "parse_parallel"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", metavar="GRAPH", type=existing_file, help="a graph saved by qfx (.json)")
     parser.add_argument("-o", "--output", metavar="DIR", type=pathlib.Path, required=True,
                         help="folder to write the design into")
+    parser.add_argument("--arch", choices=("unrolled", "stream"), default="unrolled",
+                        help="unrolled: every layer in space, one vector per cycle (default); stream: a pipeline of "
+                             "streaming stages (line buffers, folded layers, AXI-Stream ports) for whole CNNs")
     parser.add_argument("--pipeline", metavar="N", type=int, default=0,
                         help="register stages between layers (0: combinational between the input and output "
-                             "registers; latency is N + 2 cycles)")
+                             "registers; latency is N + 2 cycles); --arch unrolled only")
+    parser.add_argument("--parallel", metavar="NODE=P", action="append", default=[],
+                        help="--arch stream: output channels node NODE computes per cycle (a divisor of its output "
+                             "channels; repeatable); default: balanced so that no layer is the bottleneck")
     parser.add_argument("--top", metavar="NAME", default=None, help="top module name (default: the graph's name)")
     parser.add_argument("--inputs", metavar="NPY", type=existing_file, default=None,
                         help="float inputs (.npy, batch first) for the test vectors; default: random codes")
-    parser.add_argument("--vectors", metavar="COUNT", type=int, default=DEFAULT_VECTORS,
-                        help=f"number of random test vectors when --inputs is not given (default {DEFAULT_VECTORS})")
+    parser.add_argument("--vectors", metavar="COUNT", type=int, default=None,
+                        help=f"number of random test vectors when --inputs is not given (default {DEFAULT_VECTORS}, "
+                             f"--arch stream {STREAM_VECTORS})")
     parser.add_argument("--force", action="store_true", help="replace DIR if it exists")
 
 
@@ -39,15 +48,37 @@ def main(args: argparse.Namespace) -> int:
     """
     if args.output.exists() and not args.force:  # before any work, in the command line's words
         raise FileExistsError(f"'{args.output}' exists; pass --force to replace it")
+    parallel = parse_parallel(args.parallel)
+    if args.arch == "unrolled" and parallel:
+        raise RTLError("--parallel applies to --arch stream only")
+    if args.arch == "stream" and args.pipeline:
+        raise RTLError("--pipeline applies to --arch unrolled only (a streaming design registers every stage)")
     graph = load(args.graph)
     if args.inputs is not None:
         codes = input_codes(load_array(args.inputs), graph.inputs[0].type)
     else:
-        codes = random_input_codes(graph, args.vectors)
-    directory = generate(graph, args.output, pipeline=args.pipeline, inputs=codes, top=args.top, force=args.force)
+        default = STREAM_VECTORS if args.arch == "stream" else DEFAULT_VECTORS
+        codes = random_input_codes(graph, default if args.vectors is None else args.vectors)
+    if args.arch == "stream":
+        directory = generate_stream(graph, args.output, parallel=parallel, inputs=codes, top=args.top,
+                                    force=args.force)
+    else:
+        directory = generate(graph, args.output, pipeline=args.pipeline, inputs=codes, top=args.top,
+                             force=args.force)
     print(f"wrote {directory} (simulate: pytest {directory / 'tb' / 'runner.py'}; resources: qfx report --synth "
           f"{directory})")
     return 0
+
+
+def parse_parallel(items: list[str]) -> dict[str, int]:
+    """``["conv1=4", "fc=2"]`` as ``{"conv1": 4, "fc": 2}``; :class:`RTLError` naming a malformed item."""
+    found = {}
+    for item in items:
+        name, equals, value = item.rpartition("=")
+        if not equals or not name or not value.isdigit():
+            raise RTLError(f"--parallel {item!r:.80}: expected NODE=P with P a positive integer")
+        found[name] = int(value)
+    return found
 
 
 def synth_report(directory: pathlib.Path, board: Any) -> str:

@@ -21,10 +21,12 @@ def format_resources(found: Mapping[str, Resources], board: Any, board_name: str
     the first line so no reader takes Yosys's CARRY4 for the part's cells.
     """
     capacity = board_resources(board)
-    header = f"{'module':<40} {'LUT':>8} {'FF':>8} {'CARRY4':>7} {'CARRY8':>7} {'DSP48E2':>8} {'time s':>7}"
+    header = (f"{'module':<40} {'LUT':>8} {'FF':>8} {'CARRY4':>7} {'CARRY8':>7} {'DSP48E2':>8} {'LUTRAM':>7} "
+              f"{'BRAM36':>7} {'BRAM18':>7} {'time s':>7}")
     lines = [CARRY_NOTE, "", header, "-" * len(header)]
     for name, r in found.items():
-        lines.append(f"{name:<40} {r.lut:>8} {r.ff:>8} {r.carry4:>7} {r.carry:>7g} {r.dsp:>8} {r.seconds:>7.1f}")
+        lines.append(f"{name:<40} {r.lut:>8} {r.ff:>8} {r.carry4:>7} {r.carry:>7g} {r.dsp:>8} {r.lutram:>7} "
+                     f"{r.bram36:>7} {r.bram18:>7} {r.seconds:>7.1f}")
     total = found["total"]
     share = {"LUT": total.lut / capacity["lut"], "FF": total.ff / capacity["ff"],
              "CARRY8": total.carry / capacity["carry8"], "DSP48E2": total.dsp / capacity["dsp"]}
@@ -33,5 +35,11 @@ def format_resources(found: Mapping[str, Resources], board: Any, board_name: str
     lines.append(f"share of {title or 'the board'}: " + ", ".join(
         f"{k} {100 * v:.2f}%" for k, v in share.items()) + f"  (of {capacity['lut']} LUT, {capacity['ff']} FF, "
         f"{capacity['carry8']} CARRY8, {capacity['dsp']} DSP48E2)")
-    lines.append("layers are synthesised alone (combinational); the total is the top with its registers")
+    blocks = 2 * total.bram36 + total.bram18
+    if capacity["bram18"]:
+        lines[-1] += f"; BRAM {blocks} of {capacity['bram18']} BRAM18 ({100 * blocks / capacity['bram18']:.2f}%)"
+        share["BRAM"] = blocks / capacity["bram18"]
+    over = [k for k, v in share.items() if v > 1]
+    lines.append(f"fits {title or 'the board'}: " + ("yes" if not over else "no (" + ", ".join(over) + " over)"))
+    lines.append("layers are synthesised alone; the total is the top with its registers; LUT includes LUTRAM")
     return "\n".join(lines)

@@ -46,6 +46,9 @@ class Resources:
     carry8: int
     dsp: int
     seconds: float = 0.0
+    bram36: int = 0  #: RAMB36E2
+    bram18: int = 0  #: RAMB18E2
+    lutram: int = 0  #: LUTs used as distributed RAM or shift registers (RAM*M*, RAM*X1*, SRL*), also in ``lut``
 
     @property
     def carry(self) -> float:
@@ -85,12 +88,21 @@ def parse_stat(log: str) -> dict[str, int]:
     return counts
 
 
+#: LUTs each distributed-RAM or shift-register cell of UltraScale+ occupies.
+_LUTRAM_LUTS = {"RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8,
+                "RAM16X1D": 2, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM256X1D": 8, "RAM32M": 4,
+                "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8, "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
+
+
 def count_resources(counts: Mapping[str, int], seconds: float = 0.0) -> Resources:
-    """:class:`Resources` from the cell counts of :func:`parse_stat`: LUT1-6 summed, every FD* a flip-flop."""
-    lut = sum(n for cell, n in counts.items() if re.fullmatch(r"LUT[1-6]", cell))
+    """:class:`Resources` from the cell counts of :func:`parse_stat`: LUT1-6 summed, every FD* a flip-flop,
+    distributed RAM and shift registers as the LUTs they occupy (counted in ``lut`` and in ``lutram``), block RAM."""
+    lutram = sum(n * _LUTRAM_LUTS[cell] for cell, n in counts.items() if cell in _LUTRAM_LUTS)
+    lut = sum(n for cell, n in counts.items() if re.fullmatch(r"LUT[1-6]", cell)) + lutram
     ff = sum(n for cell, n in counts.items() if re.fullmatch(r"FD[A-Z]*", cell))
     return Resources(lut=lut, ff=ff, carry4=counts.get("CARRY4", 0), carry8=counts.get("CARRY8", 0),
-                     dsp=counts.get("DSP48E2", 0), seconds=seconds)
+                     dsp=counts.get("DSP48E2", 0), seconds=seconds, bram36=counts.get("RAMB36E2", 0),
+                     bram18=counts.get("RAMB18E2", 0), lutram=lutram)
 
 
 def synthesize_verilog(sources: Sequence["os.PathLike | str"], top: str, cwd: "os.PathLike | str",
@@ -144,4 +156,5 @@ def board_resources(board: Any) -> dict[str, int]:
                          "[resources]")
     # UltraScale+ has one CARRY8 per CLB of eight LUTs; board files do not list it separately.
     found["carry8"] = counts.get("carry8") or found["lut"] // 8
+    found["bram18"] = counts.get("bram18") or 0  # a BRAM36 is two BRAM18; 0: not listed
     return {name: int(value) for name, value in found.items()}
