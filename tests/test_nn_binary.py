@@ -10,6 +10,7 @@ from torch import nn
 import qfx
 from qfx.emulator import emulate, generate
 from qfx.format import BIPOLAR
+from qfx.nn.binary import sum_type
 from qfx.ir import IRError
 from qfx.nn import (LayerQConfig, QBatchNorm2d, QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QFlatten, QInput,
                     QSign, QThermometer)
@@ -198,3 +199,51 @@ def test_binary_rtl_matches(tmp_path, net, shape, simulator):
     design = generate(graph, tmp_path / "design")
     assert " * " not in "".join(p.read_text() for p in design.rglob("*.v"))
     simulate(design, simulator)
+
+
+class _Scaled(nn.Module):
+    """Scaled binary convolution and dense layers, each followed by the BatchNorm its scale folds into."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        cfg = LayerQConfig(scale="ap_fixed<6,1,AP_RND_CONV,AP_SAT>")
+        self.inp = QInput(LayerQConfig(output="ap_fixed<8,2>"))
+        self.sign = QSign()
+        self.conv = QBinaryConv2d(3, 5, 3, padding=1, scale=True, cfg=cfg)
+        self.bn = QBatchNorm2d(5, input_width=self.conv.formats()["output"].width)
+        self.sign2 = QSign()
+        self.flat = QFlatten()
+        self.fc = QBinaryLinear(5 * 16, 4, scale=True, cfg=cfg)
+        self.bn2 = qfx.nn.QBatchNorm1d(4, input_width=self.fc.formats()["output"].width)
+
+    def forward(self, x):
+        x = self.sign2(self.bn(self.conv(self.sign(self.inp(x)))))
+        return self.bn2(self.fc(self.flat(x)))
+
+
+def test_scale_folds_into_the_next_batchnorm_exactly():
+    torch.manual_seed(6)
+    x = torch.randn(32, 3, 4, 4)
+    model = _trained_a_little(_Scaled(), x)
+    with torch.no_grad():
+        model.conv.scale.uniform_(-1.5, 1.5)  # both signs, several binary digits
+    assert model.conv.scale.grad is not None  # the scale trains
+    graph = qfx.export(model, x[:1])
+    conv, bn = graph.nodes[1:3]
+    assert (conv.op, bn.op) == ("binary_conv2d", "scale_shift")
+    assert conv.output.type == sum_type(27)  # the node keeps the integer sum
+    # The folded scale is the product of the two quantized constants, value for value.
+    alpha = qfx.quantize(model.conv.scale.detach().double(), model.conv.scale_quantizer.fixed_type)
+    k = model.bn.constants()["scale"].values
+    folded = bn.constants["scale"]
+    assert np.array_equal(folded.codes * 2.0 ** -folded.frac_bits(), (alpha * k).numpy())
+    expected = model(x).detach().double().numpy()
+    assert np.array_equal(qfx.ir.run(graph, x.numpy()), expected)
+    assert np.array_equal(emulate(graph, x.numpy()), expected)
+
+
+def test_a_scale_without_a_batchnorm_after_it_is_refused_naming_the_layer():
+    model = nn.Sequential(QInput(LayerQConfig(output="ap_fixed<8,2>")), QSign(), QBinaryLinear(6, 3, scale=True),
+                          QSign()).eval()
+    with pytest.raises(IRError, match="layer '2' has a per-channel scale.*BatchNorm"):
+        qfx.export(model, torch.zeros(1, 6))

@@ -7,6 +7,12 @@ node with its current formats and its quantized constants as integer codes.
 The graph describes eval mode: running statistics, learned binary points
 rounded as eval rounds them.  A binary point at an end of its quantizer's
 ``int_bits_range`` is exported with a warning naming the quantizer.
+
+A binary layer's per-channel scale is folded into the BatchNorm that must
+follow it (:func:`_fold_scale`): the binary node keeps the integer sum and
+the BatchNorm's scale becomes the product of the two constants' codes,
+exact in the sum of their widths, so every value the graph computes is the
+model's.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from ..nn import (QAdaptiveAvgPool2d, QAdd, QAvgPool2d, QConv1d, QConv2d, QFlatt
                   QMaxPool2d, QReLU, QReLU6, QuantizedLayer)
 from ..nn.batchnorm import _QBatchNorm
 from ..nn.prelu import QPReLU, QRPReLU
-from ..nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer
+from ..format import FixedType
+from ..nn.binary import QBinaryConv1d, QBinaryConv2d, QBinaryLinear, QSign, QThermometer, _QBinaryDot, sum_type
 from ..nn.layer import FixedConstant
 from ..nn.lut import QTable
 from ..nn.softmax import QSoftmax
@@ -46,6 +53,26 @@ def _pair(value: Union[int, tuple[int, ...], list[int]]) -> list[int]:
 def _constant(c: FixedConstant) -> Constant:
     types = tuple(c.format) if isinstance(c.format, list) else (c.format,)
     return Constant(c.codes.cpu().numpy(), types)
+
+
+def _fold_scale(bn_scale: Constant, alpha: FixedConstant) -> Constant:
+    """``Qbn(scale[c]) * Qs(alpha[c])``: codes multiplied, widths and integer bits added (no rounding)."""
+    a = alpha.format
+    codes = bn_scale.codes * alpha.codes.cpu().numpy().reshape(bn_scale.codes.shape)
+    types = tuple(FixedType(t.width + a.width, t.int_bits + a.int_bits, signed=t.signed or a.signed,
+                            rounding=t.rounding, overflow=t.overflow) for t in bn_scale.types)
+    return Constant(codes, types)
+
+
+def _scaled_sum(layer: _QBinaryDot, fx_node: fx.Node, modules: dict[str, nn.Module]) -> FixedType:
+    """The integer format of a scaled binary layer's sum; refuses unless one BatchNorm alone reads it."""
+    users = list(fx_node.users)
+    if len(users) != 1 or users[0].op != "call_module" or not isinstance(modules[users[0].target], _QBatchNorm):
+        readers = ", ".join(f"'{u.name}'" for u in users) or "nothing"
+        raise IRError(f"export: layer '{fx_node.target}' has a per-channel scale, which export folds into a "
+                      f"BatchNorm reading it alone, but {readers} reads it; put a BatchNorm right after it or build "
+                      "it with scale=False")
+    return sum_type(layer.fan_in)
 
 
 def _conv_padding(layer: Union[QConv1d, QConv2d]) -> list[list[int]]:
@@ -146,6 +173,7 @@ def export(model: nn.Module, example_input: Any, name: str = "") -> Graph:
     nodes: list[Node] = []
     values: dict[fx.Node, Value] = {}
     outputs: list[str] = []
+    scales: dict[fx.Node, FixedConstant] = {}  # a scaled binary layer's scale, until its BatchNorm takes it
     for fx_node in gm.graph.nodes:
         if fx_node.op == "placeholder":
             users = list(fx_node.users)
@@ -189,13 +217,20 @@ def export(model: nn.Module, example_input: Any, name: str = "") -> Graph:
                           "takes it over dimension 1 (features or channels)")
         formats = layer.formats()
         out_type = formats["output"] if "output" in formats else values[args[0]].type
+        constants = {k: _constant(c) for k, c in layer.constants().items()}
+        alpha = layer.scale_constant() if isinstance(layer, _QBinaryDot) else None
+        if alpha is not None:
+            out_type = _scaled_sum(layer, fx_node, modules)
+        if isinstance(layer, _QBatchNorm) and args[0] in scales:
+            constants["scale"] = _fold_scale(constants["scale"], scales.pop(args[0]))
         node = Node(name=fx_node.name, op=op, inputs=tuple(values[a].name for a in args),
                     output=Value(fx_node.name, _shape(fx_node), out_type), attrs=_attrs(layer),
-                    constants={k: _constant(c) for k, c in layer.constants().items()},
-                    formats={k: formats[k] for k in ("accum", "table") if k in formats},
+                    constants=constants, formats={k: formats[k] for k in ("accum", "table") if k in formats},
                     label=str(fx_node.target))
         nodes.append(node)
         values[fx_node] = node.output
+        if alpha is not None:
+            scales[fx_node] = alpha
     graph = Graph(name or type(model).__name__, inputs, nodes, outputs)
     return graph.check()
 

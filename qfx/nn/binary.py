@@ -24,9 +24,9 @@ from torch import nn
 
 from ..format import BIPOLAR, FixedType
 from ..functional import quantize
-from .config import LayerQConfig, constant_type
-from .exact import as_float
-from .layer import FixedConstant, Format, QuantizedLayer
+from .config import LayerQConfig, constant_type, make_quantizer
+from .exact import as_float, cast
+from .layer import FixedConstant, Format, QuantizedLayer, fixed_constant
 from .linear import _tuple
 
 __all__ = ["BIPOLAR", "binarize", "QSign", "QThermometer", "QBinaryLinear", "QBinaryConv1d", "QBinaryConv2d",
@@ -131,10 +131,17 @@ class _QBinaryDot(QuantizedLayer):
 
     _float_type: type = nn.Module
 
-    def __init__(self, weight_shape: tuple[int, ...], cfg: Optional[LayerQConfig] = None) -> None:
+    def __init__(self, weight_shape: tuple[int, ...], cfg: Optional[LayerQConfig] = None,
+                 scale: bool = False) -> None:
         super().__init__()
+        cfg = cfg or LayerQConfig()
         self.weight = nn.Parameter(torch.empty(weight_shape))
         nn.init.uniform_(self.weight, -1.0, 1.0)
+        if scale:  # XNOR-Net's start: the mean |w| of each output's weights
+            self.scale = nn.Parameter(self.weight.detach().abs().flatten(1).mean(1))
+            self.scale_quantizer = make_quantizer(cfg.scale, cfg.learn_int_bits)
+        else:
+            self.scale = None
 
     @property
     def fan_in(self) -> int:
@@ -147,7 +154,21 @@ class _QBinaryDot(QuantizedLayer):
         return 1
 
     def formats(self) -> dict[str, Format]:
-        return {"weight": BIPOLAR, "output": sum_type(self.fan_in)}
+        """The sum's integer format, or with a scale the exact product of that and the scale's format."""
+        found: dict[str, Format] = {"weight": BIPOLAR, "output": sum_type(self.fan_in)}
+        if self.scale is not None:
+            t, s = found["output"], self.scale_quantizer.fixed_type
+            found["scale"] = s
+            found["output"] = FixedType(t.width + s.width, t.int_bits + s.int_bits, rounding="TRN", overflow="WRAP")
+        return found
+
+    def scale_constant(self) -> Optional[FixedConstant]:
+        """The quantized per-channel scale (one format for all channels), or ``None`` without one.
+
+        Export folds it into the BatchNorm that must follow the layer (see
+        :func:`qfx.ir.export`); the IR node itself holds only the signs.
+        """
+        return None if self.scale is None else fixed_constant(self.scale_quantizer, self.scale)
 
     def binary_weight(self) -> torch.Tensor:
         """``sign(w)`` as ``±1`` (``sign(0) = +1``), with the clipped straight-through gradient."""
@@ -163,12 +184,19 @@ class _QBinaryDot(QuantizedLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = as_float(x)
+        view = (1, -1) + (1,) * (x.dim() - 2)
         if self.training:
-            return self._product(x, self.binary_weight().to(x.dtype))
+            y = self._product(x, self.binary_weight().to(x.dtype))
+            return y if self.scale is None else y * cast(self.scale_quantizer, self.scale).to(x.dtype).view(view)
         # Integers of at most bit_length(N) + 1 bits: exact in float32 up to N < 2**23, else float64.
         dtype = torch.float32 if self.fan_in < 2 ** 23 and x.device.type == "cpu" else torch.float64
         with torch.no_grad():
-            return self._product(x.to(dtype), self.binary_weight().to(dtype)).to(x.dtype)
+            y = self._product(x.to(dtype), self.binary_weight().to(dtype))
+            if self.scale is None:
+                return y.to(x.dtype)
+            # The exact product: its format's width of significant bits, float32 up to 24, else float64.
+            y = y.double() * cast(self.scale_quantizer, self.scale).double().view(view)
+            return y.to(x.dtype) if self.formats()["output"].width <= 24 else y
 
     @classmethod
     def _check_float(cls, module: nn.Module) -> None:
@@ -193,6 +221,15 @@ _NUMERICS = """
     BatchNorm after the layer takes that role.  Training mode computes the
     same with the clipped straight-through gradient to the float weights
     (``|w| <= 1``), which the optimizer keeps as latent weights.
+
+    With ``scale=True`` the sum is multiplied by a learned per-output-channel
+    ``Qs(alpha[o])`` (XNOR-Net; ``alpha`` starts at the mean ``|w|`` of the
+    output's weights, ``Qs`` is ``cfg.scale`` with one binary point for all
+    channels): ``y[o] = Qs(alpha[o]) * sum``, exact in the product format
+    ``ap_fixed<B + Ws, B + Is>``.  Export folds it into the BatchNorm that
+    must follow, whose scale becomes ``Qs(alpha[o]) * Qbn(scale[o])``: the
+    product of two codes, exact in the sum of their widths, so the graph
+    computes the same values while the binary node keeps the integer sum.
 """
 
 
@@ -201,14 +238,16 @@ class QBinaryLinear(_QBinaryDot):
 
     Args:
         in_features, out_features: as :class:`torch.nn.Linear` (no bias).
-        cfg: accepted for symmetry with the other layers; nothing in it applies.
+        cfg: ``cfg.scale`` (and ``cfg.learn_int_bits``) format the optional scale; nothing else applies.
+        scale: learn a per-output scale (folded into the next BatchNorm at export).
     """ + _NUMERICS
 
     _float_type = nn.Linear
 
-    def __init__(self, in_features: int, out_features: int, *, cfg: Optional[LayerQConfig] = None) -> None:
+    def __init__(self, in_features: int, out_features: int, *, cfg: Optional[LayerQConfig] = None,
+                 scale: bool = False) -> None:
         self.in_features, self.out_features = in_features, out_features
-        super().__init__((out_features, in_features), cfg)
+        super().__init__((out_features, in_features), cfg, scale)
 
     def _shape_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
@@ -234,7 +273,7 @@ class _QBinaryConvNd(_QBinaryDot):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, tuple[int, ...]],
                  stride: Union[int, tuple[int, ...]] = 1, padding: Union[int, tuple[int, ...]] = 0,
                  dilation: Union[int, tuple[int, ...]] = 1, groups: int = 1, *, pad_value: int = -1,
-                 cfg: Optional[LayerQConfig] = None) -> None:
+                 cfg: Optional[LayerQConfig] = None, scale: bool = False) -> None:
         n = self._dims
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{type(self).__name__}: in_channels={in_channels} and out_channels={out_channels} "
@@ -249,7 +288,7 @@ class _QBinaryConvNd(_QBinaryDot):
             raise ValueError(f"{type(self).__name__}: padding must be ints, got {padding!r}")
         self.padding = _tuple(padding, n, "padding")
         self.pad_value = int(pad_value)
-        super().__init__((out_channels, in_channels // groups) + self.kernel_size, cfg)
+        super().__init__((out_channels, in_channels // groups) + self.kernel_size, cfg, scale)
 
     def _product(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if any(self.padding):
@@ -292,6 +331,8 @@ def _binary_conv_doc(dims: int, shape: str) -> str:
         in_channels, out_channels, kernel_size, stride, padding, dilation,
         groups: as :class:`torch.nn.Conv{dims}d` (no bias; integer padding).
         pad_value: the binary value padding adds.
+        cfg, scale: an optional learned per-output scale in ``cfg.scale`` (folded into the next BatchNorm at
+            export).
     """ + _NUMERICS
 
 
