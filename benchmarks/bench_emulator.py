@@ -10,7 +10,8 @@ defaults) and calibrated on random data: the digits CNN of
   for the ``ap_fixed`` program.
 * **samples/s** of three implementations on the same batch:
 
-  - **torch**: the quantized model, ``model.eval()(x)`` under ``no_grad``;
+  - **torch**: the quantized model, ``model.eval()(x)`` under ``no_grad`` (and,
+    for reference, on as many threads as the machine has);
   - **emulator**: ``qfx.emulator.emulate(graph, codes, codes=True)``, one thread
     (and, for reference, as many threads as the machine has);
   - **ap_fixed**: a straightforward C++ program of the same layers written
@@ -320,7 +321,8 @@ def bench_model(name: str, make: Callable, batch: int, repeats: int, seed: int) 
         result["ap_fixed_mismatches"] = int((ap_out.reshape(reference.shape) != reference).sum())
         torch_out = qm(x).detach().double().numpy()
         result["torch_mismatches"] = int((qfx.ir.values_of(reference, graph.output_values[0].type) != torch_out).sum())
-        times: dict[str, list[float]] = {"torch": [], "emulator": [], "emulator_mt": [], "ap_fixed": []}
+        times: dict[str, list[float]] = {"torch": [], "torch_mt": [], "emulator": [], "emulator_mt": [],
+                                         "ap_fixed": []}
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         for r in range(repeats):
             log(f"{name}: round {r + 1}/{repeats}")
@@ -328,6 +330,12 @@ def bench_model(name: str, make: Callable, batch: int, repeats: int, seed: int) 
             with torch.no_grad():
                 qm(x)
             times["torch"].append(time.perf_counter() - start)
+            torch.set_num_threads(cores)
+            start = time.perf_counter()
+            with torch.no_grad():
+                qm(x)
+            times["torch_mt"].append(time.perf_counter() - start)
+            torch.set_num_threads(1)
             start = time.perf_counter()
             emulate(graph, codes, codes=True, threads=1)
             times["emulator"].append(time.perf_counter() - start)
@@ -358,18 +366,23 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(f"qfx.emulate vs PyTorch eval vs an ap_fixed.h program; one thread each unless noted; medians of "
           f"{args.repeats} interleaved rounds; {os.cpu_count()} CPUs")
     head = (f"{'model':<12}{'batch':>6}{'compile s':>11}{'ap compile s':>14}{'torch/s':>10}{'emu/s':>10}"
-            f"{'emu/s (mt)':>12}{'ap_fixed/s':>12}{'emu/ap':>8}{'emu/torch':>11}{'diffs':>7}")
+            f"{'emu/s (mt)':>12}{'torch/s (mt)':>14}{'ap_fixed/s':>12}{'emu/ap':>8}{'emu/torch':>11}"
+            f"{'(mt)':>7}{'diffs':>7}")
     print(head)
     print("-" * len(head))
     for r in rows:
         s = r["samples_per_s"]
         print(f"{r['name']:<12}{r['batch']:>6}{r['compile_emulator']:>11.2f}{r['compile_ap_fixed']:>14.2f}"
-              f"{s['torch']:>10.0f}{s['emulator']:>10.0f}{s['emulator_mt']:>12.0f}{s['ap_fixed']:>12.1f}"
+              f"{s['torch']:>10.0f}{s['emulator']:>10.0f}{s['emulator_mt']:>12.0f}{s['torch_mt']:>14.0f}"
+              f"{s['ap_fixed']:>12.1f}"
               f"{s['emulator'] / s['ap_fixed']:>8.1f}{s['emulator'] / s['torch']:>11.2f}"
+              f"{s['emulator_mt'] / s['torch_mt']:>7.2f}"
               f"{r['ap_fixed_mismatches'] + r['torch_mismatches']:>7}")
     print()
-    print("compile s: generate + g++ -O2 of the emulator from a cold cache; ap compile s: the ap_fixed program")
-    print(f"emu/s (mt): the emulator on {rows[0]['cores']} threads; emu/ap and emu/torch: one thread each")
+    print("compile s: generate + g++ -O3 -march=native of the emulator from a cold cache; ap compile s: the "
+          "ap_fixed program")
+    print(f"(mt): on {rows[0]['cores']} threads (emulator and torch); emu/ap and emu/torch: one thread each; "
+          f"1-minute load average {os.getloadavg()[0]:.2f}")
     print("diffs: output codes where the ap_fixed program or PyTorch differ from the emulator (must be 0)")
 
 

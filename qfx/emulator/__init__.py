@@ -1,7 +1,7 @@
 """The C++ emulator: a graph compiled to a native program that computes its exact codes.
 
 ``emulate(graph, x)`` generates one C++ translation unit for the graph
-(:mod:`qfx.emulator.codegen`), compiles it once with ``g++ -O2`` (cached by
+(:mod:`qfx.emulator.codegen`), compiles it once with ``g++ -O3 -march=native`` (cached by
 content, :mod:`qfx.emulator.build`), runs it on the batch (split across
 threads) and returns exactly what :func:`qfx.ir.run` returns.  The numerics
 live in the header-only library ``include/qfx/`` (``cast.h``, ``kernels.h``).
