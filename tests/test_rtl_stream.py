@@ -51,6 +51,22 @@ def test_parallel_knob_and_its_refusals():
         plan_schedule(graph, {"r1": 2})
 
 
+def test_default_parallelism_keeps_the_multipliers_within_the_dsp_budget():
+    graph = stream_residual()
+    taps = {"stem": 27, "b1": 36, "b2": 36, "down": 4, "main": 36}  # weights per output channel (kernel x C_in)
+
+    def multipliers(schedule):
+        return sum(schedule.stage(name).parallel * n for name, n in taps.items())
+    free = plan_schedule(graph, dsp_budget=10 ** 6)
+    assert multipliers(free) == 4 * 27 + 4 * 36 + 4 * 36 + 4 + 36
+    for budget in (360, 200):
+        fitted = plan_schedule(graph, dsp_budget=budget)
+        assert multipliers(fitted) <= budget < multipliers(free)
+        assert fitted.cycles > free.cycles
+    khot = plan_schedule(stream_residual(khot=True), dsp_budget=0)  # shift-add weights need no multiplier
+    assert khot.cycles == plan_schedule(stream_residual(khot=True)).cycles == free.cycles
+
+
 def test_unsupported_ops_are_refused_up_front_naming_node_and_op():
     x = Value("x", (4,), FixedType(8, 3))
     a = Node("first", "relu", ("x",), Value("first", (4,), FixedType(8, 3)))

@@ -30,7 +30,7 @@ from ...render import environment, write_project
 from ...render.escape import VERILOG_KEYWORDS, verilog_ident
 from ..generate import DEFAULT_VECTORS, SIMULATION_OUTPUTS, random_input_codes
 from ..layers import RTLError
-from .plan import Layout, Schedule, plan_schedule
+from .plan import DSP_BUDGET, Layout, Schedule, plan_schedule
 from .stages import COUNTER, StageModule, build_stage
 
 __all__ = ["StreamDesign", "plan_stream_design", "render_stream", "generate_stream", "STREAM_VECTORS"]
@@ -133,11 +133,11 @@ def _ancestors(graph: Graph) -> dict[str, set[str]]:
     return found
 
 
-def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
-                       top: Optional[str] = None) -> StreamDesign:
+def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = None, top: Optional[str] = None,
+                       dsp_budget: int = DSP_BUDGET) -> StreamDesign:
     """Schedule and build every stage of ``graph``; :class:`RTLError` names the node of anything unsupported."""
     graph.check()
-    schedule = plan_schedule(graph, parallel)
+    schedule = plan_schedule(graph, parallel, dsp_budget)
     names = graph.c_names()
     top = _top_name(graph, top, names)
     values = graph.values()
@@ -192,9 +192,10 @@ _TEMPLATES = {"map": "map", "add": "add", "window": "window", "dense": "dense", 
 
 
 def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None, inputs: Optional[np.ndarray] = None,
-                  top: Optional[str] = None, vectors: int = STREAM_VECTORS, seed: int = 0) -> dict[str, str]:
+                  top: Optional[str] = None, vectors: int = STREAM_VECTORS, seed: int = 0,
+                  dsp_budget: int = DSP_BUDGET) -> dict[str, str]:
     """Every file of the streaming design of ``graph``, ``{relative path: text}``."""
-    design = plan_stream_design(graph, parallel, top)
+    design = plan_stream_design(graph, parallel, top, dsp_budget)
     if inputs is None:
         inputs = random_input_codes(graph, vectors, seed)
     inputs = np.asarray(inputs)
@@ -229,7 +230,7 @@ def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None, in
 
 def generate_stream(graph: Graph, directory: "os.PathLike | str", parallel: Optional[Mapping[str, int]] = None,
                     inputs: Optional[np.ndarray] = None, top: Optional[str] = None, force: bool = False,
-                    vectors: int = STREAM_VECTORS) -> pathlib.Path:
+                    vectors: int = STREAM_VECTORS, dsp_budget: int = DSP_BUDGET) -> pathlib.Path:
     """Write the streaming design of ``graph`` into ``directory`` (see :func:`render_stream`); returns the folder."""
-    return write_project(render_stream(graph, parallel, inputs, top, vectors), directory, force=force,
-                         outputs=SIMULATION_OUTPUTS)
+    return write_project(render_stream(graph, parallel, inputs, top, vectors, dsp_budget=dsp_budget), directory,
+                         force=force, outputs=SIMULATION_OUTPUTS)

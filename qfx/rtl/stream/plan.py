@@ -16,7 +16,12 @@ accumulates over its input pixels); every other stage takes one pixel per
 cycle.  The pipeline's cycles per sample are the largest stage's.  The
 default ``P`` folds each layer as far as it can without becoming slower
 than the slowest stage unfolded, so no layer is the bottleneck; a user's
-``parallel={node: P}`` overrides it (``P`` must divide ``C_out``).
+``parallel={node: P}`` overrides it (``P`` must divide ``C_out``).  Layers
+whose weights need multipliers (more than
+:data:`~qfx.rtl.stream.lanes.SHIFT_ADD_DIGITS` CSD digits) use ``P`` times
+their taps per pixel in DSP48E2; while the default folds ask for more than
+``dsp_budget`` (the Ultra96-V2's 360), the layer using the most is folded
+further, trading cycles for multipliers.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import math
 from typing import Mapping, Optional
 
 from ...ir import Graph, Node, Value
+from ..adder_graph import csd_digits
 from ..layers import RTLError
+from .lanes import SHIFT_ADD_DIGITS
 
 __all__ = ["Layout", "StagePlan", "Schedule", "plan_schedule", "natural_layout", "MAP_OPS", "STREAM_OPS",
            "check_stream_graph"]
@@ -137,7 +144,24 @@ def _cycles(kind: str, inp: Layout, out: Layout, fold: int) -> int:
     return max(inp.pixels, out.pixels)
 
 
-def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None) -> Schedule:
+#: DSP48E2 of the Ultra96-V2 (ZU3EG): what the default parallelism keeps the multipliers within.
+DSP_BUDGET = 360
+
+
+def multipliers_per_lane(node: Node, channels: int) -> int:
+    """Multipliers one output channel lane of ``node`` needs per step: 0 for shift-add weights, else its taps."""
+    if node.op not in ("conv1d", "conv2d", "dense"):
+        return 0
+    codes = node.constants["weight"].codes
+    if max(len(csd_digits(int(v))) for v in set(codes.reshape(-1).tolist()) | {0}) <= SHIFT_ADD_DIGITS:
+        return 0
+    if node.op == "dense":
+        return channels
+    return math.prod(codes.shape[1:])
+
+
+def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
+                  dsp_budget: int = DSP_BUDGET) -> Schedule:
     """The streaming schedule of ``graph`` (checked), with ``parallel`` the user's P per node name."""
     check_stream_graph(graph)
     parallel = dict(parallel or {})
@@ -169,10 +193,10 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None) ->
         layouts[node.name] = out
         drafts.append((node, kind, inp, out, inputs[0]))
     unfolded = max([layouts[x.name].pixels] + [_cycles(k, i, o, 1) for _, k, i, o, _ in drafts])
-    stages = []
+    folds = {}
     for node, kind, inp, out, x_value in drafts:
         fold = 1
-        if kind in ("window", "dense") and node.op != "maxpool2d" and node.op != "avgpool2d":
+        if kind in ("window", "dense") and node.op not in ("maxpool2d", "avgpool2d"):
             c_out = out.channels
             if node.name in parallel:
                 p = parallel[node.name]
@@ -185,6 +209,11 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None) ->
         elif node.name in parallel and parallel[node.name] != out.channels:
             raise RTLError(f"{node.describe()}: op '{node.op}' computes all {out.channels} channels of a pixel at "
                            f"once; its parallelism is {out.channels}, not {parallel[node.name]}")
+        folds[node.name] = fold
+    _fit_multipliers(drafts, folds, parallel, dsp_budget)
+    stages = []
+    for node, kind, inp, out, x_value in drafts:
+        fold = folds[node.name]
         cycles = _cycles(kind, inp, out, fold)
         if kind == "window":
             latency = _conv_latency(node, x_value) + fold
@@ -199,6 +228,22 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None) ->
         ready[node.name] = max(ready[i] for i in node.inputs) + stage.latency
     return Schedule(stages, layouts, max([layouts[x.name].pixels] + [s.cycles for s in stages]),
                     ready[graph.outputs[0]])
+
+
+def _fit_multipliers(drafts, folds: dict[str, int], parallel: Mapping[str, int], budget: int) -> None:
+    """Fold the default-planned layer using the most multipliers further while all of them exceed ``budget``."""
+    per_lane = {node.name: multipliers_per_lane(node, inp.channels) for node, _, inp, _, _ in drafts}
+    channels = {node.name: out.channels for node, _, _, out, _ in drafts}
+
+    def used(name: str) -> int:
+        return per_lane[name] * channels[name] // folds[name]
+    while sum(used(name) for name in per_lane) > budget:
+        movable = [name for name in per_lane if per_lane[name] and name not in parallel
+                   and folds[name] < channels[name]]
+        if not movable:
+            return
+        name = max(movable, key=used)
+        folds[name] = min(f for f in range(folds[name] + 1, channels[name] + 1) if channels[name] % f == 0)
 
 
 def _geometry(kind: str, node: Node, x: Value, inp: Layout) -> tuple[int, int]:
