@@ -207,3 +207,13 @@ def stream_cnn1d(seed=2):
              constants={"weight": Constant(rng.integers(-60, 60, size=(3, 16)), (FixedType(7, 1),)),
                         "bias": Constant(rng.integers(-9, 9, 3), (FixedType(6, 2),))})
     return Graph("cnn1d", [x], [a, r, w2, p, back, b, ap, avg, f, d], ["d"]).check()
+
+
+def stream_depthwise(seed=3):
+    """A depthwise conv2d with dilation 2 down the rows and asymmetric padding, on a 7x9 image."""
+    rng = np.random.default_rng(seed)
+    x = Value("x", (4, 7, 9), FixedType(6, 2))
+    attrs = {"stride": [1, 1], "padding": [[1, 0], [2, 1]], "dilation": [2, 1], "groups": 4}
+    n = Node("dw", "conv2d", ("x",), Value("dw", (4, 4, 10), FixedType(8, 4)), attrs,
+             {"weight": Constant(rng.integers(-9, 9, size=(4, 1, 3, 3)), (FixedType(5, 1),))})
+    return Graph("depthwise", [x], [n], ["dw"]).check()

@@ -16,7 +16,7 @@ from qfx.ir import Constant, Graph, Node, Value
 from qfx.rtl import RTLError, simulate
 from qfx.rtl.design import read_design
 from qfx.rtl.stream import generate_stream, plan_schedule, render_stream
-from rtl_graphs import stream_cnn, stream_cnn1d, stream_residual
+from rtl_graphs import stream_cnn, stream_cnn1d, stream_depthwise, stream_residual
 
 
 def _verilog(files):
@@ -121,7 +121,7 @@ def test_the_design_folder_reads_back(tmp_path):
 
 # ------------------------------------------------------------------- cocotb
 DESIGNS = {"cnn": lambda: stream_cnn(), "khot_cnn": lambda: stream_cnn(khot=True), "residual": stream_residual,
-           "cnn1d": stream_cnn1d}
+           "cnn1d": stream_cnn1d, "depthwise": stream_depthwise}
 
 
 @pytest.fixture(scope="module")
