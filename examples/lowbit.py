@@ -15,7 +15,8 @@ each data set a float model is trained, then every configuration below is
   PTQ start included);
 * **learned widths** (``learned <lambda>``): the same from ``w8a8`` with
   ``learn_widths=True`` and ``lambda * bit_cost / bit_cost(w8a8)`` added
-  to the loss, one row per ``lambda`` (``--budgets``); the last epoch is kept.
+  to the loss, one row per ``lambda`` (``--budgets``); the epoch kept is the
+  best on validation among those no costlier than the last.
 
 Every row uses the README's recipe formats (``RECIPE``: weight binary points
 per output channel, 16-bit BatchNorm inputs, unsigned ReLU outputs).
@@ -131,12 +132,13 @@ def train(model: nn.Module, train_set, val_set, epochs: int, optimizer, seed: in
           penalty=None) -> nn.Module:
     """Mini-batch training (``cosine``: the learning rate follows a cosine from its value to 0 over all steps);
     the state of best validation accuracy is kept (the start included, and kept on a tie).  With ``penalty`` (a
-    function of the model added to the loss) the last state is kept: the one that met the penalty longest."""
+    function of the model added to the loss), only the states whose penalty is at most the last one's compete
+    (the start excluded): the best within the budget the training reached."""
     x, y = train_set
     gen = torch.Generator().manual_seed(seed)
     batches = -(-len(y) // 32)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches) if cosine else None
-    best, best_state = val_score(model, *val_set), copy.deepcopy(model.state_dict())
+    states = [] if penalty is not None else [(val_score(model, *val_set), copy.deepcopy(model.state_dict()), 0.0)]
     for _ in range(epochs):
         model.train()
         for idx in torch.randperm(len(y), generator=gen).split(32):
@@ -148,13 +150,15 @@ def train(model: nn.Module, train_set, val_set, epochs: int, optimizer, seed: in
             optimizer.step()
             if schedule is not None:
                 schedule.step()
-        score = val_score(model, *val_set)
-        if score > best and penalty is None:
-            best, best_state = score, copy.deepcopy(model.state_dict())
-    if penalty is None:
-        model.load_state_dict(best_state)
-    else:
-        model(x[:2])  # folds the last moves of binary points and word lengths
+        score = val_score(model, *val_set)  # eval mode folds the last moves
+        cost = 0.0 if penalty is None else float(penalty(model).detach())
+        states.append((score, copy.deepcopy(model.state_dict()), cost))
+    final_cost = states[-1][-1] if penalty is not None else 0.0
+    best = None
+    for state in states:
+        if (penalty is None or state[2] <= final_cost) and (best is None or state[0] > best[0]):
+            best = state
+    model.load_state_dict(best[1])
     return model.eval()
 
 
