@@ -28,7 +28,7 @@ from ...ir import Graph, IRError, run_codes
 from ...ir.graph import c_identifier
 from ...render import environment, write_project
 from ...render.escape import VERILOG_KEYWORDS, verilog_ident
-from ..generate import DEFAULT_VECTORS, SIMULATION_OUTPUTS, random_input_codes
+from ..generate import SIMULATION_OUTPUTS, random_input_codes
 from ..layers import RTLError
 from .plan import DSP_BUDGET, Layout, Schedule, plan_schedule
 from .stages import COUNTER, StageModule, build_stage

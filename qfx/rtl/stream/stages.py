@@ -22,15 +22,13 @@ Kinds (see :mod:`.plan`):
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional
 
 import numpy as np
 
 from ...format import FixedType
-from ...ir import Constant, Node, Value
+from ...ir import Node, Value
 from ..layers import LayerModule, RTLError, lower_node
-from ..verilog import signed_width
 from .lanes import Lanes, plan_lanes
 from .plan import StagePlan
 
