@@ -1,13 +1,17 @@
 """Training-step time of ResNet-20: float, qfx (every op quantized, binary points learned) and Brevitas.
 
 One training step is forward, cross-entropy loss, backward and an SGD step
-(momentum 0.9) on a random batch of ``--batch`` CIFAR-shaped images
-(3x32x32, 10 classes).  Three models of the same ResNet-20 (the one in
+(momentum 0.9) on a random batch of CIFAR-shaped images
+(3x32x32, 10 classes).  Four models of the same ResNet-20 (the one in
 ``examples/resnet20_cifar10.py``: 3 stages of 3 basic blocks, 16/32/64
 channels, 1x1 convolution + BatchNorm shortcuts) are timed in this one
-process, interleaved:
+process, interleaved, for each batch size of ``--batch`` (64 and 8 by default:
+at 8 the fixed per-call cost of every layer weighs most):
 
 * **float**: the plain PyTorch model.
+* **compiled**: the float model under ``torch.compile`` (Inductor, its default
+  mode), for reference: what compilation alone gains; compiled during
+  warm-up, not measured for memory.
 * **qfx**: ``qfx.quantize_model(model, QConfig(weight=8, activation=8,
   learn_int_bits=True))``, calibrated once (``qfx.calibrate``) as QAT
   starts: input, every convolution's weights and output, every BatchNorm's
@@ -32,9 +36,9 @@ process, interleaved:
 Timing: ``torch.set_num_threads(--threads)`` (default 2),
 ``OMP_WAIT_POLICY=PASSIVE``; ``--warmup`` steps per model, then
 ``--repeats`` rounds, each timing ``--steps`` consecutive steps of every
-model in turn (round-robin, so a change in machine load hits all three
+model in turn (round-robin, so a change in machine load hits them all
 alike).  The table gives the median wall time per step and the ratios
-qfx/float and qfx/brevitas, and the same for the process's CPU time
+qfx/float, qfx/compiled and qfx/brevitas, and the same for the process's CPU time
 (``time.process_time``, all threads summed), which other processes on a
 shared machine disturb much less than the wall time; the load average is
 printed with the table.
@@ -49,8 +53,8 @@ over the resident size (``VmRSS``) just before the first step.
 
 Nothing here asserts on time.  Run::
 
-    python benchmarks/bench_train.py                     # batch 64, 5 steps x 7 repeats
-    python benchmarks/bench_train.py --steps 2 --repeats 3 --batch 32
+    python benchmarks/bench_train.py                     # batches 64 and 8, 5 steps x 7 repeats
+    python benchmarks/bench_train.py --steps 2 --repeats 3 --batch 32 --variants float,qfx
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 from resnet20_cifar10 import ResNet20  # noqa: E402
 
-VARIANTS = ("float", "qfx", "brevitas")
+VARIANTS = ("float", "compiled", "qfx", "brevitas")
 NUM_CLASSES = 10
 
 
@@ -158,7 +162,8 @@ def build(variant: str, x: torch.Tensor) -> nn.Module:
         model = build_qfx(model, x)
     elif variant == "brevitas":
         model = build_brevitas(model)
-    return model.train()
+    model.train()
+    return torch.compile(model) if variant == "compiled" else model
 
 
 def make_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
@@ -199,42 +204,23 @@ def memory_child(variant: str, batch: int, steps: int) -> dict:
     return {"variant": variant, "peak_rss": peak, "rss_before_training": before, "training_growth": peak - before}
 
 
-def measure_memory(variant: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--memory-of", variant, "--batch", str(args.batch),
+def measure_memory(variant: str, batch: int, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--memory-of", variant, "--batch", str(batch),
                "--threads", str(args.threads), "--memory-steps", str(args.memory_steps)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------ timing
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=5, help="consecutive steps per timed sample (default 5)")
-    p.add_argument("--repeats", type=int, default=7, help="timed samples per model (default 7)")
-    p.add_argument("--batch", type=int, default=64, help="images per step (default 64)")
-    p.add_argument("--warmup", type=int, default=4, help="untimed steps per model first (default 4, at least 3)")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of float,qfx,brevitas")
-    p.add_argument("--memory-steps", type=int, default=4, help="steps of each memory subprocess (default 4)")
-    p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
-    p.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)  # the memory subprocess itself
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.memory_of:
-        print(json.dumps(memory_child(args.memory_of, args.batch, args.memory_steps)))
-        return 0
-    variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        p.error(f"unknown variants {sorted(unknown)}")
-
-    x, y = data(args.batch)
+def time_batch(batch: int, variants: list[str], args: argparse.Namespace) -> None:
+    """Build, warm up and time every variant at one batch size, then print its table."""
+    x, y = data(batch)
     steps = {}
     for v in variants:
-        log(f"building {v}")
+        log(f"batch {batch}: building {v}")
         steps[v] = make_step(build(v, x), x, y)
-    for v in variants:  # Brevitas's statistics phase (2 steps) ends here too
-        log(f"warm-up {v}: {max(args.warmup, 3)} steps")
+    for v in variants:  # Brevitas's statistics phase (2 steps) and torch.compile's compilation end here too
+        log(f"batch {batch}: warm-up {v}: {max(args.warmup, 3)} steps")
         for _ in range(max(args.warmup, 3)):
             steps[v]()
     times: dict[str, list[float]] = {v: [] for v in variants}
@@ -246,13 +232,14 @@ def main(argv: list[str] | None = None) -> int:
                 steps[v]()
             times[v].append((time.perf_counter() - start) / args.steps)
             cpu[v].append((time.process_time() - start_cpu) / args.steps)
-        log(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{v} {1e3 * times[v][-1]:.1f} ms" for v in variants))
-    memory = {} if args.no_memory else {v: measure_memory(v, args) for v in variants}
+        log(f"batch {batch}, repeat {r + 1}/{args.repeats}: "
+            + ", ".join(f"{v} {1e3 * times[v][-1]:.1f} ms" for v in variants))
+    memory = {} if args.no_memory else {v: measure_memory(v, batch, args) for v in variants if v != "compiled"}
 
     median = {v: statistics.median(t) for v, t in times.items()}
     median_cpu = {v: statistics.median(t) for v, t in cpu.items()}
     load = os.getloadavg()
-    print(f"ResNet-20 training step, batch {args.batch}, 3x32x32, SGD; torch {torch.__version__}, "
+    print(f"ResNet-20 training step, batch {batch}, 3x32x32, SGD; torch {torch.__version__}, "
           f"{args.threads} threads; median of {args.repeats} x {args.steps} steps, round-robin")
     print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
     if "qfx" in variants:
@@ -269,14 +256,42 @@ def main(argv: list[str] | None = None) -> int:
                 f"{median[v] / median['float'] if 'float' in median else float('nan'):7.2f}x "
                 f"{1e3 * median_cpu[v]:11.1f} "
                 f"{median_cpu[v] / median_cpu['float'] if 'float' in median_cpu else float('nan'):7.2f}x")
-        if memory:
+        if v in memory:
             line += f" {memory[v]['peak_rss'] / 2**20:12.0f} {memory[v]['training_growth'] / 2**20:19.0f}"
         print(line)
     if "qfx" in median:
-        for peer in ("float", "brevitas"):
+        for peer in ("float", "compiled", "brevitas"):
             if peer in median:
                 print(f"qfx / {peer}: {median['qfx'] / median[peer]:.2f}x wall, "
                       f"{median_cpu['qfx'] / median_cpu[peer]:.2f}x CPU")
+    print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=5, help="consecutive steps per timed sample (default 5)")
+    p.add_argument("--repeats", type=int, default=7, help="timed samples per model (default 7)")
+    p.add_argument("--batch", default="64,8", help="images per step, comma-separated: one table each (default 64,8)")
+    p.add_argument("--warmup", type=int, default=4, help="untimed steps per model first (default 4, at least 3)")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="comma-separated subset of float,compiled,qfx,brevitas")
+    p.add_argument("--memory-steps", type=int, default=4, help="steps of each memory subprocess (default 4)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    p.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)  # the memory subprocess itself
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    batches = [int(b) for b in args.batch.split(",") if b]
+    if args.memory_of:
+        print(json.dumps(memory_child(args.memory_of, batches[0], args.memory_steps)))
+        return 0
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}")
+
+    for batch in batches:
+        time_batch(batch, variants, args)
     return 0
 
 
