@@ -45,7 +45,9 @@ def test_learned_word_lengths_export_as_the_formats_trained_and_stay_exact():
     assert any(w < m.base_type.width for name, w in widths.items() for m in [q.get_submodule(name)])
     graph = qfx.export(q, x)
     with torch.no_grad():
-        assert (qfx.ir.run(graph, x.numpy()) == q(x).double().numpy()).all()
+        ours = q(x).double().numpy()
+    assert (qfx.ir.run(graph, x.numpy()) == ours).all()
+    assert (qfx.emulate(graph, x.numpy()) == ours).all()  # the C++ emulator, as every back end, reads the IR
     conv = q.get_submodule("0")
     node = next(n for n in graph.nodes if n.op == "conv1d")
     assert list(node.constants["weight"].types) == conv.weight_quantizer.fixed_type
