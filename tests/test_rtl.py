@@ -220,7 +220,7 @@ def test_qfx_rtl_command_writes_a_design_and_keeps_it_without_force(tmp_path, ca
     graph_file = every_mode_graph().save(tmp_path / "net.json")
     out = tmp_path / "rtl"
     assert cli.main(["rtl", str(graph_file), "-o", str(out), "--pipeline", "1", "--vectors", "300"]) == 0
-    assert len(__import__("json").loads((out / "tb" / "vectors.json").read_text())["inputs"]) == 300
+    assert len(__import__("json").loads((out / "tb" / "vectors.json").read_text())["inputs"]["in_x"]) == 300
     assert cli.main(["rtl", str(graph_file), "-o", str(out)]) == 2
     error = capsys.readouterr().err
     assert "pass --force to replace it" in error and "force=True" not in error

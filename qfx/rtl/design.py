@@ -2,8 +2,8 @@
 
 ``qfx report --synth`` and the simulators read a folder that anyone may
 have edited.  Nothing in its manifest reaches a Yosys script or a simulator
-unchecked: the top and every layer module must be Verilog identifiers, and
-the source files are not taken from the manifest but derived from those
+unchecked: the top and every layer module must be Verilog identifiers, and so
+must the data ports it lists (``inputs``/``outputs``, where present); the source files are not taken from the manifest but derived from those
 names (``rtl/<module>.v``), as :func:`qfx.rtl.generate.render` writes them,
 and must be regular files inside the folder.
 """
@@ -36,6 +36,7 @@ class DesignFolder:
     directory: pathlib.Path
     top: str
     layers: tuple[str, ...]
+    ports: tuple[str, ...] = ()  #: the top's data ports the manifest lists, inputs first
 
     def source(self, module: str) -> str:
         """The file defining ``module`` (relative to the folder)."""
@@ -70,7 +71,14 @@ def read_design(directory: "os.PathLike | str") -> DesignFolder:
     top = _name(manifest.get("top"), "'top'", path)
     layers = tuple(_name(layer.get("module") if isinstance(layer, dict) else layer, f"layers[{k}].module", path)
                    for k, layer in enumerate(manifest["layers"]))
-    folder = DesignFolder(design, top, layers)
+    ports = []
+    for side in ("inputs", "outputs"):
+        listed = manifest.get(side, [])
+        if not isinstance(listed, list):
+            raise DesignError(f"{path}: '{side}' must be a list of ports")
+        ports += [_name(port.get("port") if isinstance(port, dict) else port, f"{side}[{k}].port", path)
+                  for k, port in enumerate(listed)]
+    folder = DesignFolder(design, top, layers, tuple(ports))
     root = design.resolve()
     for source in folder.sources:
         file = design / source

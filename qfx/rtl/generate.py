@@ -5,15 +5,21 @@ text}``; ``generate(graph, directory, ...)`` writes them atomically.  The
 files:
 
 =========================  ====================================================================
-``rtl/<top>.v``            the top: input register, layers, pipeline registers, output register
+``rtl/<top>.v``            the top: input registers, layers, pipeline registers, output registers
 ``rtl/<top>_<layer>.v``    one combinational module per layer
 ``rtl/qfx_add.v``          the two-operand shift-add every constant product is built from
 ``manifest.json``          top, latency, port formats, layers and sources (read by the tests)
-``tb/vectors.json``        input codes and the IR interpreter's output codes for them
+``tb/vectors.json``        input codes and the IR interpreter's output codes for them, by port
 ``tb/test_<top>.py``       the cocotb test: drives every vector back to back, checks every bit
 ``tb/runner.py``           pytest entry: builds and runs it on Icarus and on Verilator
 ``README.md``              ports, latency, how to simulate and synthesise
 =========================  ====================================================================
+
+The top has one data port per graph input (``in_<tensor>``) and one per graph
+output (``out_<tensor>``), named from the tensors' checked identifiers
+(:meth:`~qfx.ir.Graph.c_names`), with one ``in_valid`` and one ``out_valid``:
+every tensor goes through the same register stages, so all outputs of a vector
+appear together, after the same latency.
 
 Output is deterministic: the same graph and options give the same bytes.
 """
@@ -29,12 +35,12 @@ from typing import Optional
 import numpy as np
 
 from ..ir import Graph, IRError, run_codes
-from ..ir.graph import c_identifier
+from ..ir.graph import Identifiers, c_identifier
 from ..render import environment, write_project
 from ..render.escape import VERILOG_KEYWORDS, verilog_ident
 from .layers import LayerModule, RTLError, check_supported, lower_node
 
-__all__ = ["Design", "plan_design", "render", "generate", "random_input_codes"]
+__all__ = ["Design", "Port", "plan_design", "render", "generate", "random_codes", "random_input_codes"]
 
 DEFAULT_VECTORS = 256
 #: What simulating a design adds to its folder (``--force`` may replace these with the design).
@@ -69,6 +75,36 @@ class Stage:
 
 
 @dataclasses.dataclass(frozen=True)
+class Port:
+    """A data port of the top: one graph input or output, its codes packed with element 0 in the low bits.
+
+    ``name`` is a Verilog identifier derived from the tensor's checked C
+    name; ``tensor`` is the graph's own name for it (for comments and the
+    manifest, through their escaping filters).  ``source`` is the register an
+    output port is driven by ("" for an input).
+    """
+
+    name: str
+    tensor: str
+    type: str
+    count: int
+    bits: int
+    source: str = ""
+
+    @property
+    def width(self) -> int:
+        return self.count * self.bits
+
+    @property
+    def signed(self) -> bool:
+        return not self.type.startswith("ap_ufixed")
+
+    def manifest(self) -> dict:
+        return {"port": self.name, "tensor": self.tensor, "type": self.type, "count": self.count, "bits": self.bits,
+                "signed": self.signed}
+
+
+@dataclasses.dataclass(frozen=True)
 class Instance:
     """A layer module instantiated in the top, with the signals on its ports."""
 
@@ -85,30 +121,21 @@ class Design:
     top: str
     graph: str
     pipeline: int
-    latency: int  #: clock edges from in_valid/in_data to out_valid/out_data
+    latency: int  #: clock edges from in_valid and the input ports to out_valid and the output ports
     layers: list[LayerModule]
     instances: list[Instance]
     buses: list[Bus]
     stages: list[Stage]
     out_valid: str
-    out_data: str
-    input_type: str
-    input_count: int
-    input_bits: int
-    input_width: int
-    output_type: str
-    output_count: int
-    output_bits: int
-    output_width: int
+    inputs: list[Port]
+    outputs: list[Port]
 
     def manifest(self) -> dict:
         """What a test bench needs to know, as JSON data."""
         return {
             "generator": "qfx rtl", "top": self.top, "graph": self.graph, "pipeline": self.pipeline, "latency": self.latency,
-            "input": {"type": self.input_type, "count": self.input_count, "bits": self.input_bits,
-                      "signed": not self.input_type.startswith("ap_ufixed")},
-            "output": {"type": self.output_type, "count": self.output_count, "bits": self.output_bits,
-                       "signed": not self.output_type.startswith("ap_ufixed")},
+            "inputs": [port.manifest() for port in self.inputs],
+            "outputs": [port.manifest() for port in self.outputs],
             "layers": [{"module": layer.name, "node": layer.node, "op": layer.op, "adders": len(layer.adders),
                         "file": f"rtl/{layer.name}.v"} for layer in self.layers],
             "sources": ["rtl/qfx_add.v"] + [f"rtl/{layer.name}.v" for layer in self.layers] + [f"rtl/{self.top}.v"],
@@ -120,12 +147,14 @@ class Design:
 MAX_DESIGN_BITS = 1 << 22
 
 
+#: Names of the top's own signals; data ports are named around them.
+_FIXED_SIGNALS = ("clk", "rst", "in_valid", "out_valid", "in_valid_reg", "out_valid_reg")
+
+
 def _check_graph(graph: Graph) -> None:
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise RTLError(f"graph '{graph.name}' has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; the "
-                       "Verilog top takes exactly one input tensor and one output tensor")
-    if graph.outputs[0] == graph.inputs[0].name:
-        raise RTLError(f"graph '{graph.name}': its output is its input; there is no logic to generate")
+    inputs = {x.name for x in graph.inputs}
+    if not graph.nodes or all(name in inputs for name in graph.outputs):
+        raise RTLError(f"graph '{graph.name}': its outputs are its inputs; there is no logic to generate")
     for node in graph.nodes:  # every node before any is lowered: a refusal comes at once, not after the rest
         check_supported(node)
     bits = sum(v.size * v.type.width for v in graph.values().values())
@@ -170,59 +199,81 @@ def plan_design(graph: Graph, pipeline: int = 0, top: Optional[str] = None) -> D
     last_use = {}
     for k, node in enumerate(graph.nodes):
         last_use.update((name, k) for name in node.inputs)
-    x, y = graph.inputs[0], graph.output_values[0]
     width_of = {v.name: v.size * v.type.width for v in values.values()}
-    current = {x.name: "in_reg"}  # the signal carrying each tensor at this point of the pipeline
-    stages = [Stage("input register", "in_valid_reg", "in_valid", [Register("in_reg", width_of[x.name], "in_data")])]
+    outputs = list(dict.fromkeys(graph.outputs))  # each tensor once, though the graph may list it twice
+    taken = Identifiers(_FIXED_SIGNALS)  # the other signals are t_*, u_*, s<k>_* and valid_s<k>: never in_* or out_*
+    in_ports = [Port(c_identifier(f"in_{names[x.name]}", taken), x.name, str(x.type), x.size, x.type.width)
+                for x in graph.inputs]
+    current = {x.name: f"s0_{names[x.name]}" for x in graph.inputs}  # the signal carrying each tensor at this point
+    stages = [Stage("input registers", "in_valid_reg", "in_valid",
+                    [Register(current[x.name], width_of[x.name], port.name) for x, port in zip(graph.inputs, in_ports)])]
     buses, instances = [], []
     for k, (node, layer) in enumerate(zip(graph.nodes, layers)):
         bus = f"t_{names[node.name]}"
         buses.append(Bus(bus, width_of[node.name]))
         instances.append(Instance(layer.name, f"u_{names[node.name]}", [current[i] for i in node.inputs], bus))
         current[node.name] = bus
-        if k in cuts:
-            live = [name for name in current if last_use.get(name, -1) > k or name == y.name]
-            registers = [Register(f"{names[name]}_s{len(stages)}", width_of[name], current[name]) for name in live]
+        if k in cuts:  # every tensor still needed, an input of a later node or an output, is registered
+            live = [name for name in current if last_use.get(name, -1) > k or name in outputs]
+            registers = [Register(f"s{len(stages)}_{names[name]}", width_of[name], current[name]) for name in live]
             current.update((name, r.name) for name, r in zip(live, registers))
             stages.append(Stage(f"pipeline stage {len(stages)}: after {node.describe()}", f"valid_s{len(stages)}",
                                 stages[-1].valid, registers))
-    stages.append(Stage("output register", "out_valid_reg", stages[-1].valid,
-                        [Register("out_reg", width_of[y.name], current[y.name])]))
-    return Design(
-        top=top, graph=graph.name, pipeline=pipeline, latency=len(stages), layers=layers, instances=instances,
-        buses=buses, stages=stages, out_valid="out_valid_reg", out_data="out_reg",
-        input_type=str(x.type), input_count=x.size, input_bits=x.type.width, input_width=width_of[x.name],
-        output_type=str(y.type), output_count=y.size, output_bits=y.type.width, output_width=width_of[y.name])
+    last = len(stages)
+    stages.append(Stage("output registers", "out_valid_reg", stages[-1].valid,
+                        [Register(f"s{last}_{names[name]}", width_of[name], current[name]) for name in outputs]))
+    out_ports = [Port(c_identifier(f"out_{names[y.name]}", taken), y.name, str(y.type), y.size, y.type.width,
+                      f"s{last}_{names[y.name]}") for y in graph.output_values]
+    return Design(top=top, graph=graph.name, pipeline=pipeline, latency=len(stages), layers=layers,
+                  instances=instances, buses=buses, stages=stages, out_valid="out_valid_reg", inputs=in_ports,
+                  outputs=out_ports)
+
+
+def random_codes(graph: Graph, count: int = DEFAULT_VECTORS, seed: int = 0) -> list[np.ndarray]:
+    """``count`` vectors of uniformly random codes over each input's whole format: one batch-first array per input."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise RTLError(f"the number of test vectors (--vectors) must be at least 1, got {count!r}")
+    for x in graph.inputs:
+        if x.type.width > 63:
+            raise RTLError(f"graph '{graph.name}': input '{x.name}' is {x.type.width} bits wide; random test vectors "
+                           "are drawn for inputs of at most 63 bits: pass --inputs")
+    rng = np.random.default_rng(seed)
+    return [rng.integers(x.type.code_min, x.type.code_max, size=(count,) + tuple(x.shape), endpoint=True)
+            for x in graph.inputs]
 
 
 def random_input_codes(graph: Graph, count: int = DEFAULT_VECTORS, seed: int = 0) -> np.ndarray:
-    """``count`` input vectors of uniformly random codes over the whole input format (batch first)."""
-    x = graph.inputs[0]
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise RTLError(f"the number of test vectors (--vectors) must be at least 1, got {count!r}")
-    if x.type.width > 63:
-        raise RTLError(f"graph '{graph.name}': input '{x.name}' is {x.type.width} bits wide; random test vectors "
-                       "are drawn for inputs of at most 63 bits: pass --inputs")
-    rng = np.random.default_rng(seed)
-    return rng.integers(x.type.code_min, x.type.code_max, size=(count,) + tuple(x.shape), endpoint=True)
+    """:func:`random_codes` of the graph's first input (the streaming top takes one input)."""
+    return random_codes(graph, count, seed)[0]
 
 
-def render(graph: Graph, pipeline: int = 0, inputs: Optional[np.ndarray] = None, top: Optional[str] = None) -> dict[str, str]:
+def _rows(codes: np.ndarray) -> list[list[int]]:
+    """A batch-first array as one flat list of codes per vector (element 0 first, as the port packs them)."""
+    return codes.reshape(len(codes), -1).tolist()
+
+
+def render(graph: Graph, pipeline: int = 0, inputs: "Optional[np.ndarray | list[np.ndarray]]" = None,
+           top: Optional[str] = None) -> dict[str, str]:
     """Every file of the design of ``graph``, ``{relative path: text}``.
 
-    ``inputs`` are input codes (batch first, the input's shape per sample)
-    for the test vectors, e.g. ``qfx.ir.input_codes(x, graph.inputs[0].type)``
-    of real data; by default :data:`DEFAULT_VECTORS` random vectors.
+    ``inputs`` are input codes for the test vectors: one batch-first array
+    per graph input (a single array for a graph with one input), e.g.
+    ``qfx.ir.input_codes(x, graph.inputs[0].type)`` of real data; by
+    default :data:`DEFAULT_VECTORS` random vectors.
     """
     design = plan_design(graph, pipeline, top)
-    if inputs is None:
-        inputs = random_input_codes(graph)
-    inputs = np.asarray(inputs)
+    arrays = random_codes(graph) if inputs is None else [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    arrays = [np.asarray(a) for a in arrays]
+    if len(arrays) != len(graph.inputs) or len({len(a) for a in arrays}) > 1:
+        raise RTLError(f"graph '{graph.name}' takes {len(graph.inputs)} input(s); the test vectors give "
+                       f"{len(arrays)} array(s) of {sorted({len(a) for a in arrays})} vectors (one array per input, "
+                       "all with the same number of vectors)")
     try:
-        outputs = run_codes(graph, [inputs])[graph.outputs[0]]
+        codes = run_codes(graph, arrays)
     except (IRError, ValueError) as error:
         raise RTLError(f"graph '{graph.name}': cannot compute the test vectors' outputs: {error}") from error
-    vectors = {"inputs": inputs.reshape(len(inputs), -1).tolist(), "outputs": outputs.reshape(len(outputs), -1).tolist()}
+    vectors = {"inputs": {port.name: _rows(a) for port, a in zip(design.inputs, arrays)},
+               "outputs": {port.name: _rows(codes[port.tensor]) for port in design.outputs}}
     env = environment()
     files = {f"rtl/{layer.name}.v": env.get_template("rtl/layer.v.j2").render(layer=layer) for layer in design.layers}
     files["rtl/qfx_add.v"] = env.get_template("rtl/qfx_add.v.j2").render()
