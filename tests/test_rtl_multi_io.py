@@ -6,7 +6,9 @@ different depths, so the test also checks that both arrive together.  Its
 input names are hostile (a Verilog string and comment, and ``valid``, which
 ``in_`` would turn into the top's own ``in_valid``): the ports must still be
 plain, distinct identifiers.  Expected codes come from an integer reference
-written here from the op definitions, not from the interpreter.
+written here from the op definitions, not from the interpreter.  A PyTorch
+model with two inputs and a tuple output goes the user's way, through
+``quantize_model`` and ``qfx.export``, with PyTorch's outputs as reference.
 """
 
 import json
@@ -132,3 +134,34 @@ def test_qfx_rtl_writes_random_vectors_for_every_input_and_refuses_one_inputs_ar
     np.save(tmp_path / "x.npy", np.zeros((2, 3)))
     assert cli.main(["rtl", str(graph_file), "-o", str(tmp_path / "rtl2"), "--inputs", str(tmp_path / "x.npy")]) == 2
     assert "has 2 inputs" in capsys.readouterr().err
+
+
+def test_a_pytorch_model_with_two_inputs_and_a_tuple_output_simulates_bit_exact(tmp_path):
+    """From ``quantize_model`` and ``qfx.export``: the vectors are PyTorch's own outputs, and Icarus agrees."""
+    import torch
+    from torch import nn
+
+    import qfx
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, a, b):
+            return torch.cat([a, a + b], 1), self.fc(b)
+
+    torch.manual_seed(0)
+    a, b = torch.randn(12, 3) * 2, torch.randn(12, 3)
+    qm = qfx.quantize_model(TwoHeads(), qfx.QConfig(multiplier_free="khot:2"), example_input=(a, b))
+    qfx.calibrate(qm, [(a, b)], input_fn=tuple)
+    qm.eval()
+    graph = qfx.export(qm, (a, b), name="two heads")
+    codes = [qfx.ir.input_codes(t.numpy(), v.type) for t, v in zip((a, b), graph.inputs)]
+    folder = generate(graph, tmp_path / "design", pipeline=1, inputs=codes)
+    vectors = json.loads((folder / "tb" / "vectors.json").read_text())
+    ports = [p["port"] for p in json.loads((folder / "manifest.json").read_text())["outputs"]]
+    for port, value, want in zip(ports, graph.output_values, qm(a, b)):
+        got = np.array(vectors["outputs"][port]) * 2.0 ** -value.type.frac_bits
+        assert np.array_equal(got, want.detach().double().numpy().reshape(len(got), -1)), port
+    simulate(folder, "icarus")
