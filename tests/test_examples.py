@@ -35,7 +35,7 @@ def test_digits_to_fpga_runs(tmp_path) -> None:
 def test_bnn_runs(tmp_path) -> None:
     """The binarized network example, tiny: every row printed, the chosen row bit-exact in the emulator."""
     out = tmp_path / "bnn"
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "bnn.py"), "--quick", "--no-synth",
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "bnn.py"), "--quick", "--no-synth", "--no-hls",
                              "--bits", "4", "--out", str(out)], capture_output=True, text=True, timeout=300,
                             check=True)
     for row in ("float element-wise", "PTQ 4-bit", "QAT 4-bit", "K-hot K=1", "K-hot K=2"):

@@ -133,7 +133,8 @@ def _prelu(layer: Layer, x: Value) -> None:
          else np.zeros(channels, dtype=object))
     t_bound = max((magnitude(x.type) << (top - x.type.frac_bits)) + abs(int(v)) for v in b)
     layer.ints += [("n", x.size), ("channels", channels), ("spatial", x.size // channels),
-                   ("in_shift", top - x.type.frac_bits), ("positive_shift", common - top), ("negative_shift", common - top - s_frac)]
+                   ("in_shift", top - x.type.frac_bits), ("positive_shift", common - top),
+                   ("negative_shift", common - top - s_frac)]
     layer.types += [("t_code_t", f"ap_int<{bits_signed(t_bound)}>"), ("bias_code_t", int_type(b)),
                     ("shift_code_t", int_type(z))]
     digits = [csd_digits(v) for v in s.tolist()]
