@@ -173,3 +173,19 @@ Printing statistics.
     assert "BRAM 5 of 432 BRAM18" in report and "fits ultra96v2: yes" in report
     small = dict(board, lut=20, bram18=4)
     assert "fits ultra96v2: no (LUT, BRAM over)" in format_resources({"total": found}, small)
+
+
+def test_a_streaming_khot_design_uses_no_dsp_and_fits(tmp_path):
+    from qfx.rtl.stream import generate_stream
+    two_hot = [c for c in range(-32, 32) if len(csd_digits(c)) <= 2]
+    weight = Constant(np.random.default_rng(4).choice(two_hot, size=(2, 1, 3)), (FixedType(6, 2),))
+    x = Value("x", (1, 6), FixedType(6, 2))
+    attrs = {"stride": [1], "padding": [[1, 1]], "dilation": [1], "groups": 1}
+    conv = Node("conv", "conv1d", ("x",), Value("conv", (2, 6), FixedType(8, 4)), attrs, {"weight": weight})
+    graph = Graph("khot stream", [x], [conv], ["conv"]).check()
+    found = synthesize(generate_stream(graph, tmp_path / "design", parallel={"conv": 1}, vectors=2))
+    assert set(found) == {"khot_stream_conv", "total"}
+    assert found["total"].dsp == 0 and found["khot_stream_conv"].dsp == 0
+    assert found["total"].ff > 0 and found["total"].lut > 0
+    report = format_resources(found, {"lut": 70560, "ff": 141120, "dsp": 360, "bram18": 432, "name": "ultra96v2"})
+    assert "khot_stream_conv" in report and "fits ultra96v2: yes" in report
