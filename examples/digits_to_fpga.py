@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     graph = qfx.export(qm, x_test[:2], name="digits_cnn")
     if out.exists():
         shutil.rmtree(out)  # only reached with --force
-    graph_path = graph.save(out / "digits.json")
+    graph_path = qfx.ir.save(graph, out / "digits.json")
 
     start = step("generating the Ultra96-V2 HLS project")
     board = load_board("ultra96v2")

@@ -1,7 +1,8 @@
 """qfx: PyTorch to FPGA in fixed point, bit for bit what Vitis HLS's ap_fixed computes."""
 
 from .format import FixedType, Overflow, Rounding
-from .functional import from_codes, quantize, to_codes
+from .autograd import quantize
+from .functional import from_codes, to_codes
 from .khot import quantize_khot
 from . import nn
 from .nn.quantizers import NonFiniteError

@@ -17,10 +17,11 @@ import torch
 
 from . import fused
 from .format import FixedType
-from .functional import cast_codes, cast_values, in_range_grad, saturating_cast_codes
+from .functional import (FixedLike, cast_codes, cast_values, in_range_grad, saturating_cast_codes,
+                         tensor_argument)
 from .khot import khot_cast_codes
 
-__all__ = ["fixed_cast", "learned_int_bits_cast", "fused_training_cast", "learned_width"]
+__all__ = ["quantize", "fixed_cast", "learned_int_bits_cast", "fused_training_cast", "learned_width"]
 
 _LN2 = math.log(2.0)
 
@@ -56,6 +57,20 @@ class _FixedCast(torch.autograd.Function):
         if ctx.t is not None:  # saved: the codes before saturation
             return in_range_grad(grad, saved, ctx.t), None, None, None
         return (grad if saved is None else grad * saved), None, None, None
+
+
+def quantize(x: torch.Tensor, t: FixedLike) -> torch.Tensor:
+    """Cast to ``t`` exactly as ``ap_fixed`` does; differentiable (straight-through).
+
+    Forward:  ``q = overflow_t(round_t(x * 2**F)) * 2**-F`` with ``F = t.frac_bits``,
+    equal element for element to ``t(x)`` compiled against Xilinx's
+    ``ap_fixed.h``.  float64 in, float64 out (widths up to 53); float32 in,
+    float32 out (widths up to 24).  NaN and Inf are refused.
+
+    Backward: ``dq/dx = 1`` where ``x`` lies in ``t``'s range after rounding,
+    ``0`` where it overflowed (saturated, zeroed or wrapped).
+    """
+    return fixed_cast(tensor_argument(x, "quantize"), FixedType.coerce(t))
 
 
 def fixed_cast(x: torch.Tensor, t: FixedType, frac_bits: Optional[torch.Tensor] = None,

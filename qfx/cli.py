@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     hls = commands.add_parser("hls", help="generate a Vitis HLS project from a saved IR graph",
                               description="Generate a Vitis HLS project (firmware, testbench with golden codes, "
                                           "build and block-design Tcl, PYNQ driver) from a graph saved with "
-                                          "graph.save('net.json').")
+                                          "qfx.ir.save(graph, 'net.json').")
     hls.add_argument("graph", type=existing_file, help="the IR graph (.json, with its .npz beside it)")
     hls.add_argument("--board", default="ultra96v2", choices=board_names(),
                      help="target board: sets the part, board part, clock and block design (default: ultra96v2)")

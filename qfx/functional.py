@@ -26,7 +26,7 @@ import torch
 from . import cast_native
 from .format import FixedType, Overflow, Rounding
 
-__all__ = ["quantize", "to_codes", "from_codes", "cast_codes", "cast_values", "saturating_cast_codes",
+__all__ = ["to_codes", "from_codes", "cast_codes", "cast_values", "saturating_cast_codes",
            "in_range_grad", "mantissa_bits"]
 
 FixedLike = Union[FixedType, str]
@@ -436,23 +436,7 @@ def _fold_huge(x: torch.Tensor, t: FixedType, frac_lo: int) -> torch.Tensor:
     return torch.where(far, folded, x)
 
 
-def quantize(x: torch.Tensor, t: FixedLike) -> torch.Tensor:
-    """Cast to ``t`` exactly as ``ap_fixed`` does; differentiable (straight-through).
-
-    Forward:  ``q = overflow_t(round_t(x * 2**F)) * 2**-F`` with ``F = t.frac_bits``,
-    equal element for element to ``t(x)`` compiled against Xilinx's
-    ``ap_fixed.h``.  float64 in, float64 out (widths up to 53); float32 in,
-    float32 out (widths up to 24).  NaN and Inf are refused.
-
-    Backward: ``dq/dx = 1`` where ``x`` lies in ``t``'s range after rounding,
-    ``0`` where it overflowed (saturated, zeroed or wrapped).
-    """
-    from .autograd import fixed_cast  # autograd builds on this module
-
-    return fixed_cast(_tensor_argument(x, "quantize"), FixedType.coerce(t))
-
-
-def _tensor_argument(x: Any, caller: str) -> torch.Tensor:
+def tensor_argument(x: Any, caller: str) -> torch.Tensor:
     """``x`` if it is a tensor with data; else a ``TypeError``/``ValueError`` that says what to pass instead."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{caller}: argument 'x' must be a torch.Tensor, got {type(x).__name__}; wrap it with "
@@ -466,7 +450,7 @@ def _tensor_argument(x: Any, caller: str) -> torch.Tensor:
 def to_codes(x: torch.Tensor, t: FixedLike) -> torch.Tensor:
     """The integer codes (int64) that ``t(x)`` stores: ``quantize(x, t) == codes * 2**-F``."""
     t = FixedType.coerce(t)
-    codes, _ = cast_codes(_tensor_argument(x, "to_codes").detach(), t)
+    codes, _ = cast_codes(tensor_argument(x, "to_codes").detach(), t)
     return codes.to(torch.int64)
 
 

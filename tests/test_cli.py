@@ -10,6 +10,7 @@ import types
 import numpy as np
 import pytest
 
+import qfx.ir
 from qfx import cli
 from qfx.format import FixedType
 from qfx.ir import Constant, Graph, Node, Value
@@ -35,7 +36,7 @@ def graph_file(tmp_path: pathlib.Path) -> pathlib.Path:
         Node("act", "relu", ("fc1",), Value("act", (6,), t.replace(signed=False))),
         Node("fc2", "dense", ("act",), Value("fc2", (3,), t), constants={"weight": w2, "bias": bias}),
     ], ["fc2"])
-    return graph.save(tmp_path / "mlp.json")
+    return qfx.ir.save(graph, tmp_path / "mlp.json")
 
 
 def test_help_explains_every_command_and_option() -> None:
@@ -165,8 +166,8 @@ def test_rtl_delegates_to_its_command_module(monkeypatch: pytest.MonkeyPatch, tm
 # ------------------------------------------------------------ bad inputs
 def _wide_graph(tmp_path: pathlib.Path) -> pathlib.Path:
     t = FixedType(200, 100)
-    return Graph("wide", [Value("x", (2,), t)], [Node("r", "relu", ("x",), Value("r", (2,), t))],
-                 ["r"]).save(tmp_path / "wide.json")
+    graph = Graph("wide", [Value("x", (2,), t)], [Node("r", "relu", ("x",), Value("r", (2,), t))], ["r"])
+    return qfx.ir.save(graph, tmp_path / "wide.json")
 
 
 def _wrapping_graph(tmp_path: pathlib.Path) -> pathlib.Path:
@@ -174,8 +175,8 @@ def _wrapping_graph(tmp_path: pathlib.Path) -> pathlib.Path:
     t = FixedType(8, 3, rounding="RND_CONV", overflow="SAT")
     shape = (2 ** 31, 2 ** 31, 4)
     import json
-    path = Graph("wrap", [Value("x", (2,), t)], [Node("r", "relu", ("x",), Value("r", (2,), t))],
-                 ["r"]).save(tmp_path / "wrap.json")
+    graph = Graph("wrap", [Value("x", (2,), t)], [Node("r", "relu", ("x",), Value("r", (2,), t))], ["r"])
+    path = qfx.ir.save(graph, tmp_path / "wrap.json")
     doc = json.loads(path.read_text())
     doc["inputs"][0]["shape"] = doc["nodes"][0]["output"]["shape"] = list(shape)
     path.write_text(json.dumps(doc))

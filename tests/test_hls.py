@@ -255,7 +255,7 @@ def test_generation_is_deterministic(zoo) -> None:
     board = load_board("ultra96v2")
     for io in ("parallel", "stream"):
         first = generate(graph, board, io)
-        again = generate(qfx.ir.load(graph.save(pathlib.Path(_tmp()) / "g.json")), board, io)
+        again = generate(qfx.ir.load(qfx.ir.save(graph, pathlib.Path(_tmp()) / "g.json")), board, io)
         assert first == again
         assert list(first) == sorted(first)
     assert generate(graph, board, "parallel") != generate(graph, board, "stream")

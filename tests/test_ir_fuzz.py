@@ -40,7 +40,7 @@ FUZZ = textwrap.dedent('''
                      "ceil_mode": False}}),
     ], ["pool"]).check()
     work = Path(tempfile.mkdtemp())
-    original = graph.save(work / "original.json")
+    original = qfx.ir.save(graph, work / "original.json")
     document = json.loads(original.read_text())
     with np.load(original.with_suffix(".npz")) as arrays:
         members = {{name: arrays[name] for name in arrays.files}}

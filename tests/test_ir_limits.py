@@ -33,7 +33,7 @@ def _small_graph() -> Graph:
 
 def _saved(tmp_path, change=None):
     """The small graph saved, its document changed by ``change(doc)`` and written back; the JSON's path."""
-    path = _small_graph().save(tmp_path / "g.json")
+    path = qfx.ir.save(_small_graph(), tmp_path / "g.json")
     if change is not None:
         doc = json.loads(path.read_text())
         change(doc)
@@ -84,7 +84,7 @@ def test_a_bool_is_not_an_integer(tmp_path):
     t = FixedType(8, 3)
     node = Node("c", "conv2d", ("x",), Value("c", (1, 4, 4), t), constants={"weight": Constant(np.ones((1, 1, 1, 1)), (t,))},
                 attrs={"stride": [1, 1], "padding": [[0, 0], [0, 0]], "dilation": [1, 1], "groups": 1})
-    path = Graph("conv", [Value("x", (1, 4, 4), t)], [node], ["c"]).check().save(tmp_path / "c.json")
+    path = qfx.ir.save(Graph("conv", [Value("x", (1, 4, 4), t)], [node], ["c"]).check(), tmp_path / "c.json")
     doc = json.loads(path.read_text())
     doc["nodes"][0]["attrs"]["padding"] = [[True, True], [False, False]]
     doc["nodes"][0]["output"]["shape"] = [1, 6, 4]

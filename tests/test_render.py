@@ -40,7 +40,7 @@ def _hostile_graph(attack: str = ATTACK, name_attack: str = NAME_ATTACK) -> Grap
 
 def _loaded(tmp_path: pathlib.Path, attack: str = ATTACK, name_attack: str = NAME_ATTACK) -> Graph:
     """The hostile graph as a file would give it: saved, then loaded."""
-    return qfx.ir.load(_hostile_graph(attack, name_attack).save(tmp_path / "hostile.json"))
+    return qfx.ir.load(qfx.ir.save(_hostile_graph(attack, name_attack), tmp_path / "hostile.json"))
 
 
 def _every_generated_file(graph: Graph) -> dict[str, bytes]:

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pytest
 
+import qfx.ir
 from qfx.format import FixedType
 from qfx.ir import Constant, Graph, Node, Value
 from qfx.render import ForeignFilesError, writer
@@ -52,7 +53,7 @@ def test_force_refuses_a_web_app_holding_a_manifest(tmp_path: pathlib.Path) -> N
 
 def test_qfx_hls_force_refuses_a_folder_whose_qfx_json_is_not_qfxs(tmp_path: pathlib.Path, capsys) -> None:
     from qfx import cli
-    graph = _graph().save(tmp_path / "g.json")
+    graph = qfx.ir.save(_graph(), tmp_path / "g.json")
     folder = tmp_path / "thesis"
     folder.mkdir()
     (folder / "qfx.json").write_text("{}")
@@ -205,7 +206,7 @@ def test_files_follow_the_umask(tmp_path: pathlib.Path, mask: int) -> None:
     previous = os.umask(mask)
     try:
         target = write_project(PLAN, tmp_path / "d")
-        graph = _graph().save(tmp_path / "g.json")
+        graph = qfx.ir.save(_graph(), tmp_path / "g.json")
         from qfx.onnx import export_onnx
         onnx_file = export_onnx(_graph(), tmp_path / "g.onnx")
     finally:

@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
+import qfx.ir
 from qfx.format import FixedType
 from qfx.ir import Constant, Graph, Node, Value
 from qfx.rtl import RTLError, build_adder_graph, csd_digits, generate, render
@@ -217,7 +218,7 @@ def test_more_pipeline_stages_than_layer_boundaries_are_refused():
 # ---------------------------------------------------------------- command
 def test_qfx_rtl_command_writes_a_design_and_keeps_it_without_force(tmp_path, capsys):
     from qfx import cli
-    graph_file = every_mode_graph().save(tmp_path / "net.json")
+    graph_file = qfx.ir.save(every_mode_graph(), tmp_path / "net.json")
     out = tmp_path / "rtl"
     assert cli.main(["rtl", str(graph_file), "-o", str(out), "--pipeline", "1", "--vectors", "300"]) == 0
     assert len(__import__("json").loads((out / "tb" / "vectors.json").read_text())["inputs"]["in_x"]) == 300
@@ -244,7 +245,7 @@ def test_no_adder_subtracts_an_unshifted_operand_from_a_shifted_one():
                                  "a b", "qfx_add", "x" * 81])
 def test_top_must_be_a_verilog_identifier(tmp_path, capsys, top):
     from qfx import cli
-    graph = _odd_names_graph().save(tmp_path / "g.json")
+    graph = qfx.ir.save(_odd_names_graph(), tmp_path / "g.json")
     assert cli.main(["rtl", str(graph), "-o", str(tmp_path / "out"), "--top", top]) == 2
     assert "--top" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.json", "g.npz"]

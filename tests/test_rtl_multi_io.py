@@ -17,6 +17,7 @@ import re
 import numpy as np
 import pytest
 
+import qfx.ir
 from qfx.format import FixedType
 from qfx.ir import Constant, Graph, Node, Value, run_codes
 from qfx.rtl import generate, simulate
@@ -127,7 +128,7 @@ def test_a_wrong_code_on_the_second_output_fails(design, tmp_path):
 
 def test_qfx_rtl_writes_random_vectors_for_every_input_and_refuses_one_inputs_array(tmp_path, capsys):
     from qfx import cli
-    graph_file = two_by_two().save(tmp_path / "net.json")
+    graph_file = qfx.ir.save(two_by_two(), tmp_path / "net.json")
     assert cli.main(["rtl", str(graph_file), "-o", str(tmp_path / "rtl"), "--vectors", "5"]) == 0
     vectors = json.loads((tmp_path / "rtl" / "tb" / "vectors.json").read_text())
     assert {port: len(codes) for port, codes in vectors["inputs"].items()} == {"in_valid_2": 5, "in_b_finish_x": 5}

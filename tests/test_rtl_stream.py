@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 
+import qfx.ir
 from qfx.format import FixedType
 from qfx.ir import Constant, Graph, Node, Value
 from qfx.rtl import RTLError, simulate
@@ -155,7 +156,7 @@ def test_a_wrong_expected_code_fails(designs, tmp_path):
 def test_qfx_rtl_arch_stream_with_a_parallel_knob(tmp_path):
     from qfx import cli
     graph = tmp_path / "net.json"
-    stream_cnn1d().save(graph)
+    qfx.ir.save(stream_cnn1d(), graph)
     out = tmp_path / "design"
     assert cli.main(["rtl", str(graph), "-o", str(out), "--arch", "stream", "--parallel", "c2=1",
                      "--vectors", "3"]) == 0

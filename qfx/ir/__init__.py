@@ -1,7 +1,7 @@
 """The export IR: a typed dataflow graph with integer constants, its file format and its interpreter.
 
 ``qfx.export(model, example_input)`` builds a :class:`Graph`;
-``graph.save(path)`` / :func:`load` store it (JSON + ``.npz``, no pickle);
+``qfx.ir.save(graph, path)`` / :func:`load` store it (JSON + ``.npz``, no pickle);
 :func:`run` executes it on integer codes, the reference every back end
 matches bit for bit.  Op numerics: :mod:`qfx.ir.ops`,
 :mod:`qfx.ir.interpreter`; the cast on codes: :mod:`qfx.ir.integer`.

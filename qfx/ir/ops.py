@@ -67,7 +67,7 @@ from typing import Callable, Optional
 
 from ..format import BIPOLAR, FixedType
 from . import limits
-from .graph import Constant, IRError, Node, Value
+from .values import Constant, IRError, Node, Value
 
 __all__ = ["OPS", "check_node", "conv_output_size", "pool_output_size"]
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..format import BIPOLAR, FixedType
-from ..functional import quantize
+from ..autograd import quantize
 from .config import LayerQConfig, constant_type, make_quantizer
 from .exact import as_float, cast
 from .layer import FixedConstant, Format, QuantizedLayer, fixed_constant
