@@ -81,288 +81,26 @@ executor and FINN expect shapes to be fully known.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Union
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from .files import write_atomically
-from .format import FixedType, Overflow, Rounding
-from .ir.graph import Constant, Graph, Node, Value
+from .ir.graph import Graph, Node
 from .render.escape import printable
+from . import onnx_binary as _binary
+from . import onnx_tables as _tables
+from .onnx_builder import (OPSET, QONNX_DOMAIN, ROUNDING_MODES, Builder, Exact, ONNXExportError, constant_value,
+                           source_bounds, stored)
 
 __all__ = ["to_onnx", "export_onnx", "ONNXExportError", "QONNX_DOMAIN", "OPSET", "ROUNDING_MODES"]
-
-QONNX_DOMAIN = "qonnx.custom_op.general"  #: the domain of QONNX's ``Quant``
-OPSET = 13  #: the standard ONNX opset the model imports
-
-#: ap_fixed rounding modes with an exact QONNX ``rounding_mode``.
-ROUNDING_MODES = {Rounding.RND_CONV: "ROUND", Rounding.TRN: "FLOOR", Rounding.TRN_ZERO: "DOWN",
-                  Rounding.RND_INF: "HALF_UP", Rounding.RND_ZERO: "HALF_DOWN"}
-_FLOAT32_BITS = 24
-
-
-class ONNXExportError(ValueError):
-    """A graph QONNX cannot express; the message names the tensor, its format and what to change."""
-
-
-# --------------------------------------------------------- exact bounds
-@dataclasses.dataclass(frozen=True)
-class _Exact:
-    """The exact value a cast reads: bounds on it, the grid ``2**-frac`` it lies on, and the float bits it needs.
-
-    ``bits`` is the most significant bits any float result computing it
-    needs (partial sums included), on its own grid.
-    """
-
-    lo: Fraction
-    hi: Fraction
-    frac: int
-    bits: int
-
-
-def _pow2(e: int) -> Fraction:
-    return Fraction(2) ** e
-
-
-def _bits(magnitude: Fraction, frac: int) -> int:
-    """Significant bits of the largest multiple of ``2**-frac`` up to ``magnitude``."""
-    return math.floor(abs(magnitude) * _pow2(frac)).bit_length()
-
-
-def _grid(value: Fraction) -> int:
-    """The fewest fractional bits that hold ``value`` (negative for an even integer): a product's grid."""
-    if value == 0:
-        return 0
-    top, bottom = value.numerator, value.denominator  # bottom is a power of two
-    return bottom.bit_length() - 1 - ((top & -top).bit_length() - 1)
-
-
-def _range(t: FixedType) -> tuple[Fraction, Fraction]:
-    return t.code_min * _pow2(-t.frac_bits), t.code_max * _pow2(-t.frac_bits)
-
-
-def _stored(t: FixedType) -> _Exact:
-    """A tensor already in format ``t``."""
-    lo, hi = _range(t)
-    return _Exact(lo, hi, t.frac_bits, t.width)
-
-
-def _value(c: Constant, channel: int = 0) -> Fraction:
-    """The one value of a scalar constant, or channel ``channel`` of a per-channel one of shape ``(C,)``."""
-    return int(c.codes.reshape(-1)[channel]) * _pow2(-c.type_of(channel).frac_bits)
-
-
-def _dot(node: Node, x: FixedType) -> _Exact:
-    """Bounds of ``sum x * w + b`` over the output channels; any term may be zero (padding)."""
-    w, bias = node.constants["weight"], node.constants.get("bias")
-    lo_x, hi_x = _range(x)
-    low, high, top = min(lo_x, 0), max(hi_x, 0), max(-lo_x, hi_x)
-    los, his, fracs, bits = [], [], [], 0
-    for o in range(w.codes.shape[0]):
-        codes = (w.codes[o]).astype(object).reshape(-1)
-        fw = w.type_of(o).frac_bits
-        pos, neg = sum(c for c in codes if c > 0), sum(c for c in codes if c < 0)
-        lo = (pos * low + neg * high) * _pow2(-fw)
-        hi = (pos * high + neg * low) * _pow2(-fw)
-        magnitude = (pos - neg) * top * _pow2(-fw)
-        frac = x.frac_bits + fw
-        if bias is not None:
-            b = _value(bias, o)
-            lo, hi, magnitude = lo + b, hi + b, magnitude + abs(b)
-            frac = max(frac, bias.types[0].frac_bits)
-        los.append(lo), his.append(hi), fracs.append(frac)
-        bits = max(bits, _bits(magnitude, frac))
-    return _Exact(min(los), max(his), max(fracs), bits)
-
-
-def _scale_shift(node: Node, x: FixedType) -> _Exact:
-    scale, shift = node.constants["scale"], node.constants["shift"]
-    lo_x, hi_x = _range(x)
-    los, his, fracs, bits = [], [], [], 0
-    for c in range(scale.codes.shape[0]):
-        s, t = _value(scale, c), _value(shift, c)
-        products = (lo_x * s, hi_x * s)
-        fp = x.frac_bits + _grid(s)
-        frac = max(fp, _grid(t))
-        los.append(min(products) + t), his.append(max(products) + t), fracs.append(frac)
-        top = max(abs(p) for p in products)
-        bits = max(bits, _bits(top, fp), _bits(top + abs(t), frac))
-    return _Exact(min(los), max(his), max(fracs), bits)
-
-
-def _scaled(node: Node, lo: Fraction, hi: Fraction, frac: int, sum_bits: int) -> _Exact:
-    """Bounds of ``[lo, hi] * divisor`` (pooling)."""
-    d = _value(node.constants["divisor"])
-    fd = _grid(d)
-    products = (lo * d, hi * d)
-    return _Exact(min(products), max(products), frac + fd,
-                  max(sum_bits, _bits(max(abs(p) for p in products), frac + fd)))
-
-
-def _source(node: Node, inputs: list[Value]) -> _Exact:
-    """The exact value ``node`` casts to its output format (before the accumulator cast, if any)."""
-    structural = _structure_source(node, inputs)
-    if structural is not None:
-        return structural
-    x = inputs[0].type
-    lo, hi = _range(x)
-    if node.op in ("dense", "conv1d", "conv2d"):
-        return _dot(node, x)
-    if node.op == "scale_shift":
-        return _scale_shift(node, x)
-    if node.op == "relu":
-        return _Exact(max(lo, 0), max(hi, 0), x.frac_bits, x.width)
-    if node.op == "relu6":
-        lo, hi = min(max(lo, 0), 6), min(max(hi, 0), 6)
-        return _Exact(lo, hi, max(x.frac_bits, 0), _bits(hi, max(x.frac_bits, 0)))
-    if node.op == "leaky_relu":
-        slope = node.constants["slope"]
-        s = _value(slope)
-        fs = _grid(s)
-        ends = [max(lo, 0), max(hi, 0), min(lo, 0) * s, min(hi, 0) * s]
-        return _Exact(min(ends), max(ends), x.frac_bits + max(fs, 0),
-                      max(x.width, _bits(max(-lo, hi) * s, x.frac_bits + fs)))
-    if node.op == "add":
-        y = inputs[1].type
-        lo_y, hi_y = _range(y)
-        frac = max(x.frac_bits, y.frac_bits)
-        return _Exact(lo + lo_y, hi + hi_y, frac, _bits(max(-lo - lo_y, hi + hi_y), frac))
-    if node.op == "maxpool2d":
-        return _stored(x)
-    if node.op == "avgpool2d":
-        n = math.prod(node.attrs["kernel"])
-        lo_s, hi_s = n * min(lo, 0), n * max(hi, 0)  # zero padding may stand for any term
-        return _scaled(node, lo_s, hi_s, x.frac_bits, _bits(max(-lo_s, hi_s), x.frac_bits))
-    if node.op == "global_avgpool2d":
-        n = math.prod(inputs[0].shape[1:])
-        return _scaled(node, n * lo, n * hi, x.frac_bits, _bits(n * max(-lo, hi), x.frac_bits))
-    raise ONNXExportError(f"{node.describe()}: op '{node.op}' has no ONNX mapping")
-
-
-# ------------------------------------------------------- Quant attributes
-def _may_overflow(source: _Exact, t: FixedType) -> bool:
-    """Whether the cast of a value in ``[source.lo, source.hi]`` to ``t`` can leave ``t``'s codes, however it rounds."""
-    scale = _pow2(t.frac_bits)
-    return math.floor(source.lo * scale) < t.code_min or math.ceil(source.hi * scale) > t.code_max
-
-
-def _quant_attrs(t: FixedType, source: Optional[_Exact], what: str) -> dict:
-    """``signed``, ``narrow``, ``rounding_mode`` of the ``Quant`` casting ``source`` (``None``: any float) to ``t``."""
-    if t.width == 1 and t.signed:
-        raise ONNXExportError(f"{what}: format {t} has one signed bit (codes -1 and 0), which QONNX reads as "
-                              "bipolar (-1 and +1); use at least 2 bits or an unsigned format")
-    mode = ROUNDING_MODES.get(t.rounding)
-    if mode is None:
-        if source is None or source.frac > t.frac_bits:
-            raise ONNXExportError(
-                f"{what}: format {t} rounds with {t.rounding.cpp}, which QONNX's Quant cannot express, and this "
-                f"cast can drop fractional bits; use one of {', '.join(m.cpp for m in ROUNDING_MODES)} "
-                "(for example QConfig(rounding='RND_CONV'))")
-        mode = "ROUND"  # no bits are dropped, so every mode gives the same codes
-    if t.overflow not in (Overflow.SAT, Overflow.SAT_SYM) and (source is None or _may_overflow(source, t)):
-        saturation = f" and {t.sat_bits} saturation bits" if t.sat_bits else ""
-        raise ONNXExportError(
-            f"{what}: format {t} overflows with {t.overflow.cpp}{saturation}, "
-            "which QONNX's Quant (it saturates) cannot express, and this cast can overflow; use AP_SAT or "
-            "AP_SAT_SYM (for example QConfig(overflow='SAT')), or a format wide enough for the values")
-    narrow = int(t.overflow is Overflow.SAT_SYM and t.signed)  # else the clamp never acts, or is AP_SAT's
-    return {"signed": int(t.signed), "narrow": narrow, "rounding_mode": mode}
-
-
-def _float32_exact(t: FixedType, source: Optional[_Exact], source_bits: int = _FLOAT32_BITS) -> bool:
-    """Whether float32 holds the result of this cast, a float of ``source_bits`` significant bits (float32's 24,
-    float64's 53) holds its source, and ``Quant``'s rounding stays exact."""
-    half = ROUNDING_MODES.get(t.rounding, "").startswith("HALF")
-    limit = _FLOAT32_BITS - (half and not t.signed)  # |x| + 0.5 must stay exact
-    fits = t.width <= limit and -126 <= -t.frac_bits and t.width - t.frac_bits <= 127
-    return fits and (source is None or (source.bits <= source_bits - (half and source_bits > _FLOAT32_BITS)
-                                        and source.frac <= 126))
-
-
-def _declared(types: Sequence[FixedType]) -> FixedType:
-    """One format holding every channel's codes (the widest; signed if any channel is)."""
-    signed = any(t.signed for t in types)
-    width = max(t.width + (signed and not t.signed) for t in types)
-    return FixedType(width, width, signed=signed, rounding=types[0].rounding)
-
-
-# --------------------------------------------------------------- builder
-class _Builder:
-    """Collects ONNX nodes, initializers and tensor shapes while the IR's nodes are translated in order."""
-
-    def __init__(self, graph: Graph, batch_size: int) -> None:
-        self.graph, self.batch_size = graph, batch_size
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[TensorProto] = []
-        self.infos: dict[str, tuple[tuple[int, ...], int]] = {}  # computed tensor -> (shape, element type)
-        self.taken = set(graph.values())
-        self.scalars: dict[tuple, str] = {}
-        self.inexact: list[str] = []
-        self.env: dict[str, str] = {}  # IR tensor -> ONNX tensor holding its value
-
-    def fresh(self, base: str) -> str:
-        name, n = base, 1
-        while name in self.taken:
-            n += 1
-            name = f"{base}_{n}"
-        self.taken.add(name)
-        return name
-
-    def initializer(self, base: str, array: np.ndarray) -> str:
-        name = self.fresh(base)
-        self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
-        return name
-
-    def scalar(self, value: Union[float, int], dtype: type = np.float32) -> str:
-        """A shared scalar initializer."""
-        key = (dtype, value)
-        if key not in self.scalars:
-            self.scalars[key] = self.initializer(f"qfx_{np.dtype(dtype).name}_{value}", np.array(value, dtype))
-        return self.scalars[key]
-
-    def op(self, op_type: str, inputs: list[str], shape: tuple[int, ...], base: str, output: Optional[str] = None,
-           dtype: int = TensorProto.FLOAT, domain: str = "", batched: bool = True, **attrs) -> str:
-        """Append one node computing a tensor of ``shape`` (per sample when ``batched``); returns its name."""
-        out = output or self.fresh(base)
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.fresh(f"{out}_{op_type}"),
-                                           domain=domain, **attrs))
-        self.infos[out] = ((self.batch_size,) * batched + tuple(shape), dtype)
-        return out
-
-    def quant(self, x: str, t: FixedType, source: Optional[_Exact], shape: tuple[int, ...], what: str,
-              output: Optional[str] = None, source_bits: int = _FLOAT32_BITS) -> str:
-        """Cast ``x`` (exact value ``source``; float64 when ``source_bits`` is 53) to ``t`` with a ``Quant``."""
-        attrs = _quant_attrs(t, source, what)
-        if not _float32_exact(t, source, source_bits):
-            self.inexact.append(what)
-        inputs = [x, self.scalar(2.0 ** -t.frac_bits), self.scalar(0.0), self.scalar(float(t.width))]
-        return self.op("Quant", inputs, shape, f"{x}_quant", output, domain=QONNX_DOMAIN, **attrs)
-
-    def constant(self, node: Node, role: str, shape: Optional[tuple[int, ...]] = None) -> str:
-        """A constant of ``node`` as float values (reshaped to ``shape``) through a ``Quant`` declaring its format."""
-        c = node.constants[role]
-        shape = tuple(c.codes.shape) if shape is None else shape
-        values = np.ldexp(c.codes.astype(np.float64), -c.frac_bits_along(c.codes.ndim)).reshape(shape)
-        scale = np.ldexp(1.0, -c.frac_bits()).astype(np.float32)
-        scale = scale.reshape((-1,) + (1,) * (len(shape) - 1)) if c.per_channel else scale.reshape(())
-        t = _declared(c.types)
-        what = f"{node.describe()}: constant '{role}'"
-        attrs = _quant_attrs(t, _stored(t), what)
-        if not all(_float32_exact(ct, None) for ct in c.types) or t.width > _FLOAT32_BITS:
-            self.inexact.append(what)
-        base = f"{node.name}_{role}"
-        inputs = [self.initializer(base, values.astype(np.float32)), self.initializer(f"{base}_scale", scale),
-                  self.scalar(0.0), self.scalar(float(t.width))]
-        return self.op("Quant", inputs, shape, f"{base}_quant", domain=QONNX_DOMAIN, batched=False, **attrs)
-
 
 # ------------------------------------------------------------ translation
 def _pool_attrs(node: Node) -> dict:
@@ -370,7 +108,7 @@ def _pool_attrs(node: Node) -> dict:
     return {"kernel_shape": node.attrs["kernel"], "strides": node.attrs["stride"], "pads": pad + pad}
 
 
-def _compute(b: _Builder, node: Node, x: list[str], source: _Exact) -> str:
+def _compute(b: Builder, node: Node, x: list[str], source: Exact) -> str:
     """ONNX nodes computing ``node``'s exact result (before its casts); returns the result's name."""
     shape, base = node.output.shape, f"{node.name}_exact"
     if node.op in ("sub", "mul", "clamp"):
@@ -393,7 +131,7 @@ def _compute(b: _Builder, node: Node, x: list[str], source: _Exact) -> str:
     if node.op == "relu6":
         return b.op("Clip", [x[0], b.scalar(0.0), b.scalar(6.0)], shape, base)
     if node.op == "leaky_relu":
-        slope = _value(node.constants["slope"])
+        slope = constant_value(node.constants["slope"])
         if Fraction(float(np.float32(slope))) == slope:  # the float attribute holds the fixed-point slope exactly
             return b.op("LeakyRelu", x, shape, base, alpha=float(slope))
         positive = b.op("GreaterOrEqual", [x[0], b.scalar(0.0)], shape, f"{node.name}_positive",
@@ -410,12 +148,12 @@ def _compute(b: _Builder, node: Node, x: list[str], source: _Exact) -> str:
     raise ONNXExportError(f"{node.describe()}: op '{node.op}' has no ONNX mapping")
 
 
-def _average(b: _Builder, node: Node, x: str) -> str:
+def _average(b: Builder, node: Node, x: str) -> str:
     """``sum(window) * divisor``: ONNX's average pooling when the divisor is exactly 1 / count, else sum then Mul."""
     shape, base = node.output.shape, f"{node.name}_exact"
     channels, *spatial = b.graph.value(node.inputs[0]).shape
     count = math.prod(node.attrs["kernel"]) if node.op == "avgpool2d" else math.prod(spatial)
-    exact_mean = _value(node.constants["divisor"]) == Fraction(1, count)  # then float sum / count is exact too
+    exact_mean = constant_value(node.constants["divisor"]) == Fraction(1, count)  # then float sum / count is exact too
     if node.op == "global_avgpool2d":
         if exact_mean:
             return b.op("GlobalAveragePool", [x], shape, base)
@@ -430,28 +168,7 @@ def _average(b: _Builder, node: Node, x: str) -> str:
 
 
 # ------------------------------------------------------- structural ops
-def _structure_source(node: Node, inputs: list[Value]) -> Optional[_Exact]:
-    """The exact value ``sub``, ``mul`` or ``clamp`` casts; ``None`` for other ops."""
-    if node.op not in ("sub", "mul", "clamp"):
-        return None
-    x = inputs[0].type
-    lo, hi = _range(x)
-    if node.op == "sub":
-        y = inputs[1].type
-        lo_y, hi_y = _range(y)
-        frac = max(x.frac_bits, y.frac_bits)
-        return _Exact(lo - hi_y, hi - lo_y, frac, _bits(max(hi_y - lo, hi - lo_y), frac))
-    if node.op == "mul":
-        y = inputs[1].type
-        ends = [a * c for a in (lo, hi) for c in _range(y)]
-        return _Exact(min(ends), max(ends), x.frac_bits + y.frac_bits, x.width + y.width)
-    bounds = {k: _value(node.constants[k]) for k in ("low", "high") if k in node.constants}
-    frac = max([x.frac_bits] + [_grid(v) for v in bounds.values()])
-    clip = [min(max(v, bounds.get("low", v)), bounds.get("high", v)) for v in (lo, hi)]
-    return _Exact(clip[0], clip[1], frac, _bits(max(abs(clip[0]), abs(clip[1])), frac))
-
-
-def _structure_compute(b: _Builder, node: Node, x: list[str]) -> str:
+def _structure_compute(b: Builder, node: Node, x: list[str]) -> str:
     shape, base = node.output.shape, f"{node.name}_exact"
     if node.op == "sub":
         return b.op("Sub", x, shape, base)
@@ -461,7 +178,7 @@ def _structure_compute(b: _Builder, node: Node, x: list[str]) -> str:
     return b.op("Clip", [x[0]] + bounds, shape, base)
 
 
-def _interleaved(b: _Builder, node: Node, x: str, factors: list[int], expand: bool) -> str:
+def _interleaved(b: Builder, node: Node, x: str, factors: list[int], expand: bool) -> str:
     """Each spatial element followed by ``factor - 1`` zeros (``expand=False``) or copies of itself (``True``)."""
     channels, *spatial = b.graph.value(node.inputs[0]).shape
     split = [channels] + [v for n in spatial for v in (n, 1)]
@@ -480,11 +197,11 @@ def _interleaved(b: _Builder, node: Node, x: str, factors: list[int], expand: bo
                 f"{node.name}_joined")
 
 
-def _structure_moves(b: _Builder, node: Node, x: list[str]) -> bool:
+def _structure_moves(b: Builder, node: Node, x: list[str]) -> bool:
     """``concat`` (each input cast, then joined), ``zero_pad`` and ``upsample`` (codes moved, no cast)."""
     shape = node.output.shape
     if node.op == "concat":
-        parts = [b.quant(name, node.output.type, _stored(b.graph.value(v).type), b.graph.value(v).shape,
+        parts = [b.quant(name, node.output.type, stored(b.graph.value(v).type), b.graph.value(v).shape,
                          f"{node.describe()}: input '{v}'") for name, v in zip(x, node.inputs)]
         b.env[node.name] = b.op("Concat", parts, shape, node.name, output=node.name, axis=1 + node.attrs["axis"])
         return True
@@ -511,7 +228,7 @@ def _structure_moves(b: _Builder, node: Node, x: list[str]) -> bool:
     return False
 
 
-def _translate(b: _Builder, node: Node) -> None:
+def _translate(b: Builder, node: Node) -> None:
     x = [b.env[name] for name in node.inputs]
     if _structure_moves(b, node, x) or _binary.translate(b, node, x) or _tables.translate(b, node, x):
         return
@@ -524,12 +241,12 @@ def _translate(b: _Builder, node: Node) -> None:
             b.env[node.name] = b.op("Reshape", [x[0], target], shape, node.name, output=node.name)
         return
     inputs = [b.graph.value(name) for name in node.inputs]
-    source = _source(node, inputs)
+    source = source_bounds(node, inputs)
     y = _compute(b, node, x, source)
     if "accum" in node.formats:
         accum = node.formats["accum"]
         y = b.quant(y, accum, source, node.output.shape, f"{node.describe()}: accumulator")
-        source = _stored(accum)
+        source = stored(accum)
     b.env[node.name] = b.quant(y, node.output.type, source, node.output.shape, node.describe(), output=node.name)
 
 
@@ -545,7 +262,7 @@ def to_onnx(graph: Graph, *, batch_size: int = 1) -> onnx.ModelProto:
     graph.check()
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"to_onnx: batch_size must be an integer >= 1, got {batch_size!r}")
-    b = _Builder(graph, batch_size)
+    b = Builder(graph, batch_size)
     for value in graph.inputs:
         b.env[value.name] = b.quant(value.name, value.type, None, value.shape, f"input '{value.name}'",
                                     output=b.fresh(f"{value.name}_quant"))
@@ -595,5 +312,3 @@ def export_onnx(graph: Graph, path: Union[str, os.PathLike], *, force: bool = Fa
     return path
 
 
-from . import onnx_binary as _binary  # noqa: E402 (it uses the builder and bounds above)
-from . import onnx_tables as _tables  # noqa: E402

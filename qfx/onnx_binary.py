@@ -31,7 +31,7 @@ import numpy as np
 from onnx import TensorProto
 
 from .ir.graph import Constant, Node, Value
-from .onnx import QONNX_DOMAIN, ONNXExportError, _Exact, _bits, _grid, _range, _value
+from .onnx_builder import QONNX_DOMAIN, ONNXExportError, Exact, bits_for, grid, type_range, constant_value
 
 __all__ = ["translate"]
 
@@ -107,20 +107,20 @@ def _prelu(b, node: Node, xs: str) -> str:
 
 def _prelu_source(node: Node, x: Value):
     """Bounds of the exact PReLU result over every channel, its grid and the float bits it needs."""
-    lo, hi = _range(x.type)
+    lo, hi = type_range(x.type)
     slope: Constant = node.constants["slope"]
     los, his, fracs, bits = [], [], [], 0
     for c in range(slope.codes.size):
-        v = {role: _value(node.constants[role], c) if role in node.constants else Fraction(0)
+        v = {role: constant_value(node.constants[role], c) if role in node.constants else Fraction(0)
              for role in ("bias", "slope", "shift")}
-        ft = max(x.type.frac_bits, _grid(v["bias"]) if "bias" in node.constants else x.type.frac_bits)
+        ft = max(x.type.frac_bits, grid(v["bias"]) if "bias" in node.constants else x.type.frac_bits)
         t_lo, t_hi = lo + v["bias"], hi + v["bias"]
         ends = [max(t_lo, 0), max(t_hi, 0), min(t_lo, 0) * v["slope"], min(t_hi, 0) * v["slope"]]
-        frac = max(ft + max(_grid(v["slope"]), 0), _grid(v["shift"]))
+        frac = max(ft + max(grid(v["slope"]), 0), grid(v["shift"]))
         los.append(min(ends) + v["shift"]), his.append(max(ends) + v["shift"]), fracs.append(frac)
         top = max(abs(e) for e in ends)
-        bits = max(bits, _bits(max(abs(t_lo), abs(t_hi)), ft), _bits(top, frac), _bits(top + abs(v["shift"]), frac))
-    return _Exact(min(los), max(his), max(fracs), bits)
+        bits = max(bits, bits_for(max(abs(t_lo), abs(t_hi)), ft), bits_for(top, frac), bits_for(top + abs(v["shift"]), frac))
+    return Exact(min(los), max(his), max(fracs), bits)
 
 
 def translate(b, node: Node, xs: list[str]) -> bool:
@@ -139,7 +139,7 @@ def translate(b, node: Node, xs: list[str]) -> bool:
                                    node.describe(), output=node.name)
     else:
         terms = int(np.prod(node.constants["weight"].codes.shape[1:]))
-        source = _Exact(Fraction(-terms), Fraction(terms), 0, terms.bit_length())
+        source = Exact(Fraction(-terms), Fraction(terms), 0, terms.bit_length())
         b.env[node.name] = b.quant(_binary_sum(b, node, x, xs[0]), node.output.type, source, node.output.shape,
                                    node.describe(), output=node.name)
     return True

@@ -1,12 +1,12 @@
 """Emitters of the structural ops (``sub``, ``mul``, ``clamp``, ``concat``, ``zero_pad``, ``upsample``) for the
-emulator's translation unit; the kernels are in ``include/qfx/structure.h``.  Imported by :mod:`.codegen`."""
+emulator's translation unit; the kernels are in ``include/qfx/structure.h``.  Used by :mod:`.codegen`."""
 
 from __future__ import annotations
 
 import math
 
 from ..ir.graph import Node
-from .codegen import _accumulator, _aligned, _bits, _Unit
+from .unit import Unit, accumulator, aligned_pair, signed_bits
 
 __all__ = ["EMITTERS"]
 
@@ -15,28 +15,28 @@ def _frame(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return (shape[0], 1, shape[1]) if len(shape) == 2 else tuple(shape)
 
 
-def _sub(unit: _Unit, node: Node) -> str:
-    return _aligned(unit, node, "sub")
+def _sub(unit: Unit, node: Node) -> str:
+    return aligned_pair(unit, node, "sub")
 
 
-def _mul(unit: _Unit, node: Node) -> str:
+def _mul(unit: Unit, node: Node) -> str:
     a, b = (unit.values[name] for name in node.inputs)
-    bits = _bits(a.type) + _bits(b.type)
-    acc = _accumulator(node, bits)
+    bits = signed_bits(a.type) + signed_bits(b.type)
+    acc = accumulator(node, bits)
     unit.widths[node.name] = bits
     drop = a.type.frac_bits + b.type.frac_bits - node.output.type.frac_bits
     return (f"qfx::mul<{unit.fmt(node.name)}, {acc}, {a.size}, {drop}>({unit.ws(a.name)}, {unit.ws(b.name)}, "
             f"{unit.ws(node.name)});")
 
 
-def _clamp(unit: _Unit, node: Node) -> str:
+def _clamp(unit: Unit, node: Node) -> str:
     x = unit.values[node.inputs[0]]
     bounds = {k: node.constants[k] for k in ("low", "high") if k in node.constants}
     common = max([x.type.frac_bits] + [c.types[0].frac_bits for c in bounds.values()])
     aligned = {k: int(c.codes) << (common - c.types[0].frac_bits) for k, c in bounds.items()}
-    bits = max([_bits(x.type) + common - x.type.frac_bits]
+    bits = max([signed_bits(x.type) + common - x.type.frac_bits]
                + [abs(v).bit_length() + 1 for v in aligned.values()]) + 1
-    acc = _accumulator(node, bits)
+    acc = accumulator(node, bits)
     unit.widths[node.name] = bits
     low, high = aligned.get("low"), aligned.get("high")
     return (f"qfx::clamp<{unit.fmt(node.name)}, {acc}, {x.size}, {common - x.type.frac_bits}, "
@@ -44,7 +44,7 @@ def _clamp(unit: _Unit, node: Node) -> str:
             f"{high or 0}LL, {common - node.output.type.frac_bits}>({unit.ws(x.name)}, {unit.ws(node.name)});")
 
 
-def _concat(unit: _Unit, node: Node) -> str:
+def _concat(unit: Unit, node: Node) -> str:
     axis = node.attrs["axis"]
     out = node.output
     stride = math.prod(out.shape[axis:])
@@ -58,7 +58,7 @@ def _concat(unit: _Unit, node: Node) -> str:
     return " ".join(calls)
 
 
-def _zero_pad(unit: _Unit, node: Node) -> str:
+def _zero_pad(unit: Unit, node: Node) -> str:
     x = unit.values[node.inputs[0]]
     c, h, w = _frame(x.shape)
     _, oh, ow = _frame(node.output.shape)
@@ -69,7 +69,7 @@ def _zero_pad(unit: _Unit, node: Node) -> str:
             f"{unit.ws(node.name)});")
 
 
-def _upsample(unit: _Unit, node: Node) -> str:
+def _upsample(unit: Unit, node: Node) -> str:
     x = unit.values[node.inputs[0]]
     c, h, w = _frame(x.shape)
     scale = node.attrs["scale"]

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Value
-from .layers import ArrayConstant, KHOT_MAX_DIGITS, Layer, _exact, bits_signed, c_array, csd_digits, frame, int_type, \
-    magnitude
+from .layer import (KHOT_MAX_DIGITS, ArrayConstant, Layer, bits_signed, c_array, csd_digits, exact_result, frame,
+                    int_type, magnitude)
 
 __all__ = ["PLANNERS", "WORD_BITS", "packed_words"]
 
@@ -48,7 +48,7 @@ def _words(layer: Layer, bits: int, terms: int) -> int:
     words = -(-bits // word)
     layer.ints += [("word", word), ("words", words), ("k", terms)]
     layer.types += [("word_t", f"ap_uint<{word}>"), ("count_t", f"ap_uint<{max(terms.bit_length(), 1)}>")]
-    _exact(layer, bits_signed(terms), 0)  # the sum N - 2 * count is an integer
+    exact_result(layer, bits_signed(terms), 0)  # the sum N - 2 * count is an integer
     return word
 
 
@@ -153,7 +153,7 @@ def _prelu(layer: Layer, x: Value) -> None:
                 for c in range(channels))
     layer.arrays += [slope_array, ArrayConstant("bias_code_t", f"{layer.name}_bias", b.shape, c_array(b)),
                      ArrayConstant("shift_code_t", f"{layer.name}_shift", z.shape, c_array(z))]
-    _exact(layer, bits_signed(bound), common)
+    exact_result(layer, bits_signed(bound), common)
 
 
 PLANNERS = {"sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from ..ir import Value
-from .layers import HLSError, Layer, _exact, bits_signed, code_type, frame, magnitude
+from .layer import HLSError, Layer, exact_result, bits_signed, code_type, frame, magnitude
 
 __all__ = ["PLANNERS"]
 
@@ -22,12 +22,12 @@ def _sub(layer: Layer, a: Value, b: Value) -> None:
     sa, sb = common - a.type.frac_bits, common - b.type.frac_bits
     _operands(layer, a, b)
     layer.ints += [("a_shift", sa), ("b_shift", sb)]
-    _exact(layer, bits_signed((magnitude(a.type) << sa) + (magnitude(b.type) << sb)), common)
+    exact_result(layer, bits_signed((magnitude(a.type) << sa) + (magnitude(b.type) << sb)), common)
 
 
 def _mul(layer: Layer, a: Value, b: Value) -> None:
     _operands(layer, a, b)
-    _exact(layer, bits_signed(magnitude(a.type) * magnitude(b.type)), a.type.frac_bits + b.type.frac_bits)
+    exact_result(layer, bits_signed(magnitude(a.type) * magnitude(b.type)), a.type.frac_bits + b.type.frac_bits)
 
 
 def _clamp(layer: Layer, x: Value) -> None:
@@ -38,7 +38,7 @@ def _clamp(layer: Layer, x: Value) -> None:
     layer.ints += [("n", x.size), ("shift", shift), ("has_low", int("low" in aligned)),
                    ("has_high", int("high" in aligned))]
     layer.codes += [("low", aligned.get("low", 0)), ("high", aligned.get("high", 0))]
-    _exact(layer, bits_signed(max([magnitude(x.type) << shift] + [abs(v) for v in aligned.values()])), common)
+    exact_result(layer, bits_signed(max([magnitude(x.type) << shift] + [abs(v) for v in aligned.values()])), common)
 
 
 def _concat(layer: Layer, *inputs: Value) -> None:
@@ -57,7 +57,7 @@ def _concat(layer: Layer, *inputs: Value) -> None:
         layer.types.append((f"in{k}_code_t", code_type(v.type)))
         offset += inner
         bound = max(bound, magnitude(v.type) << shift)
-    _exact(layer, bits_signed(bound), common)
+    exact_result(layer, bits_signed(bound), common)
 
 
 def _moves(layer: Layer, x: Value) -> None:

@@ -13,14 +13,11 @@ written.
 
 from __future__ import annotations
 
-import dataclasses
-from collections import defaultdict
-from typing import Optional, Sequence
+from typing import Sequence
 
-from ..format import FixedType
 from ..ir import Node, Value
-from .adder_graph import build_adder_graph
-from .casts import Cast, plan_cast
+from .builder import AdderInstance, Builder, Element, LayerModule, RTLError, Rom, Wire, shift_left
+from .structure import LOWER as _STRUCTURE_LOWER, MOVES as _MOVES
 from .verilog import literal, signed_width
 
 __all__ = ["RTLError", "Wire", "AdderInstance", "LayerModule", "check_supported", "lower_node", "MAX_UNROLLED_TAPS", "SUPPORTED_OPS"]
@@ -32,163 +29,7 @@ SUPPORTED_OPS = ("dense", "conv1d", "conv2d", "relu", "relu6", "leaky_relu", "sc
                  "prelu", "table", "sign", "thermometer", "binary_dense", "binary_conv1d", "binary_conv2d")
 
 
-class RTLError(ValueError):
-    """A graph the Verilog back end cannot generate; the message names the node and says what to change."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Wire:
-    """``wire [signed] [width-1:0] name;`` and, unless an instance drives it, ``assign name = expr;``."""
-
-    name: str
-    width: int
-    expr: Optional[str] = None
-    signed: bool = True
-
-
-@dataclasses.dataclass(frozen=True)
-class AdderInstance:
-    """``y = (a <<< a_shift) +/- (b <<< b_shift)`` as one ``qfx_add`` instance (kept as its own hierarchy)."""
-
-    name: str
-    a: str
-    b: str
-    y: str
-    a_width: int
-    b_width: int
-    a_shift: int
-    b_shift: int
-    subtract: bool
-    y_width: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Rom:
-    """A case ROM as a Verilog function ``name(address)``: ``words`` are (address, word) literals."""
-
-    name: str
-    address_width: int
-    width: int
-    words: list[tuple[str, str]]
-
-
-@dataclasses.dataclass
-class LayerModule:
-    """One layer's Verilog module, as the template ``layer.v.j2`` renders it."""
-
-    name: str
-    node: str  #: ``node 'fc1' (dense)``, for comments and messages
-    op: str
-    input_widths: list[int]  #: bits of in0_data, in1_data...
-    output_width: int
-    casts: list[Cast] = dataclasses.field(default_factory=list)
-    wires: list[Wire] = dataclasses.field(default_factory=list)
-    adders: list[AdderInstance] = dataclasses.field(default_factory=list)
-    roms: list[Rom] = dataclasses.field(default_factory=list)
-    output: str = ""  #: the expression assigned to out_data
-
-
-Element = tuple[str, int, int]  # wire name, lowest and highest code
-
-
-class _Builder:
-    """Collects a module's wires, adders and casts; every wire's width comes from its exact range."""
-
-    def __init__(self, module: LayerModule):
-        self.module = module
-
-    def wire(self, name: str, low: int, high: int, expr: Optional[str]) -> Element:
-        self.module.wires.append(Wire(name, signed_width(low, high), expr))
-        return name, low, high
-
-    def unpack(self, port: int, value: Value) -> list[Element]:
-        """The elements of input ``port`` as signed wires (unsigned codes get a zero sign bit)."""
-        t, w = value.type, value.type.width
-        self.module.input_widths.append(value.size * w)
-        elements = []
-        for e in range(value.size):
-            field = f"in{port}_data[{e * w + w - 1}:{e * w}]"
-            expr = f"$signed({field})" if t.signed else f"$signed({{1'b0, {field}}})"
-            elements.append(self.wire(f"x{port}_{e}", t.code_min, t.code_max, expr))
-        return elements
-
-    def products(self, rows: Sequence[dict[int, int]], inputs: Sequence[Element]) -> list[Element]:
-        """``sum_i rows[o][i] * inputs[i]`` for every row, as a shared adder graph."""
-        graph = build_adder_graph(rows, len(inputs))
-        ranges = graph.ranges([(low, high) for _, low, high in inputs])
-        names = [name for name, _, _ in inputs]
-        for k, adder in enumerate(graph.adders):
-            node = len(inputs) + k
-            name = f"a{k}"
-            low, high = ranges[node]
-            self.wire(name, low, high, None)
-            names.append(name)
-            left, right = adder.left, adder.right
-            self.module.adders.append(AdderInstance(
-                f"u_a{k}", names[left.node], names[right.node], name, signed_width(*ranges[left.node]),
-                signed_width(*ranges[right.node]), left.shift, right.shift, right.negative, signed_width(low, high)))
-        sums = []
-        for o, term in enumerate(graph.outputs):
-            if term is None:
-                sums.append(self.wire(f"p{o}", 0, 0, "1'sd0"))
-                continue
-            low, high = (r << term.shift for r in ranges[term.node])
-            if term.negative:
-                low, high = -high, -low
-            sums.append(self.wire(f"p{o}", low, high, ("-" if term.negative else "") + _shifted(names[term.node],
-                                                                                              term.shift)))
-        return sums
-
-    def align_add(self, name: str, element: Element, shift: int, constant: int) -> Element:
-        """``(element <<< shift) + constant``."""
-        source, low, high = element
-        low, high = (low << shift) + constant, (high << shift) + constant
-        expr = _shifted(source, shift)
-        if constant:
-            expr = f"{expr} + {literal(constant, signed_width(constant, constant))}"
-        return self.wire(name, low, high, expr)
-
-    def cast(self, sources: Sequence[tuple[Element, int]], t: FixedType, prefix: str) -> list[str]:
-        """Each source (an element and its fractional bits) cast to ``t``: the W-bit words, as wire names.
-
-        Sources sharing a binary point share one cast function, planned for
-        the union of their ranges.
-        """
-        by_frac: dict[int, list[int]] = defaultdict(list)
-        for k, (_, frac) in enumerate(sources):
-            by_frac[frac].append(k)
-        function_of = {}
-        for frac in sorted(by_frac):
-            members = by_frac[frac]
-            low = min(sources[k][0][1] for k in members)
-            high = max(sources[k][0][2] for k in members)
-            cast = plan_cast(f"cast_{prefix}{len(self.module.casts)}", low, high, frac, t)
-            self.module.casts.append(cast)
-            function_of.update((k, cast.name) for k in members)
-        words = []
-        for k, ((source, _, _), _) in enumerate(sources):
-            name = f"{prefix}{k}"
-            self.module.wires.append(Wire(name, t.width, f"{function_of[k]}({source})", signed=False))
-            words.append(name)
-        return words
-
-    def read(self, words: Sequence[str], t: FixedType, prefix: str) -> list[Element]:
-        """Words of format ``t`` read back as signed elements."""
-        return [self.wire(f"{prefix}{k}", t.code_min, t.code_max,
-                          f"$signed({word})" if t.signed else f"$signed({{1'b0, {word}}})")
-                for k, word in enumerate(words)]
-
-    def finish(self, words: Sequence[str], t: FixedType, count: int) -> None:
-        self.module.output_width = count * t.width
-        self.module.output = "{" + ", ".join(reversed(list(words))) + "}" if len(words) > 1 else words[0]
-
-
-def _shifted(name: str, shift: int) -> str:
-    return f"({name} <<< {shift})" if shift else name
-
-
-# -------------------------------------------------------------------- ops
-def _dot(b: _Builder, node: Node, rows: list[dict[int, int]], x: Value, channel_of_row: Sequence[int]) -> list[str]:
+def _dot(b: Builder, node: Node, rows: list[dict[int, int]], x: Value, channel_of_row: Sequence[int]) -> list[str]:
     """Dense and convolution: products, bias at the common binary point, ``accum`` cast, output cast."""
     weight, bias = node.constants["weight"], node.constants.get("bias")
     sums = b.products(rows, b.unpack(0, x))
@@ -209,13 +50,13 @@ def _dot(b: _Builder, node: Node, rows: list[dict[int, int]], x: Value, channel_
     return b.cast(sources, node.output.type, "y")
 
 
-def _dense(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _dense(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     weight = node.constants["weight"].codes
     rows = [{i: int(v) for i, v in enumerate(row) if v} for row in weight]
     return _dot(b, node, rows, inputs[0], range(len(rows)))
 
 
-def _conv(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _conv(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     weight = node.constants["weight"].codes
     two_d = weight.ndim == 4
@@ -251,7 +92,7 @@ def _channel_of(value: Value) -> list[int]:
     return [e // per_channel for e in range(value.size)]
 
 
-def _scale_shift(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _scale_shift(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     scale, shift = node.constants["scale"], node.constants["shift"]
     channel = _channel_of(x)
@@ -268,14 +109,14 @@ def _scale_shift(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return b.cast(sources, node.output.type, "y")
 
 
-def _relu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _relu(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     clamped = [b.wire(f"r{e}", max(low, 0), max(high, 0), f"{name}[{signed_width(low, high) - 1}] ? 1'sd0 : {name}")
                for e, (name, low, high) in enumerate(b.unpack(0, x))]
     return b.cast([(e, x.type.frac_bits) for e in clamped], node.output.type, "y")
 
 
-def _relu6(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _relu6(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     fx = x.type.frac_bits
     common = max(fx, 0)  # 6 is an integer: exact once there are no negative fractional bits
@@ -289,7 +130,7 @@ def _relu6(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return b.cast(sources, node.output.type, "y")
 
 
-def _leaky_relu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _leaky_relu(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     slope = node.constants["slope"]
     code, fs, fx = int(slope.codes), int(slope.frac_bits()[0]), x.type.frac_bits
@@ -304,23 +145,23 @@ def _leaky_relu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
             ranges += [max(low, 0) << up, high << up]
         if low < 0:
             ranges += [(code * v) << down for v in (low, min(high, -1))]
-        expr = f"{name}[{signed_width(low, high) - 1}] ? {_shifted(product, down)} : {_shifted(name, up)}"
+        expr = f"{name}[{signed_width(low, high) - 1}] ? {shift_left(product, down)} : {shift_left(name, up)}"
         sources.append((b.wire(f"r{e}", min(ranges), max(ranges), expr), common))
     return b.cast(sources, node.output.type, "y")
 
 
-def _add(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _add(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     a, c = inputs
     common = max(a.type.frac_bits, c.type.frac_bits)
     sa, sc = common - a.type.frac_bits, common - c.type.frac_bits
     sources = []
     for e, ((na, la, ha), (nc, lc, hc)) in enumerate(zip(b.unpack(0, a), b.unpack(1, c))):
-        expr = f"{_shifted(na, sa)} + {_shifted(nc, sc)}"
+        expr = f"{shift_left(na, sa)} + {shift_left(nc, sc)}"
         sources.append((b.wire(f"s{e}", (la << sa) + (lc << sc), (ha << sa) + (hc << sc), expr), common))
     return b.cast(sources, node.output.type, "y")
 
 
-def _prelu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _prelu(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     """``t = x + bias``; ``t >= 0 ? t : t * slope`` (an adder graph); ``+ shift``: aligned like the interpreter."""
     x = inputs[0]
     slope, bias, shift = (node.constants.get(r) for r in ("slope", "bias", "shift"))
@@ -351,7 +192,7 @@ def _prelu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
             ranges += [max(low, 0) << up, high << up]
         if low < 0:
             ranges += [plow << down, phigh << down]  # over all of t's range: a superset
-        expr = f"{name}[{signed_width(low, high) - 1}] ? {_shifted(product, down)} : {_shifted(name, up)}"
+        expr = f"{name}[{signed_width(low, high) - 1}] ? {shift_left(product, down)} : {shift_left(name, up)}"
         r = b.wire(f"r{e}", min(ranges), max(ranges), expr)
         if shift is None:
             sources.append((r, common))
@@ -362,7 +203,7 @@ def _prelu(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return b.cast(sources, node.output.type, "y")
 
 
-def _table(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _table(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     """Each element cast to the table's input format; its word addresses one case ROM of output codes."""
     x, t, out = inputs[0], node.formats["table"], node.output.type
     addresses = b.cast([(e, x.type.frac_bits) for e in b.unpack(0, x)], t, "a")
@@ -380,13 +221,13 @@ def _table(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
 # ------------------------------------------------------------- binary ops
 # A binary code is +1 (2'b01) or -1 (2'b11): its bit 1 is set for -1.  xnor(x, +1) is ~x[1] and
 # xnor(x, -1) is x[1]; a dot product is 2 * popcount - N, the popcount an adder graph of 1-bit terms.
-def _sign(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _sign(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     sources = [(b.wire(f"r{e}", -1, 1, f"{name}[{signed_width(low, high) - 1}] ? -2'sd1 : 2'sd1"), 0)
                for e, (name, low, high) in enumerate(b.unpack(0, inputs[0]))]
     return b.cast(sources, node.output.type, "y")
 
 
-def _thermometer(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _thermometer(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     thresholds = node.constants["thresholds"]
     fx, ft = x.type.frac_bits, int(thresholds.frac_bits()[0])
@@ -405,7 +246,7 @@ def _thermometer(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return b.cast(sources, node.output.type, "y")
 
 
-def _popcount_dot(b: _Builder, node: Node, x: Value, taps: list[tuple[dict[int, int], int]]) -> list[str]:
+def _popcount_dot(b: Builder, node: Node, x: Value, taps: list[tuple[dict[int, int], int]]) -> list[str]:
     """Each output: ``2 * popcount(xnor) - N + constant`` over its taps ``{input element: ±1}``."""
     terms: list[Element] = []
     for e, (name, _, _) in enumerate(b.unpack(0, x)):
@@ -418,12 +259,12 @@ def _popcount_dot(b: _Builder, node: Node, x: Value, taps: list[tuple[dict[int, 
     return b.cast(sources, node.output.type, "y")
 
 
-def _binary_dense(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _binary_dense(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     weight = node.constants["weight"].codes
     return _popcount_dot(b, node, inputs[0], [({i: int(v) for i, v in enumerate(row)}, 0) for row in weight])
 
 
-def _binary_conv(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _binary_conv(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     weight = node.constants["weight"].codes
     if weight.size * (node.output.size // node.output.shape[0]) > MAX_UNROLLED_TAPS:
@@ -463,7 +304,7 @@ _LOWER = {"dense": _dense, "conv1d": _conv, "conv2d": _conv, "scale_shift": _sca
           "relu6": _relu6, "leaky_relu": _leaky_relu, "add": _add, "prelu": _prelu,
           "table": _table,
           "sign": _sign, "thermometer": _thermometer, "binary_dense": _binary_dense, "binary_conv1d": _binary_conv,
-          "binary_conv2d": _binary_conv}
+          "binary_conv2d": _binary_conv, **_STRUCTURE_LOWER}
 
 
 def check_supported(node: Node) -> None:
@@ -484,7 +325,7 @@ def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule
     """The Verilog module of ``node`` (whose input tensors are ``inputs``), called ``module_name``."""
     check_supported(node)
     module = LayerModule(module_name, node.describe(), node.op, [], 0)
-    b = _Builder(module)
+    b = Builder(module)
     if node.op == "flatten":
         b.unpack(0, inputs[0])
         module.wires.clear()  # the codes pass through unchanged
@@ -496,8 +337,3 @@ def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule
     words = _LOWER[node.op](b, node, inputs)
     b.finish(words, node.output.type, node.output.size)
     return module
-
-
-from .structure import LOWER as _STRUCTURE_LOWER, MOVES as _MOVES  # noqa: E402 (it uses the helpers above)
-
-_LOWER.update(_STRUCTURE_LOWER)

@@ -2,31 +2,31 @@
 element), ``zero_pad`` and ``upsample`` (wiring only: input fields and zeros, no logic), and pooling
 (``maxpool2d`` a chain of comparisons per window, ``avgpool2d`` and ``global_avgpool2d`` the window sum times the
 divisor's code as one adder graph).  ``mul`` of two
-tensors would need a multiplier, which this back end never writes: it is refused.  Imported by :mod:`.layers`."""
+tensors would need a multiplier, which this back end never writes: it is refused.  Used by :mod:`.layers`."""
 
 from __future__ import annotations
 
 import math
 
 from ..ir import Node, Value
-from .layers import RTLError, _Builder, _shifted
+from .builder import Builder, RTLError, shift_left
 from .verilog import literal, signed_width
 
 __all__ = ["LOWER", "MOVES"]
 
 
-def _sub(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _sub(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     a, c = inputs
     common = max(a.type.frac_bits, c.type.frac_bits)
     sa, sc = common - a.type.frac_bits, common - c.type.frac_bits
     sources = []
     for e, ((na, la, ha), (nc, lc, hc)) in enumerate(zip(b.unpack(0, a), b.unpack(1, c))):
-        expr = f"{_shifted(na, sa)} - {_shifted(nc, sc)}"
+        expr = f"{shift_left(na, sa)} - {shift_left(nc, sc)}"
         sources.append((b.wire(f"s{e}", (la << sa) - (hc << sc), (ha << sa) - (lc << sc), expr), common))
     return b.cast(sources, node.output.type, "y")
 
 
-def _clamp(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _clamp(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     bounds = {k: node.constants[k] for k in ("low", "high") if k in node.constants}
     common = max([x.type.frac_bits] + [c.types[0].frac_bits for c in bounds.values()])
@@ -48,7 +48,7 @@ def _clamp(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return b.cast(sources, node.output.type, "y")
 
 
-def _concat(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _concat(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     axis = node.attrs["axis"]
     outer = math.prod(node.output.shape[:axis])
     parts = [(b.unpack(k, v), math.prod(v.shape[axis:]), v.type.frac_bits) for k, v in enumerate(inputs)]
@@ -57,7 +57,7 @@ def _concat(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return b.cast(sources, node.output.type, "y")
 
 
-def _wiring(b: _Builder, node: Node, inputs: list[Value], source_of) -> None:
+def _wiring(b: Builder, node: Node, inputs: list[Value], source_of) -> None:
     """``out_data`` as input 0's fields (``source_of(e)`` the input element of output ``e``, ``None``: zero)."""
     x = inputs[0]
     w = x.type.width
@@ -74,7 +74,7 @@ def _frame(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return (shape[0], 1, shape[1]) if len(shape) == 2 else tuple(shape)
 
 
-def _zero_pad(b: _Builder, node: Node, inputs: list[Value]) -> None:
+def _zero_pad(b: Builder, node: Node, inputs: list[Value]) -> None:
     x = inputs[0]
     _, h, w = _frame(x.shape)
     _, oh, ow = _frame(node.output.shape)
@@ -92,7 +92,7 @@ def _zero_pad(b: _Builder, node: Node, inputs: list[Value]) -> None:
     _wiring(b, node, inputs, source_of)
 
 
-def _upsample(b: _Builder, node: Node, inputs: list[Value]) -> None:
+def _upsample(b: Builder, node: Node, inputs: list[Value]) -> None:
     x = inputs[0]
     _, h, w = _frame(x.shape)
     _, oh, ow = _frame(node.output.shape)
@@ -101,7 +101,7 @@ def _upsample(b: _Builder, node: Node, inputs: list[Value]) -> None:
     _wiring(b, node, inputs, lambda e: (e // (oh * ow) * h + (e // ow) % oh // sh) * w + e % ow // sw)
 
 
-def _mul(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _mul(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     raise RTLError(f"{node.describe()}: op 'mul' multiplies two tensors, which needs a multiplier; the Verilog "
                    "back end builds only shift-and-add constant products (use the HLS back end for this network, "
                    "or multiply by a constant)")
@@ -126,7 +126,7 @@ def _windows(node: Node, x: Value, kernel, stride, padding, dilation) -> list[li
     return windows
 
 
-def _maxpool(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _maxpool(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     a = node.attrs
     elements = b.unpack(0, x)
@@ -141,7 +141,7 @@ def _maxpool(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
     return b.cast(sources, node.output.type, "y")
 
 
-def _average(b: _Builder, node: Node, x: Value, windows: list[list[int]]) -> list[str]:
+def _average(b: Builder, node: Node, x: Value, windows: list[list[int]]) -> list[str]:
     """``sum(window) * divisor`` as one adder graph (every term's coefficient is the divisor's code)."""
     divisor = node.constants["divisor"]
     code, frac = int(divisor.codes), x.type.frac_bits + divisor.types[0].frac_bits
@@ -149,12 +149,12 @@ def _average(b: _Builder, node: Node, x: Value, windows: list[list[int]]) -> lis
     return b.cast([(s, frac) for s in sums], node.output.type, "y")
 
 
-def _avgpool(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _avgpool(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     a = node.attrs
     return _average(b, node, inputs[0], _windows(node, inputs[0], a["kernel"], a["stride"], a["padding"], [1, 1]))
 
 
-def _global_avgpool(b: _Builder, node: Node, inputs: list[Value]) -> list[str]:
+def _global_avgpool(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     x = inputs[0]
     per_channel = x.size // x.shape[0]
     return _average(b, node, x, [list(range(c * per_channel, (c + 1) * per_channel)) for c in range(x.shape[0])])
