@@ -218,7 +218,7 @@ def test_hls_csim_equals_pytorch(_hls_cache, tmp_path, name, io):
     assert report.samples == len(x) and report.mismatches == 0
 
 
-@pytest.mark.parametrize("name", ["wiring1d", "nearest2d"])
+@pytest.mark.parametrize("name", ["wiring1d", "nearest2d", "signal1d"])
 def test_rtl_simulation_equals_pytorch(tmp_path, name):
     """Icarus runs the generated Verilog on a few dozen vectors, checked against the IR, itself equal to PyTorch."""
     from qfx.rtl import generate, simulate
