@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import qfx
+from binary_zoo import Conv1dNet
 from qfx.emulator import emulate, generate
 from qfx.format import BIPOLAR
 from qfx.nn.binary import sum_type
@@ -46,19 +47,6 @@ class _Conv2dNet(nn.Module):
         return self.fc(self.flat(self.sign2(self.conv2(x))))
 
 
-class _Conv1dNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = QInput(LayerQConfig(output="ap_fixed<8,2>"))
-        self.sign = QSign()
-        self.conv = QBinaryConv1d(3, 7, 3, padding=2, dilation=2)
-        self.sign2 = QSign()
-        self.conv2 = QBinaryConv1d(7, 5, 2, stride=2)
-
-    def forward(self, x):
-        return self.conv2(self.sign2(self.conv(self.sign(self.inp(x)))))
-
-
 def _trained_a_little(model: nn.Module, x: torch.Tensor) -> nn.Module:
     model.train()
     model(x).sum().backward()  # the straight-through gradients run
@@ -84,7 +72,7 @@ def test_binary_conv2d_chain(groups):
 def test_binary_conv1d_chain():
     torch.manual_seed(1)
     x = torch.randn(16, 3, 11)
-    _chain(_trained_a_little(_Conv1dNet(), x), x)
+    _chain(_trained_a_little(Conv1dNet(), x), x)
 
 
 def test_binary_dense_matches_popcount_reference():
