@@ -5,6 +5,7 @@ MLP with a softmax head) and a chain that puts every casting one through every m
 from __future__ import annotations
 
 import itertools
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -183,9 +184,12 @@ class ModeChain(nn.Module):
         return h
 
 
-def quantized(name: str, batch: int = 64, seed: int = 0, config: qfx.QConfig = qfx.QConfig()):
-    """``MODELS[name]`` with warmed BatchNorm statistics, quantized and calibrated, in eval mode, and its inputs."""
-    make, shape = MODELS[name]
+def quantized(name: str, batch: int = 64, seed: int = 0, config: qfx.QConfig = qfx.QConfig(),
+              shape: Optional[tuple[int, ...]] = None):
+    """``MODELS[name]`` with warmed BatchNorm statistics, quantized and calibrated, in eval mode, and its inputs
+    (of ``MODELS[name]``'s shape per sample unless ``shape`` is given)."""
+    make, default_shape = MODELS[name]
+    shape = shape or default_shape
     torch.manual_seed(seed)
     model = make()
     x = torch.randn((batch,) + shape, generator=torch.Generator().manual_seed(seed + 1)) * 2

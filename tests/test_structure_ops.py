@@ -230,6 +230,17 @@ def test_rtl_simulation_equals_pytorch(tmp_path, name):
     simulate(design, "icarus")
 
 
+def test_rtl_simulation_of_the_mobilenet_blocks_equals_pytorch(tmp_path):
+    """The MobileNetV2-style stack (expand, ReLU6, depthwise 3x3, hardswish table, project, residual, pooling)
+    whole on Icarus, on 4x4 inputs to keep the unrolled design small."""
+    from qfx.rtl import generate, simulate
+    qm, x = quantized("mobile", batch=24, shape=(2, 4, 4))
+    graph = qfx.export(qm, x[:2])
+    _assert_equal(_pytorch(qm, x), _outputs(qfx.ir.run(graph, x.numpy())), "mobile 4x4: qfx.ir.run")
+    codes = qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)
+    simulate(generate(graph, tmp_path / "design", pipeline=1, inputs=codes), "icarus")
+
+
 def test_rtl_refuses_the_gated_mlp_naming_its_softmax_before_generating():
     from qfx.rtl import render
     from qfx.rtl.layers import RTLError
