@@ -230,13 +230,15 @@ def test_rtl_simulation_equals_pytorch(tmp_path, name):
     simulate(design, "icarus")
 
 
-def test_rtl_simulation_of_the_mobilenet_blocks_equals_pytorch(tmp_path):
-    """The MobileNetV2-style stack (expand, ReLU6, depthwise 3x3, hardswish table, project, residual, pooling)
-    whole on Icarus, on 4x4 inputs to keep the unrolled design small."""
+@pytest.mark.parametrize("name, shape", [("mobile", (2, 4, 4)), ("unet", (2, 2, 2))])
+def test_rtl_simulation_of_whole_cnns_equals_pytorch(tmp_path, name, shape):
+    """The MobileNetV2-style stack (expand, ReLU6, depthwise 3x3, hardswish table, project, residual, pooling) and
+    the U-Net (strided conv, ConvTranspose2d, nearest upsampling, skip concat, zero padding) whole on Icarus, on
+    small images to keep the unrolled designs small."""
     from qfx.rtl import generate, simulate
-    qm, x = quantized("mobile", batch=24, shape=(2, 4, 4))
+    qm, x = quantized(name, batch=24, shape=shape)
     graph = qfx.export(qm, x[:2])
-    _assert_equal(_pytorch(qm, x), _outputs(qfx.ir.run(graph, x.numpy())), "mobile 4x4: qfx.ir.run")
+    _assert_equal(_pytorch(qm, x), _outputs(qfx.ir.run(graph, x.numpy())), f"{name} {shape}: qfx.ir.run")
     codes = qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)
     simulate(generate(graph, tmp_path / "design", pipeline=1, inputs=codes), "icarus")
 
