@@ -32,7 +32,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .cxx import compile_cached, cpu_description
+from .cxx import compile_native
 from .format import FixedType, Overflow, Rounding
 
 __all__ = ["library", "cast_codes", "empty_like"]
@@ -40,7 +40,6 @@ __all__ = ["library", "cast_codes", "empty_like"]
 # -fno-trapping-math lets floor/ceil/trunc vectorize (no program here reads the FP exception flags); no
 # flag that changes a result (no -ffast-math; -ffp-contract=off: no FMA).
 FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
-NATIVE_FLAGS = ("-march=native",)  # rounding, int64 conversions and shifts as vector instructions
 
 # The order of the enums in cast_kernels.cpp.
 _ROUNDING = {r: i for i, r in enumerate([Rounding.RND, Rounding.RND_ZERO, Rounding.RND_MIN_INF, Rounding.RND_INF,
@@ -60,10 +59,7 @@ def library() -> Optional[dict[torch.dtype, ctypes._CFuncPtr]]:
         return None
     source = (Path(__file__).resolve().parent / "cast_kernels.cpp").read_text()
     try:
-        try:
-            path = compile_cached(source, "cast", FLAGS + NATIVE_FLAGS, "cast", cpu_description())
-        except RuntimeError:
-            path = compile_cached(source, "cast", FLAGS, "cast")
+        path = compile_native(source, "cast", FLAGS, "cast")  # rounding, int64 conversions, shifts as vector ops
         lib = ctypes.CDLL(str(path))
         entries = {}
         for dtype, suffix in ((torch.float32, "f32"), (torch.float64, "f64")):

@@ -26,7 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["compiler", "cache_dir", "compile_cached", "intact", "install", "heal", "cpu_description"]
+__all__ = ["compiler", "cache_dir", "compile_cached", "compile_native", "intact", "install", "heal",
+           "cpu_description"]
 
 
 def compiler() -> str:
@@ -77,6 +78,25 @@ def compile_cached(source: str, stem: str, flags: Sequence[str], kind: str, key_
             raise RuntimeError(f"compiling '{stem}' failed ({' '.join(cmd)}):\n{result.stderr[-4000:]}")
         install(out, output)
     return output
+
+
+def compile_native(source: str, stem: str, flags: Sequence[str], kind: str, key_extra: bytes = b"") -> Path:
+    """:func:`compile_cached` with this CPU's instructions (``-march=native``) where the compiler has them, else the
+    portable build.  The CPU's description joins the key, so a shared cache never hands a native build to
+    another CPU; code whose results must not depend on the instructions chosen uses no flag that changes them."""
+    if _accepts_native(compiler()):
+        return compile_cached(source, stem, (*flags, "-march=native"), kind, key_extra + b"\0" + cpu_description())
+    return compile_cached(source, stem, flags, kind, key_extra)
+
+
+@functools.lru_cache(maxsize=None)
+def _accepts_native(cxx: str) -> bool:
+    """Whether ``cxx`` takes ``-march=native`` (asked once, on an empty translation unit)."""
+    if shutil.which(cxx) is None:
+        return False  # compile_cached says what is missing
+    probe = subprocess.run([cxx, "-march=native", "-x", "c++", "-c", "-o", os.devnull, "-"], input="",
+                           capture_output=True, text=True)
+    return probe.returncode == 0
 
 
 def _digest_path(path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Compiling an emulator program once (:func:`qfx.cxx.compile_cached`, cache kind ``emulator``).
+"""Compiling an emulator program once (:func:`qfx.cxx.compile_native`, cache kind ``emulator``).
 
 The key covers the generated source, the compiler, the flags and the
 headers' contents, so a change to any of them builds anew.  Programs are
@@ -15,11 +15,9 @@ from .. import cxx
 
 __all__ = ["CXX_FLAGS", "include_dir", "cache_dir", "compile_source"]
 
+# Built for this CPU's vector instructions where the compiler knows them (qfx.cxx.compile_native: wide
+# integer multiply-adds for the dot products).  Integer kernels: the results do not depend on them.
 CXX_FLAGS = ("-std=c++17", "-O3", "-pthread")
-# This CPU's vector instructions (wide integer multiply-adds for the dot products), where the compiler
-# knows it; the CPU's description joins the cache key, so a shared cache never hands this build to
-# another CPU.  Integer kernels: the results do not depend on the instructions chosen.
-NATIVE_FLAGS = ("-march=native",)
 
 
 def include_dir() -> Path:
@@ -43,8 +41,4 @@ def compile_source(source: str, stem: str = "graph") -> Path:
     ``stem`` (a C identifier) begins the file name, to make the cache readable.
     Raises ``RuntimeError`` with the compiler's messages when the build fails.
     """
-    try:
-        return cxx.compile_cached(source, stem, (*CXX_FLAGS, *NATIVE_FLAGS, f"-I{include_dir()}"), "emulator",
-                                  _headers() + b"\0" + cxx.cpu_description())
-    except RuntimeError:  # a compiler without -march=native: the portable build
-        return cxx.compile_cached(source, stem, (*CXX_FLAGS, f"-I{include_dir()}"), "emulator", _headers())
+    return cxx.compile_native(source, stem, (*CXX_FLAGS, f"-I{include_dir()}"), "emulator", _headers())

@@ -1,6 +1,6 @@
 """The native kernels of the fused cast: ``kernels.cpp`` compiled once with g++ and loaded with ``ctypes``.
 
-Built on first use into ``$QFX_CACHE_DIR/fused`` (:func:`qfx.cxx.compile_cached`,
+Built on first use into ``$QFX_CACHE_DIR/fused`` (:func:`qfx.cxx.compile_native`,
 about a second).  OpenMP threads: the library links ``libgomp.so.1``, the
 runtime PyTorch has already loaded, so the kernels share PyTorch's thread
 pool and take ``torch.get_num_threads()`` threads.  Where no compiler is
@@ -21,14 +21,14 @@ from typing import Optional
 
 import torch
 
-from ..cxx import compile_cached, cpu_description
+from ..cxx import compile_native
 
 __all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "channel_moments", "channel_affine"]
 
 FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared")
-# Vector instructions of this CPU, where the compiler knows it: a third faster.  Exactness does not
-# depend on them (no contraction into FMA; adds, multiplies and compares round alike at any width).
-NATIVE_FLAGS = ("-march=native",)
+# Built for this CPU's vector instructions where the compiler knows them (qfx.cxx.compile_native): a third
+# faster.  Exactness does not depend on them (no contraction into FMA; adds, multiplies and compares round
+# alike at any width).
 
 _P, _N, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
@@ -61,10 +61,7 @@ def library() -> Optional[Kernels]:
         return None
     source = (Path(__file__).resolve().parent / "kernels.cpp").read_text()
     try:
-        try:  # the CPU's description keys the cache: a shared cache must not hand this build to another CPU
-            path = compile_cached(source, "fused_cast", FLAGS + NATIVE_FLAGS, "fused", cpu_description())
-        except RuntimeError:
-            path = compile_cached(source, "fused_cast", FLAGS, "fused")
+        path = compile_native(source, "fused_cast", FLAGS, "fused")
         return Kernels(ctypes.CDLL(str(path)))
     except (RuntimeError, OSError, AttributeError) as error:
         warnings.warn(f"qfx: the fused training kernels are unavailable ({error}); training falls back to slower "

@@ -30,6 +30,7 @@ into the same pass.
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -217,7 +218,7 @@ class _BinaryPointQuantizer(nn.Module):
         if not self.learns_width:
             return self.base_type.width
         value = float(self.width.detach() + STEP_SCALE * self.width_move.detach())
-        if not torch.isfinite(torch.tensor(value)):
+        if not math.isfinite(value):
             raise NonFiniteError(f"{self._where()}: its learned word length is not finite ({value})")
         lo, hi = self.width_range
         return int(min(max(round(value), lo), hi))

@@ -13,7 +13,7 @@ written.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Optional, Sequence
 
 from ..ir import Node, Value
 from .builder import AdderInstance, Builder, Element, LayerModule, RTLError, Rom, Wire, shift_left
@@ -56,8 +56,9 @@ def _dense(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     return _dot(b, node, rows, inputs[0], range(len(rows)))
 
 
-def _conv(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
-    x = inputs[0]
+def _conv_taps(node: Node, x: Value) -> Iterator[tuple[int, list[tuple[Optional[int], int]]]]:
+    """Each output position of a (binary) convolution, channel-major: its output channel and, per weight tap, the
+    flat index of the input element it reads (``None`` where the tap falls in the padding) and the weight code."""
     weight = node.constants["weight"].codes
     two_d = weight.ndim == 4
     w4 = weight if two_d else weight[:, :, None, :]
@@ -66,25 +67,29 @@ def _conv(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     stride = node.attrs["stride"] if two_d else [1] + node.attrs["stride"]
     dilation = node.attrs["dilation"] if two_d else [1] + node.attrs["dilation"]
     padding = node.attrs["padding"] if two_d else [[0, 0]] + node.attrs["padding"]
-    groups = node.attrs["groups"]
-    per_group_in, per_group_out = w4.shape[1], w4.shape[0] // groups
-    rows, channels = [], []
+    per_group_in, per_group_out = w4.shape[1], w4.shape[0] // node.attrs["groups"]
     for oc in range(out_shape[0]):
         g = oc // per_group_out
         for oh in range(out_shape[1]):
             for ow in range(out_shape[2]):
-                row: dict[int, int] = {}
+                taps = []
                 for ic in range(per_group_in):
                     for kh in range(w4.shape[2]):
                         for kw in range(w4.shape[3]):
                             ih = oh * stride[0] + kh * dilation[0] - padding[0][0]
                             iw = ow * stride[1] + kw * dilation[1] - padding[1][0]
-                            code = int(w4[oc, ic, kh, kw])
-                            if code and 0 <= ih < in_shape[1] and 0 <= iw < in_shape[2]:
-                                row[((g * per_group_in + ic) * in_shape[1] + ih) * in_shape[2] + iw] = code
-                rows.append(row)
-                channels.append(oc)
-    return _dot(b, node, rows, x, channels)
+                            inside = 0 <= ih < in_shape[1] and 0 <= iw < in_shape[2]
+                            index = ((g * per_group_in + ic) * in_shape[1] + ih) * in_shape[2] + iw
+                            taps.append((index if inside else None, int(w4[oc, ic, kh, kw])))
+                yield oc, taps
+
+
+def _conv(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
+    rows, channels = [], []
+    for oc, taps in _conv_taps(node, inputs[0]):
+        rows.append({index: code for index, code in taps if code and index is not None})
+        channels.append(oc)
+    return _dot(b, node, rows, inputs[0], channels)
 
 
 def _channel_of(value: Value) -> list[int]:
@@ -270,33 +275,10 @@ def _binary_conv(b: Builder, node: Node, inputs: list[Value]) -> list[str]:
     if weight.size * (node.output.size // node.output.shape[0]) > MAX_UNROLLED_TAPS:
         raise RTLError(f"{node.describe()}: fully unrolled it needs more than {MAX_UNROLLED_TAPS} XNOR taps; the "
                        "Verilog back end unrolls only small binary convolutions (use the HLS back end, or shrink it)")
-    two_d = weight.ndim == 4
-    w4 = weight if two_d else weight[:, :, None, :]
-    in_shape = x.shape if two_d else (x.shape[0], 1, x.shape[1])
-    out_shape = node.output.shape if two_d else (node.output.shape[0], 1, node.output.shape[1])
-    stride = node.attrs["stride"] if two_d else [1] + node.attrs["stride"]
-    dilation = node.attrs["dilation"] if two_d else [1] + node.attrs["dilation"]
-    padding = node.attrs["padding"] if two_d else [[0, 0]] + node.attrs["padding"]
-    pad_value, groups = node.attrs["pad_value"], node.attrs["groups"]
-    per_group_in, per_group_out = w4.shape[1], w4.shape[0] // groups
-    taps = []
-    for oc in range(out_shape[0]):
-        g = oc // per_group_out
-        for oh in range(out_shape[1]):
-            for ow in range(out_shape[2]):
-                row: dict[int, int] = {}
-                constant = 0  # the padded taps: pad_value * w each
-                for ic in range(per_group_in):
-                    for kh in range(w4.shape[2]):
-                        for kw in range(w4.shape[3]):
-                            ih = oh * stride[0] + kh * dilation[0] - padding[0][0]
-                            iw = ow * stride[1] + kw * dilation[1] - padding[1][0]
-                            code = int(w4[oc, ic, kh, kw])
-                            if 0 <= ih < in_shape[1] and 0 <= iw < in_shape[2]:
-                                row[((g * per_group_in + ic) * in_shape[1] + ih) * in_shape[2] + iw] = code
-                            else:
-                                constant += pad_value * code
-                taps.append((row, constant))
+    pad_value = node.attrs["pad_value"]
+    taps = [({index: code for index, code in row if index is not None},  # the padded taps add pad_value * w each
+             pad_value * sum(code for index, code in row if index is None))
+            for _, row in _conv_taps(node, x)]
     return _popcount_dot(b, node, x, taps)
 
 
