@@ -9,6 +9,14 @@ weight is shifted to the largest one (and the bias to the common point),
 so all lanes add at one binary point, which changes no value and hence no
 cast.
 
+The weight and bias ROMs are memories read on the clock (a registered
+read, which Yosys maps to block RAM where they are deep and to LUTRAM or
+flip-flops where they are shallow, and which cuts the ROM's decoding off
+the arithmetic): the stage hands the unit the *next* cycle's address, so
+the word of the current step is already registered when its input
+arrives and the unit keeps one step per cycle.  A ROM of one word is a
+constant.
+
 Products: when every weight has at most :data:`SHIFT_ADD_DIGITS` nonzero
 CSD digits (K-hot weights), the ROM holds each digit's enable, sign and
 shift and a product is a sum of shifted inputs (no multiplier, no DSP);
@@ -51,9 +59,9 @@ class Lanes:
     sum_width: int  #: WS
     y_width: int  #: bits of one output code
     rom_width: int
-    rom: list[tuple[int, str]]  #: (address, hex word)
+    rom: list[str]  #: the word of every address (Verilog hex literals)
     bias_width: int  #: bits of the bias word (P fields), 0 when there is no bias
-    bias_rom: list[tuple[int, str]]
+    bias_rom: list[str]  #: the bias word of every step
     xs: list[tuple[str, str]]  #: (name, expression)
     terms: list[tuple[str, str]]
     sums: list[str]  #: lane p's expression of sum (acc + terms)
@@ -113,8 +121,7 @@ def plan_lanes(name: str, node_text: str, steps: int, weights: np.ndarray, bias:
                     word |= field
             else:
                 word |= (v & ((1 << wb) - 1)) << base
-        if word:
-            rom.append((a, f"{rom_width}'h{word:x}"))
+        rom.append(f"{rom_width}'h{word:x}")
     xb = x_type.width
     xs = []
     for i in range(taps):
@@ -144,8 +151,7 @@ def plan_lanes(name: str, node_text: str, steps: int, weights: np.ndarray, bias:
             word = 0
             for p in range(lanes):
                 word |= (int(bias[s, p]) & ((1 << bb) - 1)) << (p * bb)
-            if word:
-                bias_rom.append((s, f"{bias_width}'h{word:x}"))
+            bias_rom.append(f"{bias_width}'h{word:x}")
         totals = [f"sum{p} + $signed({_field('b', p * bb, bb)})" for p in range(lanes)]
     casts = []
     if accum is not None:
