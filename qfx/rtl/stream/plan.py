@@ -108,12 +108,6 @@ def check_stream_graph(graph: Graph) -> None:
         if node.op not in STREAM_OPS:
             raise RTLError(f"{node.describe()}: op '{node.op}' has no streaming Verilog stage; `qfx rtl --arch "
                            f"stream` supports {', '.join(STREAM_OPS)} (try --arch unrolled or the HLS back end)")
-        if node.op == "maxpool2d" and (node.attrs["ceil_mode"] or any(node.attrs["padding"])):
-            raise RTLError(f"{node.describe()}: the streaming maxpool2d takes windows inside the image only "
-                           "(padding 0, ceil_mode false)")
-        if node.op == "avgpool2d" and any(node.attrs["padding"]):
-            raise RTLError(f"{node.describe()}: the streaming avgpool2d takes windows inside the image only "
-                           "(padding 0)")
 
 
 def _window_geometry(node: Node, x: Value) -> tuple[int, int]:

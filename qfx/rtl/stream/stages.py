@@ -156,11 +156,12 @@ def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stag
         window = Value(f"{node.name} window", (c, kernel[0], kernel[1]), x.type)
         attrs = dict(node.attrs, kernel=list(kernel), stride=[1, 1], padding=[0, 0])
         if node.op == "maxpool2d":
-            attrs["dilation"] = [1, 1]
+            attrs.update(dilation=[1, 1], ceil_mode=False)
         pool = Node(node.name, node.op, (window.name,), Value(node.name, (c, 1, 1), node.output.type), attrs,
                     dict(node.constants), dict(node.formats), node.label)
         stage.layer = lower_node(pool, [window], f"{name}_window")
     xb = x.type.width
+    fill, fill_text = _fill(node, x, c)
     # the window bus holds pixel kh*KW + kw at [k*C*XB +: C*XB]; a pooling layer wants channel-major (C, KH, KW)
     order = [f"p{j}[{ch * xb + xb - 1}:{ch * xb}]" for ch in range(c) for j in range(k)]
     stage.params = dict(
@@ -168,8 +169,24 @@ def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stag
         NR=nr, SB=max((nr - 1).bit_length(), 1), CB=col_bits, DEPTH=nr << col_bits, H_MOD=h % nr,
         PIXEL=c * xb, SPAN_R=(kernel[0] - 1) * dilation[0], SPAN_C=(kernel[1] - 1) * dilation[1],
         offsets=[(j, (j // kernel[1]) * dilation[0], (j % kernel[1]) * dilation[1]) for j in range(k)],
-        pool_order=", ".join(reversed(order)))
+        pool_order=", ".join(reversed(order)), FILL=fill, FILL_TEXT=fill_text)
     return stage
+
+
+def _fill(node: Node, x: Value, channels: int) -> tuple[str, str]:
+    """The pixel a window reads outside the image, as a Verilog literal, and in words.
+
+    Zeros for a convolution and an average (zero padding counts); for a
+    maximum every channel's smallest code, which never wins against a
+    pixel of the image (every window holds one), so padding and the
+    positions a ``ceil_mode`` window reaches past the edge change nothing.
+    """
+    width = channels * x.type.width
+    if node.op != "maxpool2d":
+        return f"{width}'d0", "zeros"
+    code = x.type.code_min & ((1 << x.type.width) - 1)
+    word = sum(code << (k * x.type.width) for k in range(channels))
+    return f"{width}'h{word:x}", f"the smallest code {x.type.code_min}"
 
 
 def _dense(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:

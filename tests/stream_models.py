@@ -1,0 +1,41 @@
+"""PyTorch models of the layers real CNNs use, for the streaming Verilog back end's tests (small inputs)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Pool1d(nn.Module):
+    """A 1-d CNN with padded pooling: MaxPool1d(3, 2, padding 1) and AvgPool1d(3, 2, padding
+    1), each on signed values (a maximum that took the padding's zero would show)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv1d(2, 4, 3, padding=1), nn.Conv1d(4, 4, 3, padding=1)
+        self.max, self.avg = nn.MaxPool1d(3, stride=2, padding=1), nn.AvgPool1d(3, stride=2, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.max(self.c1(x))
+        y = self.avg(F.relu6(self.c2(y)))
+        return self.fc(y.mean(-1))
+
+
+class Pool2d(nn.Module):
+    """A ResNet-style stem: conv, BatchNorm, MaxPool2d(3, 2, padding 1); a padded AvgPool2d and a
+    MaxPool2d in ceil mode on an odd image, all on signed values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.max = nn.MaxPool2d(3, stride=2, padding=1)
+        self.avg = nn.AvgPool2d(3, stride=1, padding=1)
+        self.ceil = nn.MaxPool2d(2, ceil_mode=True)
+        self.fc = nn.Linear(4 * 2 * 2, 3)
+
+    def forward(self, x):
+        y = self.max(self.bn(self.conv(x)))
+        y = self.ceil(self.avg(y))
+        return self.fc(torch.flatten(y, 1))
