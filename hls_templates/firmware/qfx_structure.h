@@ -8,19 +8,9 @@
 
 namespace qfx {
 
-// a - b on their common binary point.
 template <class C>
 void sub(const typename C::a_t a[C::n], const typename C::b_t b[C::n], typename C::out_t y[C::n]) {
-    for (int i = 0; i < C::n; i++) {
-#pragma HLS UNROLL
-        typename C::exact_code_t exact = code_of<typename C::a_code_t>(a[i]);
-        typename C::exact_code_t other = code_of<typename C::b_code_t>(b[i]);
-        exact <<= C::a_shift;
-        other <<= C::b_shift;
-        exact -= other;
-        y[i] = finish<C>(exact);
-        QFX_RECORD(C::trace_id, i, code_of<typename C::out_code_t>(y[i]));
-    }
+    add_or_sub<C, true>(a, b, y);
 }
 
 // a * b: the fractional bits add, nothing is lost before the cast.
