@@ -39,3 +39,17 @@ class Pool2d(nn.Module):
         y = self.max(self.bn(self.conv(x)))
         y = self.ceil(self.avg(y))
         return self.fc(torch.flatten(y, 1))
+
+
+class Branches(nn.Module):
+    """Two branches of one input joined three ways: their difference, and the channel concat of the input, the
+    difference and a strided-then-restored branch's channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 3, 1)
+        self.fc = nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x):
+        d = self.a(x) - F.relu(self.b(x))
+        return self.fc(torch.flatten(torch.cat([x, d, F.hardtanh(self.b(x))], 1), 1))

@@ -13,7 +13,7 @@ import qfx
 from qfx.rtl import simulate
 from qfx.rtl.stream import generate_stream
 from ir_zoo import inputs, quantized
-from stream_models import Pool1d, Pool2d
+from stream_models import Branches, Pool1d, Pool2d
 
 VECTORS = 10
 
@@ -28,7 +28,7 @@ def _graph(make, shape, seed=0):
     return graph, qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)
 
 
-MODELS = {"pool1d": (Pool1d, (2, 12)), "pool2d": (Pool2d, (2, 7, 7))}
+MODELS = {"pool1d": (Pool1d, (2, 12)), "pool2d": (Pool2d, (2, 7, 7)), "branches": (Branches, (2, 4, 4))}
 
 
 @pytest.mark.parametrize("name", list(MODELS))

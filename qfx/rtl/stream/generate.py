@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import pathlib
 from typing import Mapping, Optional
@@ -133,6 +134,23 @@ def _ancestors(graph: Graph) -> dict[str, set[str]]:
     return found
 
 
+def _fifo_depths(operands, ancestors: dict[str, set[str]], capacity: dict[str, int],
+                 schedule: Schedule) -> list[int]:
+    """Each operand's FIFO depth (a power of two): what the stages only other operands pass through can hold.
+
+    While a pixel of operand ``k`` waits for the others, the stages on
+    their branches alone hold at most their capacities, each in pixels of
+    its own input; scaled to operand ``k``'s pixels per sample, their sum
+    bounds how far operand ``k`` runs ahead, so the FIFO never fills
+    while another branch still needs the fork's input to catch up.
+    """
+    def held(k: str, other: str) -> float:
+        return sum(capacity[n] * schedule.layouts[k].pixels / schedule.stage(n).input.pixels
+                   for n in ancestors[other] - ancestors[k])
+    return [1 << max(math.ceil(max([held(k, j) for j in operands if j != k], default=0)) + 2, 2).bit_length()
+            for k in operands]
+
+
 def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = None, top: Optional[str] = None,
                        dsp_budget: int = DSP_BUDGET) -> StreamDesign:
     """Schedule and build every stage of ``graph``; :class:`RTLError` names the node of anything unsupported."""
@@ -155,10 +173,8 @@ def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = Non
             capacity[node.name] = 0
             continue
         stage = build_stage(node, [values[i] for i in node.inputs], plan, f"{top}_{names[node.name]}")
-        if plan.kind == "add":
-            a, b = (ancestors[i] for i in node.inputs)
-            other = [sum(capacity[n] for n in b - a), sum(capacity[n] for n in a - b)]
-            depths = [1 << max(c + 2, 2).bit_length() for c in other]
+        if plan.kind == "join":
+            depths = _fifo_depths(node.inputs, ancestors, capacity, schedule)
             stage.params = dict(depths=depths, depth_bits=[d.bit_length() - 1 for d in depths])
             stage.capacity = max(depths) + 1
         if plan.kind in ("dense", "gap"):
@@ -188,7 +204,7 @@ def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = Non
         output_layout=schedule.layouts[y.name], output_bits=y.type.width)
 
 
-_TEMPLATES = {"map": "map", "add": "add", "window": "window", "dense": "dense", "gap": "gap"}
+_TEMPLATES = {"map": "map", "join": "add", "window": "window", "dense": "dense", "gap": "gap"}
 
 
 def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None, inputs: Optional[np.ndarray] = None,

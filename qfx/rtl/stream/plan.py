@@ -42,8 +42,10 @@ __all__ = ["Layout", "StagePlan", "Schedule", "plan_schedule", "natural_layout",
 MAP_OPS = ("relu", "relu6", "leaky_relu", "scale_shift", "prelu", "table", "clamp", "sign")
 #: Elementwise ops whose constants are one scalar: they accept a stream in any layout.
 _LAYOUT_FREE = ("relu", "relu6", "leaky_relu", "table", "sign")
-STREAM_OPS = MAP_OPS + ("conv1d", "conv2d", "dense", "add", "flatten", "maxpool2d", "avgpool2d",
-                        "global_avgpool2d")
+#: Ops joining streams pixel by pixel (a FIFO on each operand): elementwise on two, channels side by side.
+JOIN_OPS = ("add", "sub", "concat")
+STREAM_OPS = MAP_OPS + JOIN_OPS + ("conv1d", "conv2d", "dense", "flatten", "maxpool2d", "avgpool2d",
+                                   "global_avgpool2d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +69,7 @@ class StagePlan:
 
     node: str
     op: str
-    kind: str  #: map, add, window (conv, pool), dense, gap, flatten
+    kind: str  #: map, join, window (conv, pool), dense, gap, flatten
     input: Layout
     output: Layout
     geometry: tuple[int, int]  #: (H, W) of the input for window stages, (1, pixels) otherwise
@@ -93,8 +95,10 @@ class Schedule:
 def _kind(op: str) -> str:
     if op in MAP_OPS:
         return "map"
+    if op in JOIN_OPS:
+        return "join"
     return {"conv1d": "window", "conv2d": "window", "maxpool2d": "window", "avgpool2d": "window", "dense": "dense",
-            "global_avgpool2d": "gap", "add": "add", "flatten": "flatten"}[op]
+            "global_avgpool2d": "gap", "flatten": "flatten"}[op]
 
 
 def check_stream_graph(graph: Graph) -> None:
@@ -108,6 +112,9 @@ def check_stream_graph(graph: Graph) -> None:
         if node.op not in STREAM_OPS:
             raise RTLError(f"{node.describe()}: op '{node.op}' has no streaming Verilog stage; `qfx rtl --arch "
                            f"stream` supports {', '.join(STREAM_OPS)} (try --arch unrolled or the HLS back end)")
+        if node.op == "concat" and node.attrs["axis"] != 0:
+            raise RTLError(f"{node.describe()}: the streaming concat joins channels (axis 0), not axis "
+                           f"{node.attrs['axis']}: a stream cannot be joined along its positions")
 
 
 def _window_geometry(node: Node, x: Value) -> tuple[int, int]:
@@ -182,8 +189,11 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
                                "as positions of channels; the streaming back end cannot reorder a stream")
             if kind == "map" and not standard:
                 out = inp
-            if kind == "add" and layouts[node.inputs[1]] != inp:
-                raise RTLError(f"{node.describe()}: its two operands arrive in different stream layouts")
+            operands = [layouts[i] for i in node.inputs]
+            if kind == "join" and (any(o.pixels != inp.pixels for o in operands)
+                                   or (node.op != "concat" and any(o != inp for o in operands))):
+                raise RTLError(f"{node.describe()}: its operands arrive in different stream layouts "
+                               f"({', '.join(f'{o.pixels} pixels of {o.channels}' for o in operands)})")
         layouts[node.name] = out
         drafts.append((node, kind, inp, out, inputs[0]))
     unfolded = max([layouts[x.name].pixels] + [_cycles(k, i, o, 1) for _, k, i, o, _ in drafts])

@@ -15,8 +15,9 @@ Kinds (see :mod:`.plan`):
   channel across the sample's pixels, the bias and cast at the last one.
 * ``gap``: one accumulator per channel over the stream, then the
   unrolled ``global_avgpool2d`` of the sums (never a window).
-* ``add``: a FIFO on each operand, sized from the other branch's capacity,
-  and the unrolled ``add`` on one pixel.
+* ``join`` (``add``, ``sub``, ``concat`` of channels): a FIFO on each
+  operand, sized from the other branches' capacity, and the unrolled
+  layer on one pixel of each.
 """
 
 from __future__ import annotations
@@ -64,14 +65,17 @@ def _pixel(value: Value, channels: int, name: str, t: Optional[FixedType] = None
 
 
 def _map(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
-    c = plan.input.channels
-    pixel_inputs = [_pixel(v, c, f"{v.name}") for v in inputs]
+    """The node on one pixel: its input's channels (a join's operands arrive as positions of channels)."""
+    channels = [plan.input.channels] if len(inputs) == 1 else [v.shape[0] for v in inputs]
+    pixel_inputs = [_pixel(v, c, f"{v.name}") for v, c in zip(inputs, channels)]
     consts = {k: v for k, v in node.constants.items()}
-    pixel_node = Node(node.name, node.op, node.inputs, _pixel(node.output, c, node.name), dict(node.attrs), consts,
-                      dict(node.formats), node.label)
+    c_out = plan.output.channels
+    pixel_node = Node(node.name, node.op, node.inputs, _pixel(node.output, c_out, node.name), dict(node.attrs),
+                      consts, dict(node.formats), node.label)
     layer = lower_node(pixel_node, pixel_inputs, f"{name}_pixel")
-    return StageModule(name, node.describe(), node.op, plan.kind, plan, [c * v.type.width for v in inputs],
-                       c * node.output.type.width, layer=layer)
+    return StageModule(name, node.describe(), node.op, plan.kind, plan,
+                       [c * v.type.width for v, c in zip(inputs, channels)], c_out * node.output.type.width,
+                       layer=layer)
 
 
 def _window_attrs(node: Node, x: Value):
@@ -226,13 +230,7 @@ def _gap(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageMo
     return stage
 
 
-def _add(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
-    stage = _map(node, inputs, plan, name)
-    stage.kind = "add"
-    return stage
-
-
-_BUILD = {"map": _map, "window": _window, "dense": _dense, "gap": _gap, "add": _add}
+_BUILD = {"map": _map, "window": _window, "dense": _dense, "gap": _gap, "join": _map}
 
 
 def build_stage(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
