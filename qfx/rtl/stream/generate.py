@@ -204,7 +204,7 @@ def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = Non
         output_layout=schedule.layouts[y.name], output_bits=y.type.width)
 
 
-_TEMPLATES = {"map": "map", "join": "add", "window": "window", "dense": "dense", "gap": "gap"}
+_TEMPLATES = {"map": "map", "join": "add", "resample": "resample", "window": "window", "dense": "dense", "gap": "gap"}
 
 
 def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None, inputs: Optional[np.ndarray] = None,

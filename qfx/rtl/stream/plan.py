@@ -12,8 +12,9 @@ A convolution or dense layer computes ``P`` of its ``C_out`` output
 channels per cycle and steps ``F = C_out / P`` times per output pixel
 (its *fold*).  Its cycles per sample are ``max(input pixels, output pixels
 * F)`` for a convolution and ``input pixels * F`` for a dense layer (which
-accumulates over its input pixels); every other stage takes one pixel per
-cycle.  The pipeline's cycles per sample are the largest stage's.  The
+accumulates over its input pixels); every other stage takes or gives one
+pixel per cycle, ``max(input pixels, output pixels)`` (zero insertion and
+upsampling give more than they take).  The pipeline's cycles per sample are the largest stage's.  The
 default ``P`` folds each layer as far as it can without becoming slower
 than the slowest stage unfolded, so no layer is the bottleneck; a user's
 ``parallel={node: P}`` overrides it (``P`` must divide ``C_out``).  Layers
@@ -44,8 +45,10 @@ MAP_OPS = ("relu", "relu6", "leaky_relu", "scale_shift", "prelu", "table", "clam
 _LAYOUT_FREE = ("relu", "relu6", "leaky_relu", "table", "sign")
 #: Ops joining streams pixel by pixel (a FIFO on each operand): elementwise on two, channels side by side.
 JOIN_OPS = ("add", "sub", "concat")
-STREAM_OPS = MAP_OPS + JOIN_OPS + ("conv1d", "conv2d", "dense", "flatten", "maxpool2d", "avgpool2d",
-                                   "global_avgpool2d")
+#: Ops moving pixels to new positions: zeros inserted and around (a transposed convolution), nearest upsampling.
+RESAMPLE_OPS = ("zero_pad", "upsample")
+STREAM_OPS = MAP_OPS + JOIN_OPS + RESAMPLE_OPS + ("conv1d", "conv2d", "dense", "flatten", "maxpool2d", "avgpool2d",
+                                                  "global_avgpool2d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +72,7 @@ class StagePlan:
 
     node: str
     op: str
-    kind: str  #: map, join, window (conv, pool), dense, gap, flatten
+    kind: str  #: map, join, resample, window (conv, pool), dense, gap, flatten
     input: Layout
     output: Layout
     geometry: tuple[int, int]  #: (H, W) of the input for window stages, (1, pixels) otherwise
@@ -97,6 +100,8 @@ def _kind(op: str) -> str:
         return "map"
     if op in JOIN_OPS:
         return "join"
+    if op in RESAMPLE_OPS:
+        return "resample"
     return {"conv1d": "window", "conv2d": "window", "maxpool2d": "window", "avgpool2d": "window", "dense": "dense",
             "global_avgpool2d": "gap", "flatten": "flatten"}[op]
 

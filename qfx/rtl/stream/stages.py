@@ -15,6 +15,8 @@ Kinds (see :mod:`.plan`):
   channel across the sample's pixels, the bias and cast at the last one.
 * ``gap``: one accumulator per channel over the stream, then the
   unrolled ``global_avgpool2d`` of the sums (never a window).
+* ``resample`` (``zero_pad``, ``upsample``): one output pixel per cycle,
+  the input's head, a row buffer's copy or zeros, by position counters.
 * ``join`` (``add``, ``sub``, ``concat`` of channels): a FIFO on each
   operand, sized from the other branches' capacity, and the unrolled
   layer on one pixel of each.
@@ -136,7 +138,7 @@ def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stag
     out_shape = node.output.shape
     oh, ow = (1, out_shape[1]) if len(out_shape) == 2 else out_shape[1:]
     span = (kernel[0] - 1) * dilation[0] + 1
-    nr = 1 << (span + stride[0] - 1).bit_length()  # a power of two holding the span and a stride of rows to come
+    nr = 1 << _rows_held(h, oh, span, stride[0], pad[0], plan).bit_length()  # a power of two above them
     col_bits = max((w - 1).bit_length(), 1)
     if max(h, w) + max(pad) + span >= 1 << (COUNTER - 2):
         raise RTLError(f"{node.describe()}: an image of {h}x{w} is beyond the streaming stage's position counters")
@@ -175,6 +177,22 @@ def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stag
         offsets=[(j, (j // kernel[1]) * dilation[0], (j % kernel[1]) * dilation[1]) for j in range(k)],
         pool_order=", ".join(reversed(order)), FILL=fill, FILL_TEXT=fill_text)
     return stage
+
+
+def _rows_held(h: int, oh: int, span: int, stride: int, top: int, plan: StagePlan) -> int:
+    """Rows the line buffer must hold: the window's span and a stride of rows to come.
+
+    A stage slower than its input (``F`` steps per output pixel) must also
+    take in the next sample's first window while it computes its last
+    row, or it would wait for those rows at every sample's start and miss
+    the schedule's cycles per sample: the rows from the last window's top
+    to the next sample's first window's bottom, and one stride more.
+    """
+    rows = span + stride - 1
+    if h > 1 and plan.output.pixels * plan.fold >= plan.input.pixels:
+        last_top = (oh - 1) * stride - top
+        rows = max(rows, h + min(h - 1, span - 1 - top) - last_top + 1 + stride)
+    return rows
 
 
 def _fill(node: Node, x: Value, channels: int) -> tuple[str, str]:
@@ -230,7 +248,51 @@ def _gap(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageMo
     return stage
 
 
-_BUILD = {"map": _map, "window": _window, "dense": _dense, "gap": _gap, "join": _map}
+def _axis(pos: str, phase: str, begin: int, end: int, period: int, rep: int, size: int, cw: int) -> tuple[str, str]:
+    """One axis of a resample: the expression of "this position is live" and of "the next phase restarts at 0"."""
+    live = ([f"{pos} >= {cw}'d{begin}"] if begin else []) + ([f"{pos} < {cw}'d{end}"] if end < size else []) \
+        + ([f"{phase} < {cw}'d{rep}"] if rep < period else [])
+    restart = ([f"{pos} < {cw}'d{begin}"] if begin else []) + [f"{phase} == {cw}'d{period - 1}"]
+    return " && ".join(live) or "1'b1", " || ".join(restart)
+
+
+def _resample(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
+    """``zero_pad`` (zeros between neighbours and around: a transposed convolution's input) or nearest ``upsample``.
+
+    Per axis, output positions ``BEGIN .. END - 1`` whose phase (modulo
+    ``PERIOD``, from ``BEGIN``) is below ``REP`` show an input pixel: input
+    ``j`` spans positions ``BEGIN + j * PERIOD`` and the ``REP - 1`` after.
+    zero_pad: ``PERIOD`` is the insertion step, ``REP`` 1; upsample: both the
+    scale.  A row repeated (2-d upsampling) is kept in a row buffer.
+    """
+    x = inputs[0]
+    _, h, w = (x.shape[0], 1, x.shape[1]) if len(x.shape) == 2 else x.shape
+    out = node.output.shape
+    oh, ow = (1, out[1]) if len(out) == 2 else out[1:]
+    if node.op == "zero_pad":
+        (sh, sw), pads = ([1] + node.attrs["insert"], [[0, 0]] + node.attrs["padding"]) if len(x.shape) == 2 \
+            else (node.attrs["insert"], node.attrs["padding"])
+        rows = (pads[0][0], pads[0][0] + (h - 1) * sh + 1, sh, 1)
+        cols = (pads[1][0], pads[1][0] + (w - 1) * sw + 1, sw, 1)
+        text = f"zero insertion (steps {sh}x{sw}) and zero padding"
+    else:
+        sh, sw = [1] + node.attrs["scale"] if len(x.shape) == 2 else node.attrs["scale"]
+        rows, cols = (0, oh, sh, sh), (0, ow, sw, sw)
+        text = f"nearest upsampling by {sh}x{sw}"
+    cw = max(oh, ow, w, 2).bit_length()
+    live_r, restart_r = _axis("o_r", "ph_r", *rows, oh, cw)
+    live_c, restart_c = _axis("o_c", "ph_c", *cols, ow, cw)
+    pixel = plan.input.channels * x.type.width
+    buffer = rows[3] > 1
+    stage = StageModule(name, node.describe(), node.op, "resample", plan, [pixel], pixel,
+                        capacity=1 + (w if buffer else 0))
+    stage.params = dict(TEXT=text, H=h, W=w, OH=oh, OW=ow, CW=cw, PIXEL=pixel, BUFFER=buffer, rows=rows, cols=cols,
+                        live_r=live_r, live_c=live_c, restart_r=restart_r, restart_c=restart_c,
+                        last_rep=f"ph_c == {cw}'d{cols[3] - 1}")
+    return stage
+
+
+_BUILD = {"map": _map, "resample": _resample, "window": _window, "dense": _dense, "gap": _gap, "join": _map}
 
 
 def build_stage(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
