@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qfx.nn import LayerQConfig, QBatchNorm2d, QBinaryConv2d, QBinaryLinear, QFlatten, QInput, QSign, QThermometer
+
 
 class Pool1d(nn.Module):
     """A 1-d CNN with padded pooling: MaxPool1d(3, 2, padding 1) and AvgPool1d(3, 2, padding
@@ -53,3 +55,18 @@ class Branches(nn.Module):
     def forward(self, x):
         d = self.a(x) - F.relu(self.b(x))
         return self.fc(torch.flatten(torch.cat([x, d, F.hardtanh(self.b(x))], 1), 1))
+
+
+class Binary2d(nn.Module):
+    """Thermometer codes, a binarized conv padded with +1, BatchNorm, sign, a binarized dense layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = QInput(LayerQConfig(output="ap_ufixed<8,1,AP_RND_CONV,AP_SAT>"))
+        self.thermo = QThermometer(2)
+        self.conv = QBinaryConv2d(4, 6, 3, padding=1, pad_value=1)
+        self.bn, self.sign = QBatchNorm2d(6), QSign()
+        self.flat, self.fc = QFlatten(), QBinaryLinear(6 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.sign(self.bn(self.conv(self.thermo(self.inp(x)))))))

@@ -7,13 +7,15 @@ gaps and output backpressure, at the schedule's cycles per sample.
 """
 
 import pytest
+import torch
 
 import qfx
 import structure_zoo
 from ir_zoo import inputs, quantized
 from qfx.rtl import simulate
 from qfx.rtl.stream import generate_stream
-from stream_models import Branches, Pool1d, Pool2d
+from binary_zoo import Conv1dNet, prepared
+from stream_models import Binary2d, Branches, Pool1d, Pool2d
 
 VECTORS = 10
 
@@ -21,6 +23,11 @@ VECTORS = 10
 def _own(make, shape):
     x = inputs(shape, batch=64)
     return quantized(make, x), x
+
+
+def _binary(make, shape):
+    x = torch.rand(64, *shape) * 2 - 1
+    return prepared(make(), x), x
 
 
 def _zoo(name, shape):
@@ -35,6 +42,8 @@ MODELS = {
     "mobile": lambda: _zoo("mobile", (2, 4, 4)),  # MobileNetV2-style: expand, depthwise, hardswish, residual
     "signal1d": lambda: _zoo("signal1d", None),  # grouped conv1d, ConvTranspose1d, adaptive pooling
     "unet": lambda: _zoo("unet", (2, 4, 4)),  # strided conv, ConvTranspose2d, nearest upsampling, concat, F.pad
+    "binary1d": lambda: _binary(Conv1dNet, (3, 11)),  # sign, dilated binarized conv1d padded with -1, strided
+    "binary2d": lambda: _binary(Binary2d, (2, 4, 4)),  # thermometer, binarized conv2d padded with +1, binary dense
 }
 
 

@@ -37,18 +37,21 @@ from ..layers import RTLError
 from .lanes import SHIFT_ADD_DIGITS
 
 __all__ = ["Layout", "StagePlan", "Schedule", "plan_schedule", "natural_layout", "MAP_OPS", "STREAM_OPS",
-           "check_stream_graph"]
+           "CONV_OPS", "check_stream_graph"]
 
 #: Ops applied to each pixel on its own (a per-pixel combinational layer and one register).
-MAP_OPS = ("relu", "relu6", "leaky_relu", "scale_shift", "prelu", "table", "clamp", "sign")
+MAP_OPS = ("relu", "relu6", "leaky_relu", "scale_shift", "prelu", "table", "clamp", "sign", "thermometer")
 #: Elementwise ops whose constants are one scalar: they accept a stream in any layout.
 _LAYOUT_FREE = ("relu", "relu6", "leaky_relu", "table", "sign")
 #: Ops joining streams pixel by pixel (a FIFO on each operand): elementwise on two, channels side by side.
 JOIN_OPS = ("add", "sub", "concat")
 #: Ops moving pixels to new positions: zeros inserted and around (a transposed convolution), nearest upsampling.
 RESAMPLE_OPS = ("zero_pad", "upsample")
-STREAM_OPS = MAP_OPS + JOIN_OPS + RESAMPLE_OPS + ("conv1d", "conv2d", "dense", "flatten", "maxpool2d", "avgpool2d",
-                                                  "global_avgpool2d")
+#: Convolutions and dense layers, computed by a lanes unit (binarized ones as dot products of codes +-1).
+CONV_OPS = ("conv1d", "conv2d", "binary_conv1d", "binary_conv2d")
+DENSE_OPS = ("dense", "binary_dense")
+STREAM_OPS = MAP_OPS + JOIN_OPS + RESAMPLE_OPS + CONV_OPS + DENSE_OPS + ("flatten", "maxpool2d", "avgpool2d",
+                                                                         "global_avgpool2d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +105,11 @@ def _kind(op: str) -> str:
         return "join"
     if op in RESAMPLE_OPS:
         return "resample"
-    return {"conv1d": "window", "conv2d": "window", "maxpool2d": "window", "avgpool2d": "window", "dense": "dense",
-            "global_avgpool2d": "gap", "flatten": "flatten"}[op]
+    if op in CONV_OPS:
+        return "window"
+    if op in DENSE_OPS:
+        return "dense"
+    return {"maxpool2d": "window", "avgpool2d": "window", "global_avgpool2d": "gap", "flatten": "flatten"}[op]
 
 
 def check_stream_graph(graph: Graph) -> None:
@@ -130,11 +136,11 @@ def _conv_latency(node: Node, x: Value) -> int:
     """Input pixels a window stage needs before its first output (its first window's last pixel, plus one)."""
     h, w = _window_geometry(node, x)
     a = node.attrs
-    if node.op in ("conv1d", "conv2d"):
+    if node.op in CONV_OPS:
         k = node.constants["weight"].codes.shape[2:]
         kernel = (1, k[0]) if len(k) == 1 else tuple(k)
-        dil = [1] + a["dilation"] if node.op == "conv1d" else a["dilation"]
-        pad = [0] + [a["padding"][0][0]] if node.op == "conv1d" else [p[0] for p in a["padding"]]
+        dil = [1] + a["dilation"] if len(k) == 1 else a["dilation"]
+        pad = [0] + [a["padding"][0][0]] if len(k) == 1 else [p[0] for p in a["padding"]]
     else:
         kernel, dil, pad = a["kernel"], a.get("dilation", [1, 1]), a["padding"]
     row = min(h - 1, (kernel[0] - 1) * dil[0] - pad[0])
@@ -156,12 +162,12 @@ DSP_BUDGET = 360
 
 def multipliers_per_lane(node: Node, channels: int) -> int:
     """Multipliers one output channel lane of ``node`` needs per step: 0 for shift-add weights, else its taps."""
-    if node.op not in ("conv1d", "conv2d", "dense"):
+    if node.op not in CONV_OPS + DENSE_OPS:
         return 0
     codes = node.constants["weight"].codes
     if max(len(csd_digits(int(v))) for v in set(codes.reshape(-1).tolist()) | {0}) <= SHIFT_ADD_DIGITS:
         return 0
-    if node.op == "dense":
+    if node.op in DENSE_OPS:
         return channels
     return math.prod(codes.shape[1:])
 

@@ -33,7 +33,7 @@ from ...format import FixedType
 from ...ir import Node, Value
 from ..layers import LayerModule, RTLError, lower_node
 from .lanes import Lanes, plan_lanes
-from .plan import StagePlan
+from .plan import CONV_OPS, StagePlan
 
 __all__ = ["StageModule", "build_stage", "COUNTER"]
 
@@ -82,9 +82,9 @@ def _map(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageMo
 
 def _window_attrs(node: Node, x: Value):
     a = node.attrs
-    if node.op in ("conv1d", "conv2d"):
+    if node.op in CONV_OPS:
         k = node.constants["weight"].codes.shape[2:]
-        if node.op == "conv1d":
+        if len(k) == 1:
             return (1, k[0]), (1, a["stride"][0]), (1, a["dilation"][0]), (0, a["padding"][0][0])
         return tuple(k), tuple(a["stride"]), tuple(a["dilation"]), (a["padding"][0][0], a["padding"][1][0])
     return tuple(a["kernel"]), tuple(a["stride"]), tuple(a.get("dilation", [1, 1])), tuple(a["padding"])
@@ -145,7 +145,7 @@ def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stag
     stage = StageModule(name, node.describe(), node.op, "window", plan, [c * x.type.width],
                         plan.output.channels * node.output.type.width, capacity=nr * w + 2)
     k = kernel[0] * kernel[1]
-    if node.op in ("conv1d", "conv2d"):
+    if node.op in CONV_OPS:
         weights, bias, _ = _aligned(node, x)
         w4 = weights if weights.ndim == 4 else weights[:, :, None, :]
         groups, cin_g = node.attrs["groups"], w4.shape[1]
@@ -198,17 +198,22 @@ def _rows_held(h: int, oh: int, span: int, stride: int, top: int, plan: StagePla
 def _fill(node: Node, x: Value, channels: int) -> tuple[str, str]:
     """The pixel a window reads outside the image, as a Verilog literal, and in words.
 
-    Zeros for a convolution and an average (zero padding counts); for a
-    maximum every channel's smallest code, which never wins against a
+    Zeros for a convolution and an average (zero padding counts), the
+    ``pad_value`` (+-1) for a binarized convolution; for a maximum every
+    channel's smallest code, which never wins against a
     pixel of the image (every window holds one), so padding and the
     positions a ``ceil_mode`` window reaches past the edge change nothing.
     """
     width = channels * x.type.width
-    if node.op != "maxpool2d":
+    if node.op.startswith("binary_conv"):
+        code, text = node.attrs["pad_value"], f"the code {node.attrs['pad_value']}"
+    elif node.op == "maxpool2d":
+        code, text = x.type.code_min, f"the smallest code {x.type.code_min}"
+    else:
         return f"{width}'d0", "zeros"
-    code = x.type.code_min & ((1 << x.type.width) - 1)
+    code &= (1 << x.type.width) - 1
     word = sum(code << (k * x.type.width) for k in range(channels))
-    return f"{width}'h{word:x}", f"the smallest code {x.type.code_min}"
+    return f"{width}'h{word:x}", text
 
 
 def _dense(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
