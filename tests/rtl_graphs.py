@@ -112,6 +112,19 @@ def conv_graph() -> tuple[Graph, np.ndarray]:
     return graph, qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)
 
 
+def softmax_graph() -> Graph:
+    """A dense layer and a softmax head: the softmax is an op the Verilog back ends do not take."""
+    import torch
+    from torch import nn
+
+    import qfx
+    torch.manual_seed(0)
+    x = torch.randn(8, 4)
+    model = qfx.quantize_model(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1)), qfx.QConfig(), example_input=x)
+    qfx.calibrate(model, [x])
+    return qfx.export(model.eval(), x[:1])
+
+
 def _check_torch_agrees(graph: Graph, model, x) -> None:
     """The interpreter's outputs equal the PyTorch model's, so the vectors are PyTorch's golden outputs."""
     import qfx

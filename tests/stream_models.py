@@ -44,8 +44,8 @@ class Pool2d(nn.Module):
 
 
 class Branches(nn.Module):
-    """Two branches of one input joined three ways: their difference, and the channel concat of the input, the
-    difference and a strided-then-restored branch's channels."""
+    """Branches of one input joined: a difference, a product of two streams, and the channel concat of the
+    input, the difference and the product."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,7 +54,7 @@ class Branches(nn.Module):
 
     def forward(self, x):
         d = self.a(x) - F.relu(self.b(x))
-        return self.fc(torch.flatten(torch.cat([x, d, F.hardtanh(self.b(x))], 1), 1))
+        return self.fc(torch.flatten(torch.cat([x, d, d * F.hardtanh(self.b(x))], 1), 1))
 
 
 class Binary2d(nn.Module):

@@ -14,7 +14,7 @@ from qfx.ir import Constant, Graph, Node, Value
 from qfx.rtl import RTLError, build_adder_graph, csd_digits, generate, render
 from qfx.rtl.casts import plan_cast
 from qfx.render import write_project
-from rtl_graphs import every_mode_graph
+from rtl_graphs import every_mode_graph, softmax_graph
 
 
 def _rows(matrix):
@@ -171,21 +171,8 @@ def _single(op, x_shape, out_shape, **fields):
     return Graph("g", [Value("x", x_shape, t)], [node], ["the layer"]).check()
 
 
-def _softmax_graph():
-    """A dense layer and a softmax head: the softmax is an op the Verilog back end does not take."""
-    import torch
-    from torch import nn
-
-    import qfx
-    torch.manual_seed(0)
-    x = torch.randn(8, 4)
-    model = qfx.quantize_model(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1)), qfx.QConfig(), example_input=x)
-    qfx.calibrate(model, [x])
-    return qfx.export(model.eval(), x[:1])
-
-
 def test_unsupported_ops_are_refused_naming_node_and_op():
-    graph = _softmax_graph()
+    graph = softmax_graph()
     with pytest.raises(RTLError, match=r"node '[^']*'.*'softmax' has no Verilog implementation"):
         render(graph)
 
@@ -195,7 +182,7 @@ def test_every_node_is_checked_before_any_is_lowered(monkeypatch):
     import sys
     lowered = []
     monkeypatch.setattr(sys.modules["qfx.rtl.generate"], "lower_node", lambda node, *a: lowered.append(node.name))
-    graph = _softmax_graph()
+    graph = softmax_graph()
     assert graph.nodes[0].op != "softmax" and graph.nodes[-1].op == "softmax"
     with pytest.raises(RTLError, match=r"'softmax' has no Verilog implementation"):
         render(graph)

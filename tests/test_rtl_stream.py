@@ -17,7 +17,7 @@ from qfx.ir import Constant, Graph, Node, Value
 from qfx.rtl import RTLError, simulate
 from qfx.rtl.design import read_design
 from qfx.rtl.stream import generate_stream, plan_schedule, render_stream
-from rtl_graphs import stream_cnn, stream_cnn1d, stream_depthwise, stream_residual
+from rtl_graphs import softmax_graph, stream_cnn, stream_cnn1d, stream_depthwise, stream_residual
 
 
 def _verilog(files):
@@ -69,11 +69,13 @@ def test_default_parallelism_keeps_the_multipliers_within_the_dsp_budget():
 
 
 def test_unsupported_ops_are_refused_up_front_naming_node_and_op():
-    x = Value("x", (4,), FixedType(8, 3))
-    a = Node("first", "relu", ("x",), Value("first", (4,), FixedType(8, 3)))
-    m = Node("product", "mul", ("first", "x"), Value("product", (4,), FixedType(16, 6)))
-    with pytest.raises(RTLError, match="node 'product' \\(mul\\).*op 'mul'"):
-        plan_schedule(Graph("g", [x], [a, m], ["product"]).check())
+    with pytest.raises(RTLError, match=r"node '[^']*' \(softmax.*op 'softmax' has no streaming Verilog stage"):
+        plan_schedule(softmax_graph())
+    x = Value("x", (2, 3), FixedType(8, 3))
+    a = Node("first", "relu", ("x",), Value("first", (2, 3), FixedType(8, 3)))
+    cat = Node("joined", "concat", ("first", "x"), Value("joined", (2, 6), FixedType(9, 4)), {"axis": 1})
+    with pytest.raises(RTLError, match=r"node 'joined' \(concat\).*joins channels \(axis 0\), not axis 1"):
+        plan_schedule(Graph("g", [x], [a, cat], ["joined"]).check())
 
 
 def test_a_flattened_stream_feeding_a_spatial_stage_is_refused():

@@ -38,7 +38,7 @@ def _zoo(name, shape):
 MODELS = {
     "pool1d": lambda: _own(Pool1d, (2, 12)),  # padded MaxPool1d/AvgPool1d on signed values, ReLU6, global mean
     "pool2d": lambda: _own(Pool2d, (2, 7, 7)),  # MaxPool2d(3, 2, padding 1), padded AvgPool2d, ceil mode
-    "branches": lambda: _own(Branches, (2, 4, 4)),  # sub of two streams, a concat of three, hardtanh
+    "branches": lambda: _own(Branches, (2, 4, 4)),  # sub and mul of two streams, a concat of three, hardtanh
     "mobile": lambda: _zoo("mobile", (2, 4, 4)),  # MobileNetV2-style: expand, depthwise, hardswish, residual
     "signal1d": lambda: _zoo("signal1d", None),  # grouped conv1d, ConvTranspose1d, adaptive pooling
     "unet": lambda: _zoo("unet", (2, 4, 4)),  # strided conv, ConvTranspose2d, nearest upsampling, concat, F.pad

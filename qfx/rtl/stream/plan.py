@@ -44,7 +44,7 @@ MAP_OPS = ("relu", "relu6", "leaky_relu", "scale_shift", "prelu", "table", "clam
 #: Elementwise ops whose constants are one scalar: they accept a stream in any layout.
 _LAYOUT_FREE = ("relu", "relu6", "leaky_relu", "table", "sign")
 #: Ops joining streams pixel by pixel (a FIFO on each operand): elementwise on two, channels side by side.
-JOIN_OPS = ("add", "sub", "concat")
+JOIN_OPS = ("add", "sub", "mul", "concat")
 #: Ops moving pixels to new positions: zeros inserted and around (a transposed convolution), nearest upsampling.
 RESAMPLE_OPS = ("zero_pad", "upsample")
 #: Convolutions and dense layers, computed by a lanes unit (binarized ones as dot products of codes +-1).

@@ -17,7 +17,7 @@ Kinds (see :mod:`.plan`):
   unrolled ``global_avgpool2d`` of the sums (never a window).
 * ``resample`` (``zero_pad``, ``upsample``): one output pixel per cycle,
   the input's head, a row buffer's copy or zeros, by position counters.
-* ``join`` (``add``, ``sub``, ``concat`` of channels): a FIFO on each
+* ``join`` (``add``, ``sub``, ``mul``, ``concat`` of channels): a FIFO on each
   operand, sized from the other branches' capacity, and the unrolled
   layer on one pixel of each.
 """
@@ -31,6 +31,7 @@ import numpy as np
 
 from ...format import FixedType
 from ...ir import Node, Value
+from ..builder import Builder
 from ..layers import LayerModule, RTLError, lower_node
 from .lanes import Lanes, plan_lanes
 from .plan import CONV_OPS, StagePlan
@@ -56,10 +57,11 @@ class StageModule:
     lanes: Optional[Lanes] = None
     params: dict = dataclasses.field(default_factory=dict)
     capacity: int = 1  #: pixels of its input it can hold before it must emit
+    products: int = 0  #: multipliers outside a lanes unit (``mul`` of two streams)
 
     @property
     def multipliers(self) -> int:
-        return self.lanes.multipliers if self.lanes else 0
+        return self.lanes.multipliers if self.lanes else self.products
 
 
 def _pixel(value: Value, channels: int, name: str, t: Optional[FixedType] = None) -> Value:
@@ -74,10 +76,28 @@ def _map(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageMo
     c_out = plan.output.channels
     pixel_node = Node(node.name, node.op, node.inputs, _pixel(node.output, c_out, node.name), dict(node.attrs),
                       consts, dict(node.formats), node.label)
-    layer = lower_node(pixel_node, pixel_inputs, f"{name}_pixel")
-    return StageModule(name, node.describe(), node.op, plan.kind, plan,
-                       [c * v.type.width for v, c in zip(inputs, channels)], c_out * node.output.type.width,
-                       layer=layer)
+    make = _product if node.op == "mul" else lower_node
+    stage = StageModule(name, node.describe(), node.op, plan.kind, plan,
+                        [c * v.type.width for v, c in zip(inputs, channels)], c_out * node.output.type.width,
+                        layer=make(pixel_node, pixel_inputs, f"{name}_pixel"))
+    if node.op == "mul":
+        stage.products = c_out
+    return stage
+
+
+def _product(node: Node, inputs: list[Value], module_name: str) -> LayerModule:
+    """``mul`` on one pixel: each exact product ``a * b`` (a ``*``, a DSP48E2), at the sum of the binary points,
+    then the output cast.  (The unrolled back end writes no multiplier and refuses ``mul``.)"""
+    module = LayerModule(module_name, node.describe(), node.op, [], 0)
+    b = Builder(module)
+    x, y = inputs
+    sources = []
+    for e, ((na, la, ha), (nb, lb, hb)) in enumerate(zip(b.unpack(0, x), b.unpack(1, y))):
+        corners = (la * lb, la * hb, ha * lb, ha * hb)
+        sources.append((b.wire(f"m{e}", min(corners), max(corners), f"{na} * {nb}"),
+                        x.type.frac_bits + y.type.frac_bits))
+    b.finish(b.cast(sources, node.output.type, "y"), node.output.type, len(sources))
+    return module
 
 
 def _window_attrs(node: Node, x: Value):
