@@ -70,3 +70,16 @@ class Binary2d(nn.Module):
 
     def forward(self, x):
         return self.fc(self.flat(self.sign(self.bn(self.conv(self.thermo(self.inp(x)))))))
+
+
+class TwoStreams(nn.Module):
+    """Two images in (their own convolutions, joined by an add), two outputs: the joined map and a pooled head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(1, 3, 1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x, s):
+        y = F.relu(self.a(x) + self.b(s))
+        return self.fc(y.mean((2, 3))), y

@@ -143,7 +143,7 @@ def test_a_wrong_expected_code_fails(designs, tmp_path):
     shutil.copytree(designs["cnn1d"], design, ignore=shutil.ignore_patterns("sim_build"))
     vectors_file = design / "tb" / "vectors.json"
     vectors = json.loads(vectors_file.read_text())
-    vectors["outputs"][-1][0] += 1
+    vectors["outputs"]["m_axis"][-1][0] += 1
     vectors_file.write_text(json.dumps(vectors))
     with pytest.raises(RuntimeError, match="failed"):
         simulate(design, "icarus")
@@ -160,7 +160,7 @@ def test_qfx_rtl_arch_stream_with_a_parallel_knob(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["arch"] == "stream"
     assert {layer["node"]: layer["fold"] for layer in manifest["layers"]}["node 'c2' (conv1d)"] == 4
-    assert len(json.loads((out / "tb" / "vectors.json").read_text())["inputs"]) == 3
+    assert len(json.loads((out / "tb" / "vectors.json").read_text())["inputs"]["s_axis"]) == 3
     for bad in (["--parallel", "c2"], ["--parallel", "c2=3"], ["--pipeline", "1"]):
         assert cli.main(["rtl", str(graph), "-o", str(tmp_path / "other"), "--arch", "stream", *bad]) == 2
     assert cli.main(["rtl", str(graph), "-o", str(tmp_path / "other"), "--parallel", "c2=1"]) == 2

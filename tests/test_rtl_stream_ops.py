@@ -6,6 +6,9 @@ and the generated design must match every output code under random input
 gaps and output backpressure, at the schedule's cycles per sample.
 """
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -15,9 +18,9 @@ from ir_zoo import inputs, quantized
 from qfx.rtl import simulate
 from qfx.rtl.stream import generate_stream
 from binary_zoo import Conv1dNet, prepared
-from stream_models import Binary2d, Branches, Pool1d, Pool2d
+from stream_models import Binary2d, Branches, Pool1d, Pool2d, TwoStreams
 
-VECTORS = 10
+VECTORS = 6
 
 
 def _own(make, shape):
@@ -55,3 +58,25 @@ def test_bit_exact_under_backpressure_on_icarus(tmp_path, name):
     assert (qfx.ir.run(graph, x.numpy()) == qm(x).detach().double().numpy()).all()
     codes = qfx.ir.input_codes(x.numpy(), graph.inputs[0].type)
     simulate(generate_stream(graph, tmp_path / "design", inputs=codes), "icarus")
+
+
+def test_two_inputs_and_two_outputs_bit_exact_on_icarus(tmp_path):
+    """One AXI-Stream port per graph input and output (``s0_axis``, ``s1_axis``, ``m0_axis``, ``m1_axis``), each
+    driven or drained on its own with random gaps and backpressure; the vectors are PyTorch's outputs."""
+    torch.manual_seed(0)
+    x, s = torch.randn(64, 2, 4, 4) * 2, torch.randn(64, 1, 4, 4) * 2
+    qm = qfx.quantize_model(TwoStreams(), qfx.QConfig(), example_input=(x, s))
+    qfx.calibrate(qm, [(x, s)], input_fn=tuple)
+    qm.eval()
+    graph = qfx.export(qm, (x[:2], s[:2]), name="two streams")
+    x, s = x[:VECTORS], s[:VECTORS]
+    codes = [qfx.ir.input_codes(t.numpy(), v.type) for t, v in zip((x, s), graph.inputs)]
+    folder = generate_stream(graph, tmp_path / "design", inputs=codes)
+    vectors = json.loads((folder / "tb" / "vectors.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [p["port"] for p in manifest["inputs"] + manifest["outputs"]] == ["s0_axis", "s1_axis", "m0_axis",
+                                                                             "m1_axis"]
+    for port, value, want in zip(manifest["outputs"], graph.output_values, qm(x, s)):
+        got = np.array(vectors["outputs"][port["port"]]) * 2.0 ** -value.type.frac_bits
+        assert np.array_equal(got, want.detach().double().numpy().reshape(len(got), -1)), port["port"]
+    simulate(folder, "icarus")

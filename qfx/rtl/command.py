@@ -9,7 +9,7 @@ from typing import Any
 
 from ..files import existing_file, load_array
 from ..ir import input_codes, load
-from .generate import DEFAULT_VECTORS, generate, random_codes, random_input_codes
+from .generate import DEFAULT_VECTORS, generate, random_codes
 from .layers import RTLError
 from .stream import STREAM_VECTORS, generate_stream
 from .stream.plan import DSP_BUDGET
@@ -63,10 +63,9 @@ def main(args: argparse.Namespace) -> int:
             raise RTLError(f"--inputs gives one array, but graph '{graph.name}' has {len(graph.inputs)} inputs; "
                            "leave it out for random test vectors (--vectors)")
         codes = input_codes(load_array(args.inputs), graph.inputs[0].type)
-    elif args.arch == "stream":
-        codes = random_input_codes(graph, STREAM_VECTORS if args.vectors is None else args.vectors)
     else:
-        codes = random_codes(graph, DEFAULT_VECTORS if args.vectors is None else args.vectors)
+        default = STREAM_VECTORS if args.arch == "stream" else DEFAULT_VECTORS
+        codes = random_codes(graph, default if args.vectors is None else args.vectors)
     if args.arch == "stream":
         directory = generate_stream(graph, args.output, parallel=parallel, inputs=codes, top=args.top,
                                     force=args.force, dsp_budget=args.dsp_budget)

@@ -40,7 +40,7 @@ from ..render import environment, write_project
 from ..render.escape import VERILOG_KEYWORDS, verilog_ident
 from .layers import LayerModule, RTLError, check_supported, lower_node
 
-__all__ = ["Design", "Port", "plan_design", "render", "generate", "random_codes", "random_input_codes"]
+__all__ = ["Design", "Port", "plan_design", "render", "generate", "random_codes"]
 
 DEFAULT_VECTORS = 256
 #: What simulating a design adds to its folder (``--force`` may replace these with the design).
@@ -240,11 +240,6 @@ def random_codes(graph: Graph, count: int = DEFAULT_VECTORS, seed: int = 0) -> l
     rng = np.random.default_rng(seed)
     return [rng.integers(x.type.code_min, x.type.code_max, size=(count,) + tuple(x.shape), endpoint=True)
             for x in graph.inputs]
-
-
-def random_input_codes(graph: Graph, count: int = DEFAULT_VECTORS, seed: int = 0) -> np.ndarray:
-    """:func:`random_codes` of the graph's first input (the streaming top takes one input)."""
-    return random_codes(graph, count, seed)[0]
 
 
 def _rows(codes: np.ndarray) -> list[list[int]]:

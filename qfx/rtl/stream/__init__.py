@@ -4,9 +4,10 @@
 parallelism, initiation interval and latency (:mod:`.plan`);
 ``generate_stream(graph, directory, parallel=...)`` writes the design
 (:mod:`.generate`): line-buffered convolutions and pooling, folded dense
-layers, accumulating global pooling, elementwise stages, FIFOs on residual
-branches and AXI-Stream ports, with a cocotb test under random gaps and
-backpressure.  Simulation and synthesis are :mod:`qfx.rtl.simulate` and
+layers, accumulating global pooling, elementwise stages, joins (add, sub,
+mul, channel concat) with FIFOs on their operands, zero insertion and
+upsampling, and one AXI-Stream port per graph input and output, with a
+cocotb test under random gaps and backpressure.  Simulation and synthesis are :mod:`qfx.rtl.simulate` and
 :mod:`qfx.rtl.synth`, shared with the unrolled architecture.
 """
 

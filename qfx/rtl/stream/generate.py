@@ -21,7 +21,7 @@ import json
 import math
 import os
 import pathlib
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -29,12 +29,12 @@ from ...ir import Graph, IRError, run_codes
 from ...ir.graph import c_identifier
 from ...render import environment, write_project
 from ...render.escape import VERILOG_KEYWORDS, verilog_ident
-from ..generate import SIMULATION_OUTPUTS, random_input_codes
+from ..generate import SIMULATION_OUTPUTS, random_codes
 from ..layers import RTLError
 from .plan import DSP_BUDGET, Layout, Schedule, plan_schedule
 from .stages import COUNTER, StageModule, build_stage
 
-__all__ = ["StreamDesign", "plan_stream_design", "render_stream", "generate_stream", "STREAM_VECTORS"]
+__all__ = ["StreamDesign", "Port", "plan_stream_design", "render_stream", "generate_stream", "STREAM_VECTORS"]
 
 #: Random test vectors of a streaming design when none are given: every vector takes a whole frame of cycles.
 STREAM_VECTORS = 24
@@ -65,9 +65,35 @@ class Instance:
     output: str  #: the stream it drives
 
 
+@dataclasses.dataclass(frozen=True)
+class Port:
+    """One AXI-Stream port of the top: its signals' prefix, its tensor, the stream it drives or reads."""
+
+    prefix: str  #: ``s_axis``/``m_axis`` for a graph's only input/output, else ``s<k>_axis``/``m<k>_axis``
+    tensor: str
+    stream: str
+    type: str
+    layout: Layout
+    bits: int
+    link: Optional[Link] = None  #: an output's reader of its stream
+
+    @property
+    def width(self) -> int:
+        return self.layout.channels * self.bits
+
+    @property
+    def pixel_bits(self) -> int:
+        return max(self.layout.pixels.bit_length(), 1)
+
+    def manifest(self) -> dict:
+        return {"port": self.prefix, "tensor": self.tensor, "type": self.type, "bits": self.bits,
+                "signed": not self.type.startswith("ap_ufixed"), "pixels": self.layout.pixels,
+                "channels": self.layout.channels}
+
+
 @dataclasses.dataclass
 class StreamDesign:
-    """The stages, their instances and streams, and the figures the README states."""
+    """The stages, their instances and streams, the top's ports, and the figures the README states."""
 
     top: str
     graph: str
@@ -75,39 +101,17 @@ class StreamDesign:
     stages: list[StageModule]
     streams: list[Stream]
     instances: list[Instance]
-    source: str  #: the stream the top's input drives
-    sink: str  #: the stream the top's output reads
-    sink_link: Link
-    input_type: str
-    input_layout: Layout
-    input_bits: int
-    output_type: str
-    output_layout: Layout
-    output_bits: int
+    inputs: list[Port]
+    outputs: list[Port]
     counter_bits: int = COUNTER
-
-    @property
-    def input_width(self) -> int:
-        return self.input_layout.channels * self.input_bits
-
-    @property
-    def output_width(self) -> int:
-        return self.output_layout.channels * self.output_bits
-
-    @property
-    def pixel_bits(self) -> int:
-        return max(self.output_layout.pixels.bit_length(), 1)
 
     def manifest(self) -> dict:
         """What the test bench and the report need, as JSON data."""
-        def port(t: str, layout: Layout, bits: int) -> dict:
-            return {"type": t, "bits": bits, "signed": not t.startswith("ap_ufixed"), "pixels": layout.pixels,
-                    "channels": layout.channels}
         return {
             "generator": "qfx rtl", "arch": "stream", "top": self.top, "graph": self.graph,
             "cycles_per_sample": self.schedule.cycles, "latency": self.schedule.latency,
-            "input": port(self.input_type, self.input_layout, self.input_bits),
-            "output": port(self.output_type, self.output_layout, self.output_bits),
+            "inputs": [port.manifest() for port in self.inputs],
+            "outputs": [port.manifest() for port in self.outputs],
             "layers": [{"module": s.name, "node": s.node, "op": s.op, "kind": s.kind, "parallel": s.plan.parallel,
                         "fold": s.plan.fold, "cycles": s.plan.cycles, "latency": s.plan.latency,
                         "multipliers": s.multipliers, "file": f"rtl/{s.name}.v"} for s in self.stages],
@@ -161,10 +165,9 @@ def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = Non
     values = graph.values()
     ancestors = _ancestors(graph)
     stages, capacity = [], {}
-    stream_of = {graph.inputs[0].name: f"s_{names[graph.inputs[0].name]}"}
-    readers: dict[str, list[Link]] = {stream_of[graph.inputs[0].name]: []}
-    widths = {stream_of[graph.inputs[0].name]: schedule.layouts[graph.inputs[0].name].channels
-              * graph.inputs[0].type.width}
+    stream_of = {x.name: f"s_{names[x.name]}" for x in graph.inputs}
+    readers: dict[str, list[Link]] = {stream_of[x.name]: [] for x in graph.inputs}
+    widths = {stream_of[x.name]: schedule.layouts[x.name].channels * x.type.width for x in graph.inputs}
     instances = []
     for node in graph.nodes:
         plan = schedule.stage(node.name)
@@ -192,31 +195,44 @@ def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = Non
         readers[out] = []
         widths[out] = stage.output_width
         instances.append(Instance(stage.name, f"u_{names[node.name]}", ports, out))
-    sink = stream_of[graph.outputs[0]]
-    sink_link = Link(f"{sink}_to_output", "m_axis_tready")
-    readers[sink].append(sink_link)
+    def prefix(side: str, k: int, count: int) -> str:
+        return f"{side}_axis" if count == 1 else f"{side}{k}_axis"
+    inputs = [Port(prefix("s", k, len(graph.inputs)), x.name, stream_of[x.name], str(x.type),
+                   schedule.layouts[x.name], x.type.width) for k, x in enumerate(graph.inputs)]
+    outputs = []
+    for k, y in enumerate(graph.output_values):
+        name = prefix("m", k, len(graph.outputs))
+        link = Link(f"{stream_of[y.name]}_to_{name}", f"{name}_tready")
+        readers[stream_of[y.name]].append(link)
+        outputs.append(Port(name, y.name, stream_of[y.name], str(y.type), schedule.layouts[y.name], y.type.width,
+                            link))
     streams = [Stream(name, widths[name], links) for name, links in readers.items()]
-    x, y = graph.inputs[0], graph.output_values[0]
-    return StreamDesign(
-        top=top, graph=graph.name, schedule=schedule, stages=stages, streams=streams, instances=instances,
-        source=stream_of[x.name], sink=sink, sink_link=sink_link, input_type=str(x.type),
-        input_layout=schedule.layouts[x.name], input_bits=x.type.width, output_type=str(y.type),
-        output_layout=schedule.layouts[y.name], output_bits=y.type.width)
+    return StreamDesign(top=top, graph=graph.name, schedule=schedule, stages=stages, streams=streams,
+                        instances=instances, inputs=inputs, outputs=outputs)
 
 
 _TEMPLATES = {"map": "map", "join": "add", "resample": "resample", "window": "window", "dense": "dense", "gap": "gap"}
 
 
-def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None, inputs: Optional[np.ndarray] = None,
-                  top: Optional[str] = None, vectors: int = STREAM_VECTORS, seed: int = 0,
-                  dsp_budget: int = DSP_BUDGET) -> dict[str, str]:
-    """Every file of the streaming design of ``graph``, ``{relative path: text}``."""
+def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
+                  inputs: "Optional[np.ndarray | Sequence[np.ndarray]]" = None, top: Optional[str] = None,
+                  vectors: int = STREAM_VECTORS, seed: int = 0, dsp_budget: int = DSP_BUDGET) -> dict[str, str]:
+    """Every file of the streaming design of ``graph``, ``{relative path: text}``.
+
+    ``inputs``: the test vectors' input codes, one batch-first array per
+    graph input (a single array for a graph with one input); by default
+    ``vectors`` random ones.
+    """
     design = plan_stream_design(graph, parallel, top, dsp_budget)
-    if inputs is None:
-        inputs = random_input_codes(graph, vectors, seed)
-    inputs = np.asarray(inputs)
+    arrays = random_codes(graph, vectors, seed) if inputs is None else \
+        [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    arrays = [np.asarray(a) for a in arrays]
+    if len(arrays) != len(graph.inputs) or len({len(a) for a in arrays}) != 1:
+        raise RTLError(f"graph '{graph.name}' takes {len(graph.inputs)} input(s); the test vectors give "
+                       f"{len(arrays)} array(s) of {sorted({len(a) for a in arrays})} vectors (one array per input, "
+                       "all with the same number of vectors)")
     try:
-        outputs = run_codes(graph, [inputs])[graph.outputs[0]]
+        codes = run_codes(graph, arrays)
     except (IRError, ValueError) as error:
         raise RTLError(f"graph '{graph.name}': cannot compute the test vectors' outputs: {error}") from error
     env = environment()
@@ -235,8 +251,10 @@ def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None, in
     files["rtl/qfx_add.v"] = env.get_template("rtl/qfx_add.v.j2").render()
     files[f"rtl/{design.top}.v"] = env.get_template("rtl/stream/top.v.j2").render(design=design)
     files["manifest.json"] = json.dumps(design.manifest(), indent=2, sort_keys=True) + "\n"
-    vectors_data = {"inputs": inputs.reshape(len(inputs), -1).tolist(),
-                    "outputs": outputs.reshape(len(outputs), -1).tolist()}
+    def rows(a: np.ndarray) -> list:
+        return a.reshape(len(a), -1).tolist()
+    vectors_data = {"inputs": {port.prefix: rows(a) for port, a in zip(design.inputs, arrays)},
+                    "outputs": {port.prefix: rows(codes[port.tensor]) for port in design.outputs}}
     files["tb/vectors.json"] = json.dumps(vectors_data, separators=(",", ":")) + "\n"
     files[f"tb/test_{design.top}.py"] = env.get_template("rtl/stream/cocotb_test.py.j2").render(design=design)
     files["tb/runner.py"] = env.get_template("rtl/runner.py.j2").render(design=design)
@@ -245,8 +263,8 @@ def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None, in
 
 
 def generate_stream(graph: Graph, directory: "os.PathLike | str", parallel: Optional[Mapping[str, int]] = None,
-                    inputs: Optional[np.ndarray] = None, top: Optional[str] = None, force: bool = False,
-                    vectors: int = STREAM_VECTORS, dsp_budget: int = DSP_BUDGET) -> pathlib.Path:
+                    inputs: "Optional[np.ndarray | Sequence[np.ndarray]]" = None, top: Optional[str] = None,
+                    force: bool = False, vectors: int = STREAM_VECTORS, dsp_budget: int = DSP_BUDGET) -> pathlib.Path:
     """Write the streaming design of ``graph`` into ``directory`` (see :func:`render_stream`); returns the folder."""
     return write_project(render_stream(graph, parallel, inputs, top, vectors, dsp_budget=dsp_budget), directory,
                          force=force, outputs=SIMULATION_OUTPUTS)

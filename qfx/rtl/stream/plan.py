@@ -92,7 +92,7 @@ class Schedule:
     stages: list[StagePlan]
     layouts: dict[str, Layout]
     cycles: int  #: cycles per sample of the whole pipeline (the slowest stage's)
-    latency: int  #: cycles from a sample's first input pixel to its first output pixel (longest path)
+    latency: int  #: cycles from a sample's first input pixels to its last output's first pixel (longest path)
 
     def stage(self, name: str) -> StagePlan:
         return next(s for s in self.stages if s.node == name)
@@ -114,11 +114,10 @@ def _kind(op: str) -> str:
 
 def check_stream_graph(graph: Graph) -> None:
     """Refuse, before any work, a graph the streaming back end cannot build, naming the node and its op."""
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise RTLError(f"graph '{graph.name}' has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; the "
-                       "streaming top takes exactly one input stream and one output stream")
-    if graph.outputs[0] == graph.inputs[0].name:
-        raise RTLError(f"graph '{graph.name}': its output is its input; there is no logic to generate")
+    names = {x.name for x in graph.inputs}
+    for output in graph.outputs:
+        if output in names:
+            raise RTLError(f"graph '{graph.name}': its output '{output}' is an input; there is no logic to generate")
     for node in graph.nodes:
         if node.op not in STREAM_OPS:
             raise RTLError(f"{node.describe()}: op '{node.op}' has no streaming Verilog stage; `qfx rtl --arch "
@@ -182,8 +181,8 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
         if name not in names:
             raise RTLError(f"--parallel {name}={p}: graph '{graph.name}' has no node '{name}'")
     values = graph.values()
-    x = graph.inputs[0]
-    layouts = {x.name: natural_layout(x.shape)}
+    layouts = {x.name: natural_layout(x.shape) for x in graph.inputs}
+    fed = [layouts[x.name].pixels for x in graph.inputs]
     drafts = []
     for node in graph.nodes:
         inputs = [values[i] for i in node.inputs]
@@ -207,7 +206,7 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
                                f"({', '.join(f'{o.pixels} pixels of {o.channels}' for o in operands)})")
         layouts[node.name] = out
         drafts.append((node, kind, inp, out, inputs[0]))
-    unfolded = max([layouts[x.name].pixels] + [_cycles(k, i, o, 1) for _, k, i, o, _ in drafts])
+    unfolded = max(fed + [_cycles(k, i, o, 1) for _, k, i, o, _ in drafts])
     folds = {}
     for node, kind, inp, out, x_value in drafts:
         fold = 1
@@ -238,11 +237,10 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
             latency = 0 if kind == "flatten" else 1
         stages.append(StagePlan(node.name, node.op, kind, inp, out, _geometry(kind, node, x_value, inp),
                                 out.channels // fold, fold, cycles, latency))
-    ready = {x.name: 0}
+    ready = {x.name: 0 for x in graph.inputs}
     for node, stage in zip(graph.nodes, stages):
         ready[node.name] = max(ready[i] for i in node.inputs) + stage.latency
-    return Schedule(stages, layouts, max([layouts[x.name].pixels] + [s.cycles for s in stages]),
-                    ready[graph.outputs[0]])
+    return Schedule(stages, layouts, max(fed + [s.cycles for s in stages]), max(ready[y] for y in graph.outputs))
 
 
 def _fit_multipliers(drafts, folds: dict[str, int], parallel: Mapping[str, int], budget: int) -> None:
