@@ -68,6 +68,31 @@ def test_default_parallelism_keeps_the_multipliers_within_the_dsp_budget():
     assert khot.cycles == plan_schedule(stream_residual(khot=True)).cycles == free.cycles
 
 
+def test_shift_add_lut_estimate_counts_digits():
+    from qfx.rtl.stream.plan import LUTS_PER_DIGIT, Layout, shift_add_luts
+    x = Value("x", (1, 6), FixedType(6, 2))
+    weight = Constant(np.array([[[3, 4, 0]], [[-5, 1, 2]]]), (FixedType(6, 2),))  # CSD: 4-1, 4, 0 | -4-1, 1, 2
+    conv = Node("conv", "conv1d", ("x",), Value("conv", (2, 6), FixedType(8, 4)),
+                {"stride": [1], "padding": [[1, 1]], "dilation": [1], "groups": 1}, {"weight": weight})
+    # one ROM word: each of the 7 digits a fixed shift; two words: 1 lane x 3 taps x 2 digit slots, shifts from the ROM
+    assert shift_add_luts(conv, Layout(6, 1), Layout(6, 2), 1) == 7 * LUTS_PER_DIGIT["fixed"]
+    assert shift_add_luts(conv, Layout(6, 1), Layout(6, 2), 2) == 6 * LUTS_PER_DIGIT["rom"]
+
+
+def test_default_parallelism_keeps_the_shift_add_estimate_within_the_lut_budget():
+    from qfx.rtl.stream.plan import shift_add_luts
+    graph = stream_residual(khot=True)
+    nodes = {node.name: node for node in graph.nodes}
+
+    def luts(schedule):
+        return sum(shift_add_luts(nodes[s.node], s.input, s.output, s.fold) for s in schedule.stages)
+    free = plan_schedule(graph, lut_budget=10 ** 9)
+    budget = luts(free) - 1  # small channels fold to little saving: one more fold of one layer meets it
+    fitted = plan_schedule(graph, lut_budget=budget)
+    assert luts(fitted) <= budget and fitted.cycles > free.cycles
+    assert plan_schedule(stream_residual(), lut_budget=0).cycles == plan_schedule(stream_residual()).cycles
+
+
 def test_unsupported_ops_are_refused_up_front_naming_node_and_op():
     with pytest.raises(RTLError, match=r"node '[^']*' \(softmax.*op 'softmax' has no streaming Verilog stage"):
         plan_schedule(softmax_graph())

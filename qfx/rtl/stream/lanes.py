@@ -21,6 +21,10 @@ Products: when every weight has at most :data:`SHIFT_ADD_DIGITS` nonzero
 CSD digits (K-hot weights), the ROM holds each digit's enable, sign and
 shift and a product is a sum of shifted inputs (no multiplier, no DSP);
 otherwise it holds the codes and the product is a ``*`` (a DSP48E2).
+A negative digit ``-(x << s)`` is formed as ``~(x << s) + 1``: the unit
+XORs the shifted input with the digit's sign (no negation per digit) and
+the ROM word carries, per lane, the count of its negative digits, added
+once.
 All sums are formed modulo ``2**WS`` where ``WS`` holds the exact range of
 every channel's sum (with and without its bias), so the narrow
 two's-complement arithmetic is exact.  No ``*`` appears in shift-add mode,
@@ -99,8 +103,6 @@ def plan_lanes(name: str, node_text: str, steps: int, weights: np.ndarray, bias:
     digits = {int(v): csd_digits(int(v)) for v in np.unique(weights)}
     most = max([len(d) for d in digits.values()] + [0])
     shift_add = most <= SHIFT_ADD_DIGITS
-    fields = []  # per live tap: list of (kind, low bit, width)
-    offset = 0
     if shift_add:
         top_shift = max([s for d in digits.values() for s, _ in d] + [0])
         sb = max(top_shift.bit_length(), 1)
@@ -108,10 +110,14 @@ def plan_lanes(name: str, node_text: str, steps: int, weights: np.ndarray, bias:
     else:
         wb = signed_width(int(weights.min()), int(weights.max()))
         per_tap = wb
-    rom_width = max(per_tap * len(live), 1)
+    negatives = shift_add and any(negative for d in digits.values() for _, negative in d)
+    corrections = per_tap * len(live)  # the lanes' counts of negative digits sit above the taps
+    cb = (taps * most).bit_length()  # bits of one count
+    rom_width = max(corrections + (lanes * cb if negatives else 0), 1)
     rom = []
     for a in range(addresses):
         word = 0
+        correction = [0] * lanes
         for k, (p, i) in enumerate(live):
             v = int(weights[a, p, i])
             base = k * per_tap
@@ -119,8 +125,12 @@ def plan_lanes(name: str, node_text: str, steps: int, weights: np.ndarray, bias:
                 for d, (shift, negative) in enumerate(csd_digits(v)):
                     field = (1 | (int(negative) << 1) | (shift << 2)) << (base + d * (2 + sb))
                     word |= field
+                    correction[p] += int(negative)
             else:
                 word |= (v & ((1 << wb) - 1)) << base
+        if negatives:
+            for p in range(lanes):
+                word |= correction[p] << (corrections + p * cb)
         rom.append(f"{rom_width}'h{word:x}")
     xb = x_type.width
     xs = []
@@ -135,14 +145,17 @@ def plan_lanes(name: str, node_text: str, steps: int, weights: np.ndarray, bias:
             for d in range(most):
                 at = base + d * (2 + sb)
                 shift = _field("w", at + 2, sb)
-                term = f"(x{i} <<< {shift})"
-                parts.append(f"(w[{at}] ? (w[{at + 1}] ? -{term} : {term}) : {ws}'sd0)")
+                # enable as a mask, not a multiplexer: no shifter is then a candidate for Yosys's `share`
+                parts.append(f"(((x{i} <<< {shift}) ^ {{{ws}{{w[{at + 1}]}}}}) & {{{ws}{{w[{at}]}}}})")
             expr = " + ".join(parts)
         else:
             expr = f"x{i} * $signed({_field('w', base, wb)})"
         terms.append((f"t{p}_{i}", expr))
         by_lane[p].append(f"t{p}_{i}")
-    sums = [" + ".join([_field("acc", p * ws, ws)] + by_lane[p]) for p in range(lanes)]
+    # the count is unsigned: it widens with zeros, and the sum wraps modulo 2**WS either way
+    head = [[_field("acc", p * ws, ws)] + ([_field("w", corrections + p * cb, cb)] if negatives else [])
+            for p in range(lanes)]
+    sums = [" + ".join(head[p] + by_lane[p]) for p in range(lanes)]
     bias_width, bias_rom, totals = 0, [], [f"sum{p}" for p in range(lanes)]
     if bias is not None:
         bb = signed_width(int(bias.min()), int(bias.max()))

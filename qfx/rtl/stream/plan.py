@@ -22,14 +22,20 @@ whose weights need multipliers (more than
 :data:`~qfx.rtl.stream.lanes.SHIFT_ADD_DIGITS` CSD digits) use ``P`` times
 their taps per pixel in DSP48E2; while the default folds ask for more than
 ``dsp_budget`` (the Ultra96-V2's 360), the layer using the most is folded
-further, trading cycles for multipliers.
+further, trading cycles for multipliers.  Shift-add (K-hot) layers are
+fitted the same way to ``lut_budget``, from an estimate of their LUTs
+(:func:`shift_add_luts`): a digit whose shift comes from a ROM costs a
+shifter and an adder, several times a digit of a constant weight.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Mapping, Optional
+
+import numpy as np
 
 from ...ir import Graph, Node, Value
 from ..adder_graph import csd_digits
@@ -37,7 +43,7 @@ from ..layers import RTLError
 from .lanes import SHIFT_ADD_DIGITS
 
 __all__ = ["Layout", "StagePlan", "Schedule", "plan_schedule", "natural_layout", "MAP_OPS", "STREAM_OPS",
-           "CONV_OPS", "check_stream_graph"]
+           "CONV_OPS", "check_stream_graph", "shift_add_luts", "LUT_BUDGET"]
 
 #: Ops applied to each pixel on its own (a per-pixel combinational layer and one register).
 MAP_OPS = ("relu", "relu6", "leaky_relu", "scale_shift", "prelu", "table", "clamp", "sign", "thermometer")
@@ -171,8 +177,46 @@ def multipliers_per_lane(node: Node, channels: int) -> int:
     return math.prod(codes.shape[1:])
 
 
+#: LUTs of the Ultra96-V2 (70,560) the default parallelism keeps the shift-add products' estimate within, leaving the
+#: rest to line buffers, per-pixel stages and control.
+LUT_BUDGET = 45000
+#: Estimated LUTs of one CSD digit of a shift-add product: ``"rom"``, its shift read from a ROM (a shifter and an
+#: adder); ``"fixed"``, a digit of a constant weight (a layer whose ROM is one word: a fixed shift and an adder).
+LUTS_PER_DIGIT = {"rom": 40, "fixed": 12}
+
+
+@functools.lru_cache(maxsize=None)
+def _digit_counts(codes: bytes, dtype: str) -> tuple[int, int]:
+    """(nonzero CSD digits of all weights, most digits of one weight) of a weight tensor's codes."""
+    values = np.frombuffer(codes, dtype=dtype)
+    unique, count = np.unique(values, return_counts=True)
+    digits = [len(csd_digits(int(v))) for v in unique]
+    return int(np.dot(digits, count)), max(digits + [0])
+
+
+def shift_add_luts(node: Node, inp: Layout, out: Layout, fold: int) -> int:
+    """Estimated LUTs of the products of a shift-add conv or dense ``node`` at ``fold`` (0 for any other node).
+
+    A unit with one ROM word (a convolution at fold 1) has constant weights:
+    every nonzero digit is a fixed shift and an adder.  Otherwise each of
+    its ``P`` lanes has, per tap, as many shifters and adders as the most
+    digits of a weight, whatever the weights.
+    """
+    if node.op not in ("conv1d", "conv2d", "dense"):
+        return 0
+    codes = np.ascontiguousarray(node.constants["weight"].codes, dtype=np.int64)
+    total, most = _digit_counts(codes.tobytes(), str(codes.dtype))
+    if most > SHIFT_ADD_DIGITS:
+        return 0
+    addresses = fold * (inp.pixels if node.op == "dense" else 1)
+    if addresses == 1:
+        return total * LUTS_PER_DIGIT["fixed"]
+    taps = inp.channels if node.op == "dense" else math.prod(codes.shape[1:])
+    return out.channels // fold * taps * most * LUTS_PER_DIGIT["rom"]
+
+
 def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
-                  dsp_budget: int = DSP_BUDGET) -> Schedule:
+                  dsp_budget: int = DSP_BUDGET, lut_budget: int = LUT_BUDGET) -> Schedule:
     """The streaming schedule of ``graph`` (checked), with ``parallel`` the user's P per node name."""
     check_stream_graph(graph)
     parallel = dict(parallel or {})
@@ -224,7 +268,11 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
             raise RTLError(f"{node.describe()}: op '{node.op}' computes all {out.channels} channels of a pixel at "
                            f"once; its parallelism is {out.channels}, not {parallel[node.name]}")
         folds[node.name] = fold
-    _fit_multipliers(drafts, folds, parallel, dsp_budget)
+    per_lane = {node.name: multipliers_per_lane(node, inp.channels) for node, _, inp, _, _ in drafts}
+    channels = {node.name: out.channels for node, _, _, out, _ in drafts}
+    _fit(folds, parallel, channels, lambda name, fold: per_lane[name] * channels[name] // fold, dsp_budget)
+    luts = {node.name: functools.partial(shift_add_luts, node, inp, out) for node, _, inp, out, _ in drafts}
+    _fit(folds, parallel, channels, lambda name, fold: luts[name](fold), lut_budget)
     stages = []
     for node, kind, inp, out, x_value in drafts:
         fold = folds[node.name]
@@ -243,20 +291,19 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
     return Schedule(stages, layouts, max(fed + [s.cycles for s in stages]), max(ready[y] for y in graph.outputs))
 
 
-def _fit_multipliers(drafts, folds: dict[str, int], parallel: Mapping[str, int], budget: int) -> None:
-    """Fold the default-planned layer using the most multipliers further while all of them exceed ``budget``."""
-    per_lane = {node.name: multipliers_per_lane(node, inp.channels) for node, _, inp, _, _ in drafts}
-    channels = {node.name: out.channels for node, _, _, out, _ in drafts}
-
-    def used(name: str) -> int:
-        return per_lane[name] * channels[name] // folds[name]
-    while sum(used(name) for name in per_lane) > budget:
-        movable = [name for name in per_lane if per_lane[name] and name not in parallel
-                   and folds[name] < channels[name]]
+def _fit(folds: dict[str, int], parallel: Mapping[str, int], channels: Mapping[str, int], cost, budget: int) -> None:
+    """While ``cost(name, fold)`` summed over the layers exceeds ``budget``, fold the default-planned layer costing
+    the most to its next fold that costs less (none left: the budget cannot be met, the plan stays as it is)."""
+    def cheaper(name: str) -> Optional[int]:
+        now = cost(name, folds[name])
+        return next((f for f in range(folds[name] + 1, channels[name] + 1)
+                     if channels[name] % f == 0 and cost(name, f) < now), None)
+    while sum(cost(name, folds[name]) for name in folds) > budget:
+        movable = [name for name in folds if name not in parallel and cheaper(name) is not None]
         if not movable:
             return
-        name = max(movable, key=used)
-        folds[name] = min(f for f in range(folds[name] + 1, channels[name] + 1) if channels[name] % f == 0)
+        name = max(movable, key=lambda n: cost(n, folds[n]))
+        folds[name] = cheaper(name)
 
 
 def _geometry(kind: str, node: Node, x: Value, inp: Layout) -> tuple[int, int]:
