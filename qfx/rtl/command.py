@@ -12,7 +12,7 @@ from ..ir import input_codes, load
 from .generate import DEFAULT_VECTORS, generate, random_codes
 from .layers import RTLError
 from .stream import STREAM_VECTORS, generate_stream
-from .stream.plan import DSP_BUDGET
+from .stream.plan import DSP_BUDGET, LUT_BUDGET
 from .report import format_resources
 from .synth import synthesize
 
@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dsp-budget", metavar="N", type=int, default=DSP_BUDGET,
                         help=f"--arch stream: the default parallelism keeps multipliers within N DSP48E2 (default "
                              f"{DSP_BUDGET}, the Ultra96-V2's)")
+    parser.add_argument("--lut-budget", metavar="N", type=int, default=LUT_BUDGET,
+                        help=f"--arch stream: the default parallelism keeps the estimated LUTs of shift-add (K-hot) "
+                             f"products within N (default {LUT_BUDGET}, of the Ultra96-V2's 70560)")
     parser.add_argument("--top", metavar="NAME", default=None, help="top module name (default: the graph's name)")
     parser.add_argument("--inputs", metavar="NPY", type=existing_file, default=None,
                         help="float inputs (.npy, batch first) for the test vectors; default: random codes")
@@ -68,7 +71,8 @@ def main(args: argparse.Namespace) -> int:
         codes = random_codes(graph, default if args.vectors is None else args.vectors)
     if args.arch == "stream":
         directory = generate_stream(graph, args.output, parallel=parallel, inputs=codes, top=args.top,
-                                    force=args.force, dsp_budget=args.dsp_budget)
+                                    force=args.force, dsp_budget=args.dsp_budget,
+                                    lut_budget=args.lut_budget)
     else:
         directory = generate(graph, args.output, pipeline=args.pipeline, inputs=codes, top=args.top,
                              force=args.force)

@@ -31,7 +31,7 @@ from ...render import environment, write_project
 from ...render.escape import VERILOG_KEYWORDS, verilog_ident
 from ..generate import SIMULATION_OUTPUTS, random_codes
 from ..layers import RTLError
-from .plan import DSP_BUDGET, Layout, Schedule, plan_schedule
+from .plan import DSP_BUDGET, LUT_BUDGET, Layout, Schedule, plan_schedule
 from .stages import COUNTER, StageModule, build_stage
 
 __all__ = ["StreamDesign", "Port", "plan_stream_design", "render_stream", "generate_stream", "STREAM_VECTORS"]
@@ -156,10 +156,10 @@ def _fifo_depths(operands, ancestors: dict[str, set[str]], capacity: dict[str, i
 
 
 def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = None, top: Optional[str] = None,
-                       dsp_budget: int = DSP_BUDGET) -> StreamDesign:
+                       dsp_budget: int = DSP_BUDGET, lut_budget: int = LUT_BUDGET) -> StreamDesign:
     """Schedule and build every stage of ``graph``; :class:`RTLError` names the node of anything unsupported."""
     graph.check()
-    schedule = plan_schedule(graph, parallel, dsp_budget)
+    schedule = plan_schedule(graph, parallel, dsp_budget, lut_budget)
     names = graph.c_names()
     top = _top_name(graph, top, names)
     values = graph.values()
@@ -216,14 +216,15 @@ _TEMPLATES = {"map": "map", "join": "add", "resample": "resample", "window": "wi
 
 def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
                   inputs: "Optional[np.ndarray | Sequence[np.ndarray]]" = None, top: Optional[str] = None,
-                  vectors: int = STREAM_VECTORS, seed: int = 0, dsp_budget: int = DSP_BUDGET) -> dict[str, str]:
+                  vectors: int = STREAM_VECTORS, seed: int = 0, dsp_budget: int = DSP_BUDGET,
+                  lut_budget: int = LUT_BUDGET) -> dict[str, str]:
     """Every file of the streaming design of ``graph``, ``{relative path: text}``.
 
     ``inputs``: the test vectors' input codes, one batch-first array per
     graph input (a single array for a graph with one input); by default
     ``vectors`` random ones.
     """
-    design = plan_stream_design(graph, parallel, top, dsp_budget)
+    design = plan_stream_design(graph, parallel, top, dsp_budget, lut_budget)
     arrays = random_codes(graph, vectors, seed) if inputs is None else \
         [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
     arrays = [np.asarray(a) for a in arrays]
@@ -264,7 +265,9 @@ def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
 
 def generate_stream(graph: Graph, directory: "os.PathLike | str", parallel: Optional[Mapping[str, int]] = None,
                     inputs: "Optional[np.ndarray | Sequence[np.ndarray]]" = None, top: Optional[str] = None,
-                    force: bool = False, vectors: int = STREAM_VECTORS, dsp_budget: int = DSP_BUDGET) -> pathlib.Path:
+                    force: bool = False, vectors: int = STREAM_VECTORS, dsp_budget: int = DSP_BUDGET,
+                    lut_budget: int = LUT_BUDGET) -> pathlib.Path:
     """Write the streaming design of ``graph`` into ``directory`` (see :func:`render_stream`); returns the folder."""
-    return write_project(render_stream(graph, parallel, inputs, top, vectors, dsp_budget=dsp_budget), directory,
+    return write_project(render_stream(graph, parallel, inputs, top, vectors, dsp_budget=dsp_budget,
+                                       lut_budget=lut_budget), directory,
                          force=force, outputs=SIMULATION_OUTPUTS)
