@@ -209,7 +209,7 @@ def _rows_held(h: int, oh: int, span: int, stride: int, top: int, plan: StagePla
     to the next sample's first window's bottom, and one stride more.
     """
     rows = span + stride - 1
-    if h > 1 and plan.output.pixels * plan.fold >= plan.input.pixels:
+    if h > 1 and plan.output.pixels * plan.fold > plan.input.pixels:
         last_top = (oh - 1) * stride - top
         rows = max(rows, h + min(h - 1, span - 1 - top) - last_top + 1 + stride)
     return rows
@@ -311,7 +311,8 @@ def _resample(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> St
     buffer = rows[3] > 1
     stage = StageModule(name, node.describe(), node.op, "resample", plan, [pixel], pixel,
                         capacity=1 + (w if buffer else 0))
-    stage.params = dict(TEXT=text, H=h, W=w, OH=oh, OW=ow, CW=cw, PIXEL=pixel, BUFFER=buffer, rows=rows, cols=cols,
+    stage.params = dict(TEXT=text, H=h, W=w, OH=oh, OW=ow, CW=cw, SRC=max((w - 1).bit_length(), 1), PIXEL=pixel,
+                        BUFFER=buffer, rows=rows, cols=cols,
                         live_r=live_r, live_c=live_c, restart_r=restart_r, restart_c=restart_c,
                         last_rep=f"ph_c == {cw}'d{cols[3] - 1}")
     return stage
