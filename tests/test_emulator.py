@@ -19,8 +19,10 @@ import qfx
 from ap_fixed_oracle import cache_dir, header_dir
 from ir_zoo import ZOO, inputs, quantized
 from qfx.emulator import EmulatorError, accumulator_bits, compile_graph, emulate, include_dir, run_codes
+from qfx.emulator.build import compile_source
 from qfx.format import FixedType, Overflow, Rounding
 from qfx.ir import Constant, Graph, Node, Value
+from qfx.ir.integer import cast as integer_cast
 
 
 # ---------------------------------------------------- the cast vs ap_fixed.h
@@ -134,6 +136,62 @@ def test_cast_matches_ap_fixed_header(tmp_path):
             if header_bits != wide & ((1 << t.width) - 1) or narrow != wide:
                 bad.append(f"{t} from ap_fixed<{src[0]},{src[1]}> code {c}: header {header_bits}, qfx {wide} "
                            f"(int128), {narrow} (int64)")
+    assert not bad, f"{len(bad)} casts differ, e.g.\n" + "\n".join(bad[:10])
+
+
+def _loop_cases(rng: random.Random) -> list[tuple[FixedType, str, int]]:
+    """(destination, lane source type, drop): every rounding with every overflow, int32 and int64 sources,
+    drops from appended zeros (the per-value path) through 0 to all but one of the source's bits."""
+    cases = []
+    for k, (rounding, overflow) in enumerate((q, o) for q in Rounding for o in Overflow):
+        for source, bits in (("std::int32_t", 32), ("std::int64_t", 64)):
+            signed = overflow is Overflow.WRAP_SM or rng.random() < 0.7
+            top = bits if signed else bits - 1
+            width = rng.choice([1, 2, top, top + 1 if top < 63 else top]) if k % 3 == 0 else rng.randint(1, top)
+            sat_bits = rng.randint(1, width) if overflow in (Overflow.WRAP, Overflow.WRAP_SM) and k % 2 else 0
+            t = FixedType(width, rng.randint(-8, width + 8), signed=signed, rounding=rounding, overflow=overflow,
+                          sat_bits=sat_bits)
+            for drop in (0, 1, rng.randint(2, bits - 1), bits - 1, -rng.randint(1, 4)):
+                cases.append((t, source, drop))
+    return cases
+
+
+def test_cast_loop_matches_the_integer_specification(tmp_path):
+    """qfx::cast_loop (the kernels' vectorised cast over a run) against qfx.ir.integer.cast, in Python integers."""
+    rng = random.Random(20261206)
+    cases, n = _loop_cases(rng), 67  # not a multiple of any vector width: the loop's tail runs too
+    lines = ["#include <qfx/cast_loop.h>", "#include <cstdio>", "", "template <class T, class A>",
+             "static void run(std::FILE* in, int n, int drop) {",
+             "  long long codes[256], out[256];",
+             "  if (std::fread(codes, sizeof(long long), n, in) != static_cast<std::size_t>(n)) return;",
+             "  qfx::cast_loop<T, A>(n, drop, [&](int i) { return static_cast<A>(codes[i]); }, out);",
+             "  for (int i = 0; i < n; ++i) std::printf(\"%lld\\n\", out[i]);", "}", "",
+             "int main(int argc, char** argv) {", "  std::FILE* in = std::fopen(argv[1], \"rb\");"]
+    blob, expected = [], []
+    for t, source, drop in cases:
+        bits = 32 if source == "std::int32_t" else 64
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        picks = [lo, hi, 0, 1, -1, lo + 1, hi - 1]
+        for limit in (t.code_max, t.code_min, t.code_max + 1, t.code_min - 1):
+            scaled = limit << drop if drop >= 0 else limit >> -drop
+            picks += [scaled + d for d in (-2, -1, 0, 1, 2)]
+        while len(picks) < n:
+            width = rng.randint(1, bits)
+            picks.append(rng.randint(-(1 << (width - 1)), (1 << (width - 1)) - 1))
+        codes = [min(max(p, lo), hi) for p in picks[:n]]
+        blob.append(np.array(codes, dtype=np.int64).tobytes())
+        expected += [int(v) for v in integer_cast(np.array(codes, dtype=object), t.frac_bits + drop, t)]
+        lines.append(f"  run<qfx::Format<{t.width}, {t.frac_bits}, {'true' if t.signed else 'false'}, "
+                     f"qfx::Rounding::{t.rounding.value}, qfx::Overflow::{t.overflow.value}, {t.sat_bits}>, "
+                     f"{source}>(in, {n}, {drop});")
+    lines += ["  return 0;", "}"]
+    (tmp_path / "in.bin").write_bytes(b"".join(blob))
+    program = compile_source("\n".join(lines) + "\n", stem="cast_loop_check")
+    got = [int(v) for v in subprocess.run([str(program), str(tmp_path / "in.bin")], capture_output=True, text=True,
+                                          check=True).stdout.split()]
+    assert len(got) == len(expected)
+    bad = [f"{t} from {source} dropping {drop}: value {k % n} gives {g}, expected {e}"
+           for k, (g, e) in enumerate(zip(got, expected)) for t, source, drop in [cases[k // n]] if g != e]
     assert not bad, f"{len(bad)} casts differ, e.g.\n" + "\n".join(bad[:10])
 
 

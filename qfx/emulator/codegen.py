@@ -92,14 +92,15 @@ def _conv(unit: Unit, node: Node) -> str:
     fan_in = int(np.prod(weight.codes.shape[1:]))
     acc, epilogue = _dot(unit, node, fan_in)
     operand = operand_type(x.type, weight.codes)
-    wname = unit.constant(node, "weight", weight.codes, operand)
-    padded = any(before) or any(after)
+    # Stored [o][kh][kw][c]: the order of the channels-last windows the kernel gathers.
+    wname = unit.constant(node, "weight", np.moveaxis(weight.codes, 1, -1), operand)
     name = unit.names[node.name]
-    unit.scratch.append(f"  qfx::code_t<formats::{unit.names[x.name]}> {name}__padded["
-                        f"{c * (size[0] + before[0] + after[0]) * (size[1] + before[1] + after[1]) if padded else 1}];")
+    padded = c * (size[0] + before[0] + after[0]) * (size[1] + before[1] + after[1])
+    unit.scratch.append(f"  {operand} {name}__padded[{padded}];")
     unit.scratch.append(f"  {operand} {name}__patches[{out[0] * out[1] * fan_in}];")
+    unit.scratch.append(f"  {acc} {name}__sums[qfx::CONV_BLOCK * {out[0] * out[1]}];")
     return (f"qfx::conv2d<qfx::Conv2dShape<{', '.join(map(str, shape))}>, {acc}>({unit.ws(node.inputs[0])}, "
-            f"{wname}, {epilogue}, ws.{name}__padded, ws.{name}__patches, {unit.ws(node.name)});")
+            f"{wname}, {epilogue}, ws.{name}__padded, ws.{name}__patches, ws.{name}__sums, {unit.ws(node.name)});")
 
 
 def _scale_shift(unit: Unit, node: Node) -> str:

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "cast.h"
+#include "cast_loop.h"
 
 namespace qfx {
 
@@ -48,6 +49,17 @@ struct DotEpilogue {
       return cast<Out>(cast<Accum>(total, drop[o]), Accum::frac - Out::frac);
     }
   }
+
+  // y[i] = (*this)(o, sums[i]) for i < n: one channel's outputs in one loop the compiler vectorises.
+  template <class Y> void channel(int o, const Acc* __restrict sums, int n, Y* __restrict y) const {
+    if constexpr (std::is_same<Accum, NoAccum>::value) {
+      const Acc scale = shift_left(Acc(1), sum_shift[o]);
+      const Acc offset = has_bias ? shift_left(static_cast<Acc>(bias[o]), bias_shift[o]) : Acc(0);
+      cast_loop<Out, Acc>(n, drop[o], [&](int i) { return sums[i] * scale + offset; }, y);
+    } else {
+      for (int i = 0; i < n; ++i) y[i] = static_cast<Y>((*this)(o, sums[i]));
+    }
+  }
 };
 
 // ----------------------------------------------------------------- dense
@@ -73,51 +85,66 @@ struct Conv2dShape {
   static constexpr bool padded = PT || PB || PL || PR;
 };
 
-// sum(a[i] * b[i]) for i < N, exactly in Acc: a fixed-length reduction over one
-// operand type (int16 for 8-bit formats), which the compiler vectorises into
-// multiply-add instructions (SSE2's pmaddwd); `restrict`: the rows never overlap.
-template <int N, class Acc, class Operand>
-inline Acc dot(const Operand* __restrict a, const Operand* __restrict b) {
-  Acc sum = 0;
-  for (int i = 0; i < N; ++i) sum += static_cast<Acc>(a[i]) * static_cast<Acc>(b[i]);
-  return sum;
+// Dot products of OB weight rows with PB patch rows, each of K operands (int16 for 8-bit formats), exactly in
+// Acc: OB * PB fixed-length reductions in one loop, which the compiler vectorises into multiply-add
+// instructions (pmaddwd), each loaded vector used OB or PB times.  sums[o * stride + p] receives row o . row p.
+template <int K, int OB, int PB, class Acc, class Operand>
+inline void dot_block(const Operand* __restrict w, const Operand* __restrict x, Acc* __restrict sums, int stride) {
+  Acc s[OB][PB] = {};
+  for (int k = 0; k < K; ++k)
+    for (int o = 0; o < OB; ++o)
+      for (int p = 0; p < PB; ++p) s[o][p] += static_cast<Acc>(w[o * K + k]) * static_cast<Acc>(x[p * K + k]);
+  for (int o = 0; o < OB; ++o)
+    for (int p = 0; p < PB; ++p) sums[o * stride + p] = s[o][p];
 }
 
+// sums[o * P + p] = w[o] . x[p] for OB weight rows and P patch rows, two patches at a time.
+template <int K, int OB, int P, class Acc, class Operand>
+inline void dot_rows(const Operand* w, const Operand* x, Acc* sums) {
+  int p = 0;
+  for (; p + 2 <= P; p += 2) dot_block<K, OB, 2>(w, x + p * K, sums + p, P);
+  if (p < P) dot_block<K, OB, 1>(w, x + p * K, sums + p, P);
+}
+
+// Output channels per block of the convolution (the scratch `sums` holds CONV_BLOCK * OH * OW sums).
+constexpr int CONV_BLOCK = 4;
+
 // Zero-padded, strided, dilated, grouped 2-D convolution (a 1-D one is H = KH = 1).
-// The input is copied into `padded` (C * HP * WP codes; unused without
-// padding), then, group by group, each output position's window is gathered
-// into a row of `patches` (OH * OW rows of K = C/G * KH * KW codes) in the
-// weights' order and type, so that every output is one fixed-length dot
-// product of two arrays of one type Wt (int16 at least: the code generator
-// stores weights so).
+// The input is copied, zero-padded and channels last, into `padded` (HP * WP * C operands of type Wt, int16
+// at least: the code generator stores weights so); group by group, each output position's window is gathered
+// into a row of `patches` (OH * OW rows of K = KH * KW * C/G operands, runs of C/G channels in the order
+// ky, kx, c: the weights' order [o][ky][kx][c]), so that every output is one fixed-length dot product.
+// Blocks of CONV_BLOCK output channels are formed into `sums`, then each channel's epilogue runs over them.
 template <class S, class Acc, class X, class Wt, class E, class Y>
-void conv2d(const X* x, const Wt* w, const E& epilogue, X* padded, Wt* patches, Y* y) {
+void conv2d(const X* x, const Wt* w, const E& epilogue, Wt* padded, Wt* patches, Acc* sums, Y* y) {
   static_assert(sizeof(Wt) >= sizeof(X), "weights must be stored in a type that holds the input codes");
   using Operand = Wt;
   constexpr int CG = S::C / S::G, OG = S::O / S::G, P = S::OH * S::OW, K = CG * S::KH * S::KW;
-  const X* source = x;
-  if constexpr (S::padded) {
-    for (int i = 0; i < S::C * S::HP * S::WP; ++i) padded[i] = 0;
-    for (int c = 0; c < S::C; ++c)
-      for (int iy = 0; iy < S::H; ++iy)
-        for (int ix = 0; ix < S::W; ++ix)
-          padded[(c * S::HP + iy + S::PT) * S::WP + ix + S::PL] = x[(c * S::H + iy) * S::W + ix];
-    source = padded;
-  }
+  if constexpr (S::padded)
+    for (int i = 0; i < S::HP * S::WP * S::C; ++i) padded[i] = 0;
+  for (int c = 0; c < S::C; ++c)
+    for (int iy = 0; iy < S::H; ++iy)
+      for (int ix = 0; ix < S::W; ++ix)
+        padded[((iy + S::PT) * S::WP + ix + S::PL) * S::C + c] = static_cast<Operand>(x[(c * S::H + iy) * S::W + ix]);
   for (int g = 0; g < S::G; ++g) {
     for (int oy = 0; oy < S::OH; ++oy)
       for (int ox = 0; ox < S::OW; ++ox) {
         Operand* row = patches + (oy * S::OW + ox) * K;
-        for (int c = 0; c < CG; ++c)
-          for (int ky = 0; ky < S::KH; ++ky)
-            for (int kx = 0; kx < S::KW; ++kx)
-              row[(c * S::KH + ky) * S::KW + kx] = static_cast<Operand>(
-                  source[((g * CG + c) * S::HP + oy * S::SH + ky * S::DH) * S::WP + ox * S::SW + kx * S::DW]);
+        for (int ky = 0; ky < S::KH; ++ky)
+          for (int kx = 0; kx < S::KW; ++kx) {
+            const Operand* from = padded + ((oy * S::SH + ky * S::DH) * S::WP + ox * S::SW + kx * S::DW) * S::C + g * CG;
+            Operand* to = row + (ky * S::KW + kx) * CG;
+            for (int c = 0; c < CG; ++c) to[c] = from[c];
+          }
       }
-    for (int p = 0; p < P; ++p) {
-      const Operand* row = patches + p * K;
-      for (int o = g * OG; o < (g + 1) * OG; ++o)
-        y[o * P + p] = static_cast<Y>(epilogue(o, dot<K, Acc>(w + o * K, row)));
+    int o = 0;
+    for (; o + CONV_BLOCK <= OG; o += CONV_BLOCK) {
+      dot_rows<K, CONV_BLOCK, P>(w + (g * OG + o) * K, patches, sums);
+      for (int b = 0; b < CONV_BLOCK; ++b) epilogue.channel(g * OG + o + b, sums + b * P, P, y + (g * OG + o + b) * P);
+    }
+    for (; o < OG; ++o) {
+      dot_rows<K, 1, P>(w + (g * OG + o) * K, patches, sums);
+      epilogue.channel(g * OG + o, sums, P, y + (g * OG + o) * P);
     }
   }
 }
@@ -141,20 +168,22 @@ template <class Out, class Acc, int Channels, int Size, int Terms, class X, clas
 void scale_shift(const X* x, const ScaleShiftParams<Out, Acc, Channels, Terms>& p, Y* y) {
   for (int c = 0; c < Channels; ++c) {
     const Acc offset = shift_left(static_cast<Acc>(p.shift[c]), p.shift_shift[c]);
-    const Acc scale = static_cast<Acc>(p.scale[c]);
-    for (int i = c * Size; i < (c + 1) * Size; ++i) {
-      const Acc v = static_cast<Acc>(x[i]);
-      Acc product = 0;
-      if constexpr (Terms > 0) {
-        for (int k = 0; k < Terms; ++k) {
-          const int sign = p.term_sign[c * Terms + k];
-          if (sign) product += sign > 0 ? shift_left(v, p.term_shift[c * Terms + k])
-                                        : -shift_left(v, p.term_shift[c * Terms + k]);
-        }
-      } else {
-        product = v * scale;
-      }
-      y[i] = static_cast<Y>(cast<Out>(shift_left(product, p.product_shift[c]) + offset, p.drop[c]));
+    const Acc up = shift_left(Acc(1), p.product_shift[c]);
+    const X* xc = x + c * Size;
+    if constexpr (Terms > 0) {
+      Acc digit[Terms];  // each signed digit's value (0 for an unused one)
+      for (int k = 0; k < Terms; ++k) digit[k] = static_cast<Acc>(p.term_sign[c * Terms + k]) *
+                                                 shift_left(Acc(1), p.term_shift[c * Terms + k]);
+      cast_loop<Out, Acc>(Size, p.drop[c], [&](int i) {
+        const Acc v = static_cast<Acc>(xc[i]);
+        Acc product = 0;
+        for (int k = 0; k < Terms; ++k) product += v * digit[k];  // shifts and adds: +-v * 2**shift
+        return product * up + offset;
+      }, y + c * Size);
+    } else {
+      const Acc scale = static_cast<Acc>(p.scale[c]) * up;
+      cast_loop<Out, Acc>(Size, p.drop[c], [&](int i) { return static_cast<Acc>(xc[i]) * scale + offset; },
+                          y + c * Size);
     }
   }
 }
@@ -164,27 +193,27 @@ void scale_shift(const X* x, const ScaleShiftParams<Out, Acc, Channels, Terms>& 
 // compiles down to the few operations its modes need.
 template <class Out, int Size, int Drop, class X, class Y>
 void relu(const X* x, Y* y) {
-  for (int i = 0; i < Size; ++i) y[i] = static_cast<Y>(cast<Out>(x[i] > 0 ? std::int64_t(x[i]) : 0, Drop));
+  using A = typename std::conditional<sizeof(X) <= 4, std::int32_t, std::int64_t>::type;
+  cast_loop<Out, A>(Size, Drop, [&](int i) { return x[i] > 0 ? static_cast<A>(x[i]) : A(0); }, y);
 }
 
 // min(max(x * 2**Up, 0), 6 * 2**Common), at the common binary point.
 template <class Out, class Acc, int Size, int Up, int Common, int Drop, class X, class Y>
 void relu6(const X* x, Y* y) {
   const Acc six = shift_left(Acc(6), Common);
-  for (int i = 0; i < Size; ++i) {
+  cast_loop<Out, Acc>(Size, Drop, [&](int i) {
     const Acc v = shift_left(static_cast<Acc>(x[i]), Up);
-    y[i] = static_cast<Y>(cast<Out>(v < 0 ? Acc(0) : (v > six ? six : v), Drop));
-  }
+    return v < 0 ? Acc(0) : (v > six ? six : v);
+  }, y);
 }
 
 // x >= 0 ? x * 2**UpPos : x * Slope * 2**UpNeg, at the common binary point.
 template <class Out, class Acc, int Size, long long Slope, int UpPos, int UpNeg, int Drop, class X, class Y>
 void leaky_relu(const X* x, Y* y) {
-  for (int i = 0; i < Size; ++i) {
+  cast_loop<Out, Acc>(Size, Drop, [&](int i) {
     const Acc v = static_cast<Acc>(x[i]);
-    const Acc r = v >= 0 ? shift_left(v, UpPos) : shift_left(v * static_cast<Acc>(Slope), UpNeg);
-    y[i] = static_cast<Y>(cast<Out>(r, Drop));
-  }
+    return v >= 0 ? shift_left(v, UpPos) : shift_left(v * static_cast<Acc>(Slope), UpNeg);
+  }, y);
 }
 
 // ---------------------------------------------------------- lookup table
@@ -221,10 +250,9 @@ void softmax(const X* x, const R1* exp_rom, const R2* second_rom, Y* y) {
 // ------------------------------------------------------------------- add
 template <class Out, class Acc, int Size, int UpA, int UpB, int Drop, class A, class B, class Y>
 void add(const A* a, const B* b, Y* y) {
-  for (int i = 0; i < Size; ++i) {
-    const Acc sum = shift_left(static_cast<Acc>(a[i]), UpA) + shift_left(static_cast<Acc>(b[i]), UpB);
-    y[i] = static_cast<Y>(cast<Out>(sum, Drop));
-  }
+  cast_loop<Out, Acc>(Size, Drop, [&](int i) {
+    return shift_left(static_cast<Acc>(a[i]), UpA) + shift_left(static_cast<Acc>(b[i]), UpB);
+  }, y);
 }
 
 // --------------------------------------------------------------- pooling

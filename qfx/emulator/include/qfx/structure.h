@@ -13,10 +13,9 @@ namespace qfx {
 // a * 2**UpA - b * 2**UpB, at the common binary point.
 template <class Out, class Acc, int Size, int UpA, int UpB, int Drop, class A, class B, class Y>
 void sub(const A* a, const B* b, Y* y) {
-  for (int i = 0; i < Size; ++i) {
-    const Acc d = shift_left(static_cast<Acc>(a[i]), UpA) - shift_left(static_cast<Acc>(b[i]), UpB);
-    y[i] = static_cast<Y>(cast<Out>(d, Drop));
-  }
+  cast_loop<Out, Acc>(Size, Drop, [&](int i) {
+    return shift_left(static_cast<Acc>(a[i]), UpA) - shift_left(static_cast<Acc>(b[i]), UpB);
+  }, y);
 }
 
 // a * b: fractional bits add, nothing is lost.
