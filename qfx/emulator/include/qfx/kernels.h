@@ -126,15 +126,18 @@ void conv2d(const X* x, const Wt* w, const E& epilogue, Wt* padded, Wt* patches,
     for (int iy = 0; iy < S::H; ++iy)
       for (int ix = 0; ix < S::W; ++ix)
         padded[((iy + S::PT) * S::WP + ix + S::PL) * S::C + c] = static_cast<Operand>(x[(c * S::H + iy) * S::W + ix]);
+  // A window row is one run of KW * C codes when the columns are adjacent and every channel is taken.
+  constexpr bool whole_rows = S::G == 1 && S::DW == 1;
+  constexpr int RUNS = whole_rows ? 1 : S::KW, RUN = whole_rows ? S::KW * CG : CG;
   for (int g = 0; g < S::G; ++g) {
     for (int oy = 0; oy < S::OH; ++oy)
       for (int ox = 0; ox < S::OW; ++ox) {
         Operand* row = patches + (oy * S::OW + ox) * K;
         for (int ky = 0; ky < S::KH; ++ky)
-          for (int kx = 0; kx < S::KW; ++kx) {
-            const Operand* from = padded + ((oy * S::SH + ky * S::DH) * S::WP + ox * S::SW + kx * S::DW) * S::C + g * CG;
-            Operand* to = row + (ky * S::KW + kx) * CG;
-            for (int c = 0; c < CG; ++c) to[c] = from[c];
+          for (int r = 0; r < RUNS; ++r) {
+            const Operand* from = padded + ((oy * S::SH + ky * S::DH) * S::WP + ox * S::SW + r * S::DW) * S::C + g * CG;
+            Operand* to = row + (ky * RUNS + r) * RUN;
+            for (int c = 0; c < RUN; ++c) to[c] = from[c];
           }
       }
     int o = 0;
