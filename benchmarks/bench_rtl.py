@@ -20,8 +20,10 @@ Verilog on random input vectors and its outputs compared with numpy's exact
 INVALID with the reason, is not synthesised, and is not used as the LUT
 reference (its ratio column then reads n/a).
 
-Prints LUT, CARRY4/CARRY8, FF, DSP48E2 and synthesis seconds per design,
-and the LUT ratio of each to da4ml.  Usage::
+Prints LUT, CARRY4/CARRY8, FF, DSP48E2, the synthesis wall seconds and
+Yosys's CPU seconds (user + system of the child process, which other load
+on the machine disturbs far less than wall time) per design, and the LUT
+and CPU-time ratios of each to da4ml.  Usage::
 
     python benchmarks/bench_rtl.py [--sizes 8 16 32] [--timeout 1800] [--vectors 200] [--keep DIR]
 """
@@ -32,6 +34,7 @@ import argparse
 import dataclasses
 import pathlib
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -227,7 +230,7 @@ def run(sizes: list[int], timeout: float, vectors: int, keep: pathlib.Path | Non
     print(f"Yosys: read_verilog ...; {SYNTH_COMMAND} -top TOP; stat   (work folder {root})")
     print(f"Each design is first simulated (iverilog) on {vectors} random inputs against numpy's M x.")
     header = f"{'size':>5} {'design':<22} {'LUT':>7} {'CARRY4':>7} {'CARRY8':>7} {'FF':>4} {'DSP':>4} " \
-             f"{'synth s':>8} {'LUT / da4ml':>11}"
+             f"{'wall s':>7} {'CPU s':>7} {'LUT / da4ml':>11} {'CPU / da4ml':>11}"
     print(header)
     print("-" * len(header))
     for n in sizes:
@@ -240,6 +243,7 @@ def run(sizes: list[int], timeout: float, vectors: int, keep: pathlib.Path | Non
                    "(d) da4ml": da4ml_design(matrix, folder)}
         # A string result says why there are no numbers: the design failed its check, or Yosys timed out.
         results: dict[str, Resources | str] = {}
+        cpu: dict[str, float] = {}
         for label in ["(d) da4ml", "(a) * on constants", "(b) qfx shift-add", "(c) qfx 2-hot"]:
             design = designs[label]
             failure = check_design(design, folder, vectors, seed=n)
@@ -247,7 +251,9 @@ def run(sizes: list[int], timeout: float, vectors: int, keep: pathlib.Path | Non
                 results[label] = f"INVALID: {failure}"
                 continue
             try:
+                before = _child_cpu_seconds()
                 results[label] = synthesize_verilog(design.sources, design.top, folder, timeout=timeout)
+                cpu[label] = _child_cpu_seconds() - before
             except TimeoutError as error:
                 results[label] = f"not finished: {error}"
         reference = results["(d) da4ml"]
@@ -255,10 +261,18 @@ def run(sizes: list[int], timeout: float, vectors: int, keep: pathlib.Path | Non
             if isinstance(r, str):
                 print(f"{n:>5} {label:<22} {r}")
                 continue
-            ratio = f"{r.lut / reference.lut:.2f}" if isinstance(reference, Resources) and reference.lut else "n/a"
+            valid = isinstance(reference, Resources)
+            ratio = f"{r.lut / reference.lut:.2f}" if valid and reference.lut else "n/a"
+            cpu_ratio = f"{cpu[label] / cpu['(d) da4ml']:.2f}" if valid and cpu["(d) da4ml"] else "n/a"
             print(f"{n:>5} {label:<22} {r.lut:>7} {r.carry4:>7} {r.carry8:>7} {r.ff:>4} {r.dsp:>4} "
-                  f"{r.seconds:>8.1f} {ratio:>11}")
+                  f"{r.seconds:>7.1f} {cpu[label]:>7.1f} {ratio:>11} {cpu_ratio:>11}")
         sys.stdout.flush()
+
+
+def _child_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children (Yosys runs as one)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
