@@ -138,19 +138,28 @@ def _ancestors(graph: Graph) -> dict[str, set[str]]:
     return found
 
 
-def _fifo_depths(operands, ancestors: dict[str, set[str]], capacity: dict[str, int],
+def _fifo_depths(graph: Graph, operands, ancestors: dict[str, set[str]], capacity: dict[str, int],
                  schedule: Schedule) -> list[int]:
     """Each operand's FIFO depth (a power of two): what the stages only other operands pass through can hold.
 
-    While a pixel of operand ``k`` waits for the others, the stages on
-    their branches alone hold at most their capacities, each in pixels of
-    its own input; scaled to operand ``k``'s pixels per sample, their sum
-    bounds how far operand ``k`` runs ahead, so the FIFO never fills
-    while another branch still needs the fork's input to catch up.
+    While a pixel of operand ``k`` waits for another operand, the stages
+    on that operand's branch alone hold pixels the fork gave both; along a
+    path from the fork, at most their capacities, each in pixels of its
+    own input.  Scaled to operand ``k``'s pixels per sample, the largest
+    sum along a path bounds how far operand ``k`` runs ahead (parallel
+    paths hold copies of the same pixels; where they join again, the
+    inner join's FIFOs are on the path), so the FIFO never fills while
+    another branch still needs the fork's input to catch up.
     """
     def held(k: str, other: str) -> float:
-        return sum(capacity[n] * schedule.layouts[k].pixels / schedule.stage(n).input.pixels
-                   for n in ancestors[other] - ancestors[k])
+        own = ancestors[other] - ancestors[k]
+        longest: dict[str, float] = {}
+        for node in graph.nodes:
+            if node.name in own:
+                scale = schedule.layouts[k].pixels / schedule.stage(node.name).input.pixels
+                longest[node.name] = capacity[node.name] * scale + max(
+                    [longest[i] for i in node.inputs if i in longest], default=0)
+        return longest.get(other, 0)
     return [1 << max(math.ceil(max([held(k, j) for j in operands if j != k], default=0)) + 2, 2).bit_length()
             for k in operands]
 
@@ -177,7 +186,7 @@ def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = Non
             continue
         stage = build_stage(node, [values[i] for i in node.inputs], plan, f"{top}_{names[node.name]}")
         if plan.kind == "join":
-            depths = _fifo_depths(node.inputs, ancestors, capacity, schedule)
+            depths = _fifo_depths(graph, node.inputs, ancestors, capacity, schedule)
             stage.params = dict(depths=depths, depth_bits=[d.bit_length() - 1 for d in depths])
             stage.capacity = max(depths) + 1
         if plan.kind in ("dense", "gap"):
