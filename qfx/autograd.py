@@ -227,33 +227,35 @@ def learned_int_bits_cast(x: torch.Tensor, int_bits: torch.Tensor, t: FixedType,
 
 
 class _FusedCast(torch.autograd.Function):
-    """Forward ``q = Q(v)`` with ``v = x * scale + shift`` per channel (or ``v = x``), ``Q`` an ``AP_RND_CONV``/``AP_SAT``
-    cast (optionally of ``max(v, 0)``) with one binary point or one per channel, by :mod:`qfx.fused`.
+    """Forward ``q = Q(r)`` with ``r = v`` (or ``max(v, 0)`` after a ReLU), ``v = x * scale + shift`` per channel
+    (or ``v = x``), ``Q`` a cast :mod:`qfx.fused` takes (rounding ``AP_RND_CONV``, ``AP_TRN`` or ``AP_RND``;
+    overflow ``AP_SAT``, ``AP_SAT_ZERO``, ``AP_SAT_SYM`` or ``AP_WRAP``) with one binary point or one per channel;
+    ``q`` comes computed (``fused.cast_forward``), so that the caller can fall back where the kernel declines.
 
-    Backward, with ``in(v)`` the range test of :class:`_FixedCast`:
-    ``dL/dv = dL/dq * in(v)``; ``dL/dx = dL/dv * scale``; ``dL/dscale =
+    Backward, with ``in(r)`` the range test of :class:`_FixedCast` (and ``v > 0`` after a ReLU):
+    ``dL/dv = dL/dq * in(r)``; ``dL/dx = dL/dv * scale``; ``dL/dscale =
     sum dL/dv * x`` and ``dL/dshift = sum dL/dv`` per channel; for a learned
-    binary point the gradient of :class:`_LearnedIntBitsCast`, which for a
-    saturating cast is ``dL/dI = ln 2 * s**-1.5 * (sum dL/dq * q - sum dL/dv * v)``,
-    the sums over the elements that share the binary point.
+    binary point the gradient of :class:`_LearnedIntBitsCast`,
+    ``dL/dI = ln 2 * s**-1.5 * (sum dL/dq * d - sum dL/dv * r)`` with
+    ``d = q`` in range and ``d = clamp(r, min, max)`` outside (for ``AP_SAT``
+    that is ``q`` itself), the sums over the elements that share the binary point.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor],
-                int_bits: torch.Tensor, p: Union[fused.NearestEven, fused.ChannelTable],
-                frac_bits: Union[int, tuple[int, ...]]) -> torch.Tensor:
-        q = fused.cast_forward(x.detach(), p, _detached(scale), _detached(shift))
+                int_bits: torch.Tensor, p: Union[fused.NearestEven, fused.Table],
+                frac_bits: Union[int, tuple[int, ...]], q: torch.Tensor, kernels: bool) -> torch.Tensor:
         ctx.save_for_backward(x, q, scale, shift)
-        ctx.p, ctx.frac, ctx.int_bits_shape = p, frac_bits, int_bits.shape
+        ctx.p, ctx.frac, ctx.int_bits_shape, ctx.kernels = p, frac_bits, int_bits.shape, kernels
         return q
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, q, scale, shift = ctx.saved_tensors
         grad_x, grad_i, grad_scale, grad_shift = fused.cast_backward(grad, x, q, ctx.p, scale, shift,
-                                                                     _point_weights(ctx.frac))
+                                                                     _point_weights(ctx.frac), ctx.kernels)
         grad_i = grad_i.view(ctx.int_bits_shape) if ctx.needs_input_grad[3] else None
-        return grad_x, grad_scale, grad_shift, grad_i, None, None
+        return grad_x, grad_scale, grad_shift, grad_i, None, None, None, None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -272,32 +274,41 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
                         relu: bool = False) -> Optional[torch.Tensor]:
     """Training-mode ``Q(relu?(x * scale + shift))`` in one fused pass each way, or ``None`` where it does not apply.
 
-    ``t`` is the format (``AP_RND_CONV``/``AP_SAT``) and ``int_bits`` its
-    binary point, rounded half to even: 0-d, or one per channel along
-    ``channel_dim``; a learned parameter receives its gradient.  ``scale``
-    and ``shift`` (together, one per channel of dimension 1, cast to
-    ``x``'s dtype) apply before the cast.  ``None`` where
-    :func:`qfx.fused.nearest_even` declines the format, and for a binary
-    point per channel where the native kernels do not take ``x`` (or its
-    runs along ``channel_dim`` are short) or a scale is given: the caller then composes the operations itself.  Values equal
-    the exact cast of ``relu(x * scale + shift)`` computed in ``x``'s dtype;
-    gradients as :class:`_FusedCast`.
+    ``t`` is the format and ``int_bits`` its binary point, rounded half to
+    even: 0-d, or one per channel along ``channel_dim``; a learned
+    parameter receives its gradient.  ``scale`` and ``shift`` (together, one
+    per channel of dimension 1, cast to ``x``'s dtype) apply before the cast.
+    ``AP_RND_CONV``/``AP_SAT`` with one binary point always applies where
+    :func:`qfx.fused.nearest_even` takes the format (PyTorch operations
+    without the kernels); the other formats of :mod:`qfx.fused`, and binary
+    points per channel, where the native kernels take ``x`` (runs along the
+    channel dimension long enough) and every value, and, per channel,
+    without a scale.  ``None`` elsewhere: the caller then composes the
+    operations itself.  Values equal the exact cast of ``relu(x * scale +
+    shift)`` computed in ``x``'s dtype; gradients as :class:`_FusedCast`.
     """
     bits = int_bits.detach()
+    if scale is not None:
+        scale, shift = scale.to(x.dtype), shift.to(x.dtype)
     if bits.dim() == 0:
         frac_bits: Union[int, tuple[int, ...]] = t.width - round(float(bits))
+        kernels = fused.kernels_take(x, scale, shift)
         p = fused.nearest_even(t, frac_bits, x.dtype)
-        p = p.after_relu() if relu and p is not None else p
+        if p is not None:
+            p = p.after_relu() if relu else p
+        elif kernels:
+            p = fused.fixed_table(t, frac_bits, x.dtype, relu)
     elif scale is None and fused.native.applies(x) and fused.native.long_runs(x, channel_dim % x.dim()):
         frac_bits = tuple((t.width - torch.round(bits)).int().tolist())
-        p = fused.channel_table(t, frac_bits, x.dtype, channel_dim % x.dim(), relu)
+        p, kernels = fused.channel_table(t, frac_bits, x.dtype, channel_dim % x.dim(), relu), True
     else:
         return None
     if p is None:
         return None
-    if scale is not None:
-        scale, shift = scale.to(x.dtype), shift.to(x.dtype)
-    return _FusedCast.apply(x, scale, shift, int_bits, p, frac_bits)
+    q = fused.cast_forward(x.detach(), p, _detached(scale), _detached(shift), kernels)
+    if q is None:
+        return None
+    return _FusedCast.apply(x, scale, shift, int_bits, p, frac_bits, q, kernels)
 
 
 class _LearnedWidth(torch.autograd.Function):

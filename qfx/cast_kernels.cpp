@@ -20,11 +20,11 @@
 
 #include <omp.h>
 
+#include "cast_modes.h"
+
 namespace {
 
-// The enums' order in qfx/cast_native.py.
-enum Rounding { RND, RND_ZERO, RND_MIN_INF, RND_INF, RND_CONV, TRN, TRN_ZERO };
-enum Overflow { SAT, SAT_ZERO, SAT_SYM, WRAP, WRAP_SM };
+using namespace qfx_cast;
 
 // Bits of the status the call returns.
 constexpr int kFallback = 1;  // a NaN, an infinity or a value too large for this pass: nothing is valid
@@ -45,68 +45,6 @@ struct Spec {
     int width, sat_bits;
     bool is_signed;
 };
-
-template <int R, class T>
-inline T round_code(T v, T big) {
-    if constexpr (R == RND_CONV) {
-        return std::rint(v);  // the default rounding mode: to nearest, ties to even
-    } else if constexpr (R == TRN) {
-        return std::floor(v);
-    } else if constexpr (R == TRN_ZERO) {
-        return std::trunc(v);
-    } else {
-        // Half-rounding: 2v is exact and so is rounding it, where v + 0.5 would not be.
-        T r;
-        if constexpr (R == RND) {
-            r = std::floor((std::floor(v * T(2)) + T(1)) * T(0.5));
-        } else if constexpr (R == RND_MIN_INF) {
-            r = std::ceil((std::ceil(v * T(2)) - T(1)) * T(0.5));
-        } else if constexpr (R == RND_ZERO) {
-            r = std::copysign(std::ceil(std::fabs(v) - T(0.5)), v);
-        } else {  // RND_INF
-            r = std::copysign(std::floor((std::floor(std::fabs(v) * T(2)) + T(1)) * T(0.5)), v);
-        }
-        return std::fabs(v) >= big ? v : r;
-    }
-}
-
-// The word rules of WRAP and WRAP_SM, chosen once per call from the mode and the saturation bits N.
-enum Rule { PLAIN, WRAP_N, SM_0, SM_1, SM_N };
-
-// Integer constants of the word rules.
-struct Word {
-    int width, sat_bits;
-    bool is_signed;
-    int64_t mask;  // the word's W bits
-    int64_t top;   // its top N bits
-    int64_t sign;  // its top bit
-};
-
-// Signed words: positive overflow gets sign 0 and the next N-1 bits 1; negative, sign 1 and 0s.
-inline int64_t saturate_top_bits(int64_t w, bool neg, const Word& b) {
-    return neg ? ((w & ~b.top) | b.sign) : ((w & ~b.top) | (b.top & ~b.sign));
-}
-
-// The code WRAP or WRAP_SM stores for an integer code outside the range (|code| < 2**62); `source`
-// is floor of the unrounded scaled value, whose first dropped bit WRAP_SM without N reads.
-template <int Rule>
-int64_t wrapped(int64_t code, int64_t source, const Word& b) {
-    const bool neg = code < 0;
-    int64_t w = code & b.mask;  // two's complement: the low bits of the code
-    const int64_t msb = (w >> (b.width - 1)) & 1;
-    const int64_t flipped = ~w & b.mask;
-    if constexpr (Rule == WRAP_N) {
-        w = b.is_signed ? saturate_top_bits(w, neg, b) : (w | b.top);  // ap_ufixed: either way
-    } else if constexpr (Rule == SM_0) {
-        w = ((source >> b.width) & 1) != msb ? flipped : w;
-    } else if constexpr (Rule == SM_1) {
-        w = int64_t(neg) != msb ? flipped : w;
-    } else if constexpr (Rule == SM_N) {
-        w = ((w >> (b.width - b.sat_bits)) & 1) == int64_t(neg) ? flipped : w;
-        w = saturate_top_bits(w, neg, b);
-    }
-    return b.is_signed ? w - (((w >> (b.width - 1)) & 1) << b.width) : w;
-}
 
 // One block (at most kChunk elements) of the cast; returns the status bits it saw.  The first loop
 // is branch-free, so that it vectorizes (the pointers and bounds are locals, the flags or-ed
@@ -164,8 +102,7 @@ int cast_block(const T* __restrict x, T* __restrict out, bool* __restrict inside
 
 template <class T, int R, int O, int Rule>
 int cast_all(const T* x, T* out, bool* inside, int64_t n, const Spec<T>& s, int threads) {
-    const Word word{s.width, s.sat_bits, s.is_signed, (int64_t(1) << s.width) - 1,
-                    ((int64_t(1) << s.sat_bits) - 1) << (s.width - s.sat_bits), int64_t(1) << (s.width - 1)};
+    const Word word(s.width, s.sat_bits, s.is_signed);
     const int team = n > kParallelGrain ? (threads > 1 ? threads : 1) : 1;
     int status = 0;
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1) reduction(| : status)

@@ -35,7 +35,7 @@ import torch
 from .cxx import compile_native
 from .format import FixedType, Overflow, Rounding
 
-__all__ = ["library", "cast_codes", "empty_like"]
+__all__ = ["library", "cast_codes", "empty_like", "kernel_source"]
 
 # -fno-trapping-math lets floor/ceil/trunc vectorize (no program here reads the FP exception flags); no
 # flag that changes a result (no -ffast-math; -ffp-contract=off: no FMA).
@@ -57,7 +57,7 @@ def library() -> Optional[dict[torch.dtype, ctypes._CFuncPtr]]:
     """The kernel per dtype, or ``None`` (disabled, or no working compiler: warned once)."""
     if os.environ.get("QFX_CAST_KERNELS", "1") == "0":
         return None
-    source = (Path(__file__).resolve().parent / "cast_kernels.cpp").read_text()
+    source = kernel_source(Path(__file__).resolve().parent / "cast_kernels.cpp")
     try:
         path = compile_native(source, "cast", FLAGS, "cast")  # rounding, int64 conversions, shifts as vector ops
         lib = ctypes.CDLL(str(path))
@@ -73,6 +73,16 @@ def library() -> Optional[dict[torch.dtype, ctypes._CFuncPtr]]:
                       "with the same results. Install g++ to speed them up, or set QFX_CAST_KERNELS=0 to silence "
                       "this.", RuntimeWarning, stacklevel=3)
         return None
+
+
+_MODES_HEADER = Path(__file__).resolve().parent / "cast_modes.h"
+
+
+def kernel_source(path: Path) -> str:
+    """The text of a kernel file with its ``#include "cast_modes.h"`` (the per-element rounding and overflow rules
+    it shares with the other kernels) replaced by that header's text: one translation unit, whose text alone
+    keys the compile cache."""
+    return path.read_text().replace('#include "cast_modes.h"', _MODES_HEADER.read_text(), 1)
 
 
 def cast_codes(x: torch.Tensor, t: FixedType, frac_bits: int, need_mask: bool,

@@ -1,31 +1,47 @@
-"""The fused training-mode cast: ``Q(relu?(x * scale + shift))`` for ``AP_RND_CONV`` + ``AP_SAT``, one pass each way.
+"""The fused training-mode cast: ``Q(relu?(x * scale + shift))``, one pass each way.
 
-Training casts most tensors to ``AP_RND_CONV``/``AP_SAT`` formats.  For
-those, the float addition itself rounds (see :func:`nearest_even`), so the
-forward pass is ``clamp((v + M) - M, lo, hi)`` and the backward pass keeps
-the gradient where ``below < v < above``.  Here ``v`` may be an affine map
-of the input with one scale and shift per channel (dimension 1), as
-BatchNorm computes it, and a ReLU before the cast is a lower bound of 0
-(:meth:`NearestEven.after_relu`).  The constants come as one row for the
-tensor (:class:`NearestEven`) or one row per channel (:class:`ChannelTable`,
-for binary points per channel).
+``Q`` is the ``ap_fixed`` cast to a format with rounding ``AP_RND_CONV``,
+``AP_TRN`` or ``AP_RND`` and overflow ``AP_SAT``, ``AP_SAT_ZERO``,
+``AP_SAT_SYM`` or ``AP_WRAP`` (with or without saturation bits).  ``v`` may
+be an affine map of the input with one scale and shift per channel
+(dimension 1), as BatchNorm computes it, and a ReLU before the cast is a
+lower bound of 0.  With ``n = round(r * 2**F)`` (``r`` the value cast, the
+rounding formulas of :mod:`qfx.functional`):
+
+* forward: ``q = overflow(n) * 2**-F``, equal to
+  :func:`qfx.functional.cast_codes`'s values;
+* backward: ``dL/dv = dL/dq * in(n)`` (``in``: ``n`` in the code range; for
+  signed ``AP_SAT_SYM`` also not the most negative code; after a ReLU also
+  ``v > 0``), and in the same sweep what the binary point needs, ``sum
+  dL/dq * d - sum dL/dv * r`` with ``d = q`` where ``in(n)`` and ``d =
+  clamp(r, min, max)`` elsewhere (the gradient of
+  :class:`qfx.autograd._LearnedIntBitsCast`), and the per-channel scale and
+  shift's ``sum dL/dv * x`` and ``sum dL/dv``.
 
 :func:`cast_forward` and :func:`cast_backward` run a native kernel
 (``kernels.cpp``, built on first use by :mod:`qfx.fused.native`) for
 contiguous float32/float64 CPU tensors (with runs of one channel long enough,
 :func:`qfx.fused.native.long_runs`): one read of ``x`` and one write of
-``q`` forward; one read of ``x`` and the gradient and one write backward,
-which also sums what the binary point, scale and shift need.  Elsewhere, or
-with ``QFX_FUSED_KERNELS=0``, PyTorch operations compute the same values and
-the same input gradient (per-channel tables need the kernels: their callers
-fall back to the exact cast); the sums then differ by summation order only
-(the kernel adds in float64 per thread).  :func:`batch_moments` and
-:func:`channel_affine` are BatchNorm's batch statistics and their backward
-pass, on the same terms.
+``q`` forward; one read of ``x`` and the gradient and one write backward.
+The kernels read a :class:`Table`: the modes, and one row of constants for
+the tensor or one per channel (binary points per channel).  For
+``AP_RND_CONV``/``AP_SAT`` with one binary point, PyTorch operations compute
+the same values and the same input gradient elsewhere, or with
+``QFX_FUSED_KERNELS=0``: the float addition itself rounds
+(:func:`nearest_even`), ``q = clamp((v + M) - M, lo, hi)``, and the
+gradient passes where ``below < v < above``; the sums then differ by
+summation order only (the kernel adds in float64 per thread).  Other formats
+and per-channel tables need the kernels: their callers fall back to the
+exact cast, as they do where the kernel meets a value it leaves to that cast
+(outside ``AP_SAT``: a NaN, an infinity, or ``|r * 2**F|`` so large that
+the exact cast folds it first; :func:`cast_forward` returns ``None``).
+:func:`batch_moments` and :func:`channel_affine` are BatchNorm's batch
+statistics and their backward pass, on the same terms.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import math
@@ -37,8 +53,67 @@ from ..format import FixedType, Overflow, Rounding
 from ..functional import _EXPONENT_RANGE, mantissa_bits
 from . import native
 
-__all__ = ["NearestEven", "ChannelTable", "nearest_even", "channel_table", "cast_forward", "cast_backward",
-           "batch_moments", "channel_affine"]
+__all__ = ["NearestEven", "Table", "nearest_even", "fixed_table", "channel_table", "kernels_take", "cast_forward",
+           "cast_backward", "batch_moments", "channel_affine"]
+
+# The modes the kernels take, numbered as in qfx/cast_modes.h.
+_ROUNDING = {Rounding.RND: 0, Rounding.RND_CONV: 4, Rounding.TRN: 5}
+_OVERFLOW = {Overflow.SAT: 0, Overflow.SAT_ZERO: 1, Overflow.SAT_SYM: 2, Overflow.WRAP: 3}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Table:
+    """The constants of one cast as the kernels read them.
+
+    ``rows`` has one row per binary point (one for the tensor, or one per
+    channel along ``dim``): ``2**F``, ``2**-F``, ``code_min``, ``code_max``,
+    SAT_SYM's lower code (``code_min | 1`` signed, 0 unsigned), ``code_min *
+    2**-F``, ``code_max * 2**-F``, in the tensor's dtype.  ``ints`` holds
+    rounding, overflow, width, saturation bits and signedness; ``reals``
+    ``2**(m-1)`` (``m`` the mantissa bits: half-rounding keeps larger values),
+    the ``|r * 2**F|`` the kernel leaves to the exact cast (as
+    :mod:`qfx.cast_native` does) and the lower bound of ``r`` (0 after a
+    ReLU, else ``-inf``).
+    """
+
+    rows: torch.Tensor
+    ints: ctypes.Array
+    reals: ctypes.Array
+    dim: int  #: the channel dimension of the rows; -1 for one row
+
+
+def _kernel_takes(t: FixedType, frac_bits: int, dtype: torch.dtype) -> bool:
+    """Whether the kernels cast to ``t`` with ``frac_bits`` in ``dtype`` as :func:`qfx.functional.cast_codes` does:
+    the modes, a width below the mantissa, and no binary point whose scaling needs that cast's fix-ups (TRN with
+    ``F < 0``, float64 with ``F >= 1022``) or leaves the exponent range."""
+    if t.rounding not in _ROUNDING or t.overflow not in _OVERFLOW or dtype not in _EXPONENT_RANGE:
+        return False
+    e_min, e_max = _EXPONENT_RANGE[dtype]
+    return (t.width < mantissa_bits(dtype) and -frac_bits >= e_min and frac_bits <= e_max
+            and t.width - frac_bits <= e_max + 1 and not (frac_bits < 0 and t.rounding is Rounding.TRN)
+            and frac_bits < 1022)
+
+
+@functools.lru_cache(maxsize=4096)
+def _table(t: FixedType, frac_bits: tuple[int, ...], dtype: torch.dtype, dim: int, relu: bool) -> Optional[Table]:
+    if not all(_kernel_takes(t, f, dtype) for f in frac_bits):
+        return None
+    low = (t.code_min | 1) if t.signed else 0
+    rows = torch.tensor([[math.ldexp(1.0, f), math.ldexp(1.0, -f), t.code_min, t.code_max, low,
+                          math.ldexp(t.code_min, -f), math.ldexp(t.code_max, -f)] for f in frac_bits], dtype=dtype)
+    bits = mantissa_bits(dtype)
+    ints = (ctypes.c_int64 * 5)(_ROUNDING[t.rounding], _OVERFLOW[t.overflow], t.width, t.sat_bits, int(t.signed))
+    reals = (ctypes.c_double * 3)(2.0 ** (bits - 1), min(2.0 ** 62, 2.0 ** (bits + t.width + 2)),
+                                  0.0 if relu else -math.inf)
+    return Table(rows, ints, reals, dim)
+
+
+def fixed_table(t: FixedType, frac_bits: int, dtype: torch.dtype, relu: bool = False) -> Optional[Table]:
+    """The kernels' table for ``t`` with one binary point ``frac_bits`` in ``dtype`` (a ReLU first if ``relu``),
+    or ``None`` where the kernels do not take the format (see the module docstring) or are not built."""
+    if native.library() is None:
+        return None
+    return _table(t, (frac_bits,), dtype, -1, relu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,28 +130,23 @@ class NearestEven:
     below: float  #: the float just below the tie under ``code_min`` (it rounds into range)
     above: float  #: the tie above ``code_max`` (it rounds out of range, to the even ``code_max + 1``)
     dtype: torch.dtype  #: the dtype the constants are exact in
+    t: FixedType  #: the format
+    frac_bits: int  #: its binary point
+    relu: bool = False  #: whether a ReLU comes first
 
     def after_relu(self) -> "NearestEven":
         """The same cast of ``max(v, 0)``: nothing below 0, and no gradient where ``v <= 0``."""
         return _after_relu(self)
 
-    @functools.cached_property
-    def table(self) -> torch.Tensor:
-        """The constants as the kernels read them: one row ``(magic, lo, hi, below, above)``."""
-        return torch.tensor([[self.magic, self.lo, self.hi, self.below, self.above]], dtype=self.dtype)
+    @property
+    def table(self) -> Table:
+        """The same cast as the kernels read it."""
+        return _table(self.t, (self.frac_bits,), self.dtype, -1, self.relu)
 
 
 @functools.lru_cache(maxsize=None)
 def _after_relu(p: NearestEven) -> NearestEven:
-    return dataclasses.replace(p, lo=max(p.lo, 0.0), below=max(p.below, 0.0))
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ChannelTable:
-    """The constants of one cast per channel along ``dim`` (kernels only): ``table`` has one row per channel."""
-
-    table: torch.Tensor
-    dim: int
+    return dataclasses.replace(p, lo=max(p.lo, 0.0), below=max(p.below, 0.0), relu=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,19 +176,16 @@ def nearest_even(t: FixedType, frac_bits: int, dtype: torch.dtype) -> Optional[N
     below = float(torch.nextafter(tie_below, torch.tensor(-math.inf, dtype=dtype)))
     return NearestEven(magic=math.ldexp(1.5, bits - 1 - frac_bits), lo=math.ldexp(t.code_min, -frac_bits),
                        hi=math.ldexp(t.code_max, -frac_bits), below=below,
-                       above=math.ldexp(t.code_max + 0.5, -frac_bits), dtype=dtype)
+                       above=math.ldexp(t.code_max + 0.5, -frac_bits), dtype=dtype, t=t, frac_bits=frac_bits)
 
 
-@functools.lru_cache(maxsize=4096)
 def channel_table(t: FixedType, frac_bits: tuple[int, ...], dtype: torch.dtype, dim: int,
-                  relu: bool = False) -> Optional[ChannelTable]:
-    """One :func:`nearest_even` row per channel along ``dim``, for the kernels; ``None`` where any row fails
-    or the kernels are not built."""
-    rows = [nearest_even(t, f, dtype) for f in frac_bits]
-    if native.library() is None or any(r is None for r in rows):
+                  relu: bool = False) -> Optional[Table]:
+    """The kernels' table with one row per channel along ``dim`` (a ReLU first if ``relu``); ``None`` where the
+    kernels do not take some row's binary point or are not built."""
+    if native.library() is None:
         return None
-    rows = [_after_relu(r) if relu else r for r in rows]
-    return ChannelTable(torch.cat([r.table for r in rows]), dim)
+    return _table(t, frac_bits, dtype, dim, relu)
 
 
 def _channel_view(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -132,44 +199,51 @@ def _affine(x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torc
     return (x * _channel_view(x, scale)).add_(_channel_view(x, shift))
 
 
-def _kernels_take(x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor]) -> bool:
+def kernels_take(x: torch.Tensor, scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None) -> bool:
     """Whether the kernels cast ``x`` (with its per-channel ``scale`` and ``shift``, if any)."""
     return native.applies(x, scale, shift) and (scale is None or native.long_runs(x, 1))
 
 
-def cast_forward(x: torch.Tensor, p: Union[NearestEven, ChannelTable], scale: Optional[torch.Tensor] = None,
-                 shift: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``clamp((v + M) - M, lo, hi)`` with ``v = x * scale + shift`` (per channel of dimension 1) or ``v = x``.
+def cast_forward(x: torch.Tensor, p: Union[NearestEven, Table], scale: Optional[torch.Tensor] = None,
+                 shift: Optional[torch.Tensor] = None, kernels: Optional[bool] = None) -> Optional[torch.Tensor]:
+    """``q = Q(relu?(v))`` with ``v = x * scale + shift`` (per channel of dimension 1) or ``v = x``; ``None`` where
+    the kernel leaves a value to the exact cast (see the module docstring).
 
     ``scale`` and ``shift`` come together or not at all, in ``x``'s dtype
-    (not with a :class:`ChannelTable`, which needs the kernels: the caller
-    checked :func:`qfx.fused.native.applies`).  Not differentiable itself:
-    :mod:`qfx.autograd` wraps it.
+    (not with a per-channel :class:`Table`).  A :class:`Table` needs the
+    kernels: the caller checked :func:`qfx.fused.native.applies` (and
+    :func:`qfx.fused.native.long_runs` with a scale).  Not differentiable
+    itself: :mod:`qfx.autograd` wraps it.
     """
-    if isinstance(p, ChannelTable):
-        return native.cast_forward(x, p.table, p.dim, None, None)
-    if _kernels_take(x, scale, shift):
+    if isinstance(p, Table):
+        return native.cast_forward(x, p, 1 if scale is not None else p.dim, scale, shift)
+    if kernels_take(x, scale, shift) if kernels is None else kernels:
         return native.cast_forward(x, p.table, -1 if scale is None else 1, scale, shift)
     v = _affine(x, scale, shift)
     q = torch.add(v, p.magic) if v is x else v.add_(p.magic)
     return q.sub_(p.magic).clamp_(p.lo, p.hi)
 
 
-def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union[NearestEven, ChannelTable],
+def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union[NearestEven, Table],
                   scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], weight: torch.Tensor,
+                  kernels: Optional[bool] = None,
                   ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """``(dL/dx, point, dL/dscale, dL/dshift)`` for the cast of :func:`cast_forward`, which returned ``q``.
+    """``(dL/dx, point, dL/dscale, dL/dshift)`` for the cast of :func:`cast_forward`, which returned ``q``
+    (``kernels`` as there).
 
-    With ``g = dL/dq`` and ``g' = g`` where ``below < v < above``, else 0:
+    With ``g = dL/dq`` and ``g' = g * in(n)`` (see the module docstring):
     ``dL/dx = g' * scale`` (``g'`` without a scale); ``point = weight * (sum
-    g*q - sum g'*v)``, one float32 entry per row of the constants, summed in
+    g*d - sum g'*r)``, one float32 entry per row of the constants, summed in
     float64 and scaled by the caller's float64 ``weight`` (one per row) before
     rounding: what a binary point's gradient is made of; ``dL/dscale = sum
     g'*x`` and ``dL/dshift = sum g'`` per channel (``None`` without a scale).
     """
-    if isinstance(p, ChannelTable):
-        return native.cast_backward(grad, x, p.table, p.dim, None, None, weight)
-    if _kernels_take(x, scale, shift) and grad.dtype == x.dtype and grad.device == x.device:
+    if isinstance(p, Table):
+        if grad.dtype != x.dtype or grad.device != x.device:
+            grad = grad.to(x)
+        return native.cast_backward(grad, x, p, 1 if scale is not None else p.dim, scale, shift, weight)
+    if (kernels_take(x, scale, shift) if kernels is None else kernels) and grad.dtype == x.dtype \
+            and grad.device == x.device:
         return native.cast_backward(grad, x, p.table, -1 if scale is None else 1, scale, shift, weight)
     v = _affine(x, scale, shift)
     kept = torch.ops.aten.hardtanh_backward(grad, v, p.below, p.above)

@@ -1,48 +1,77 @@
 // Fused training-mode kernels, each one pass over memory (see qfx/fused/__init__.py).
 //
-// The cast: q = clamp((v + M) - M, lo, hi) with v = x * scale[c] + shift[c] (or v = x).  The float
-// addition of M = 1.5 * 2**(m - 1 - F) rounds v to the nearest multiple of the LSB, ties to even
-// (qfx.fused.nearest_even states when this holds); the clamp saturates.  Its backward pass keeps
-// the gradient where below < v < above (in range after rounding) and sums, in the same sweep, what
-// the binary point and the per-channel scale and shift need.  A table holds the cast's constants,
-// one row for the tensor or one per channel.
+// The cast: q = Q(r), r = max(v, floor) (floor 0 for a ReLU before the cast, else -inf), v = x * scale[c]
+// + shift[c] (or v = x), Q the ap_fixed cast for the rounding modes RND_CONV, TRN, RND and the overflow
+// modes SAT, SAT_ZERO, SAT_SYM, WRAP (with or without saturation bits): the code n = round(r * 2**F)
+// with the formulas of qfx/cast_modes.h (those of qfx.functional.cast_codes, operation for operation),
+// then the overflow mode, then q = n * 2**-F.  Its backward pass keeps the gradient where n lay in
+// range (SAT_SYM: and was not the most negative code) and v > floor, and sums, in the same sweep, what
+// the binary point and the per-channel scale and shift need.  A table holds the cast's constants, one
+// row for the tensor or one per channel.
+//
+// What the cast leaves to the caller: outside SAT, a NaN, an infinity or a |r * 2**F| at or past
+// `huge` (where the exact cast folds the value first) makes the forward pass return kFallback, and the
+// caller casts with the exact cast (which refuses NaN and Inf).  With SAT, NaN stays NaN and
+// infinities saturate, as the training-mode cast does.
 //
 // Batch statistics: per-channel mean and biased variance (one read pass, no temporaries), and
 // the per-channel affine map their backward pass needs, added to another gradient in the same pass.
 //
 // Layout: element i belongs to channel (i / inner) % channels.  Compiled without -ffast-math and
-// with -ffp-contract=off: (v + M) - M must be two rounded operations, and x * scale + shift must
-// round twice, as PyTorch's separate multiply and add do.  Sums are deterministic for a given
-// thread count: per-thread partial sums, added in thread order.
+// with -ffp-contract=off: x * scale + shift must round twice, as PyTorch's separate multiply and add
+// do, and the rounding formulas step by step.  Sums are deterministic for a given thread count:
+// per-thread partial sums, added in thread order.
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include <omp.h>
 
+#include "cast_modes.h"
+
 namespace {
+
+using namespace qfx_cast;
 
 // Elements below which one thread does the work: a parallel region costs microseconds.
 constexpr int64_t kParallelGrain = 1 << 17;
 // Elements per OpenMP chunk, and at most per partial sum in the tensor's dtype (then added in double).
 constexpr int64_t kChunk = 1 << 12;
-// Columns of the cast table.
-constexpr int kColumns = 5;
+// Columns of the cast table: 2**F, 2**-F, code_min, code_max, SAT_SYM's low code, code_min * 2**-F,
+// code_max * 2**-F.
+constexpr int kColumns = 7;
+// Status bit of the forward pass: a value this pass leaves to the caller (nothing written is valid).
+constexpr int kFallback = 1;
 
+// One row of the table: the constants of one binary point.
 template <class T>
-struct Cast {
-    T magic, lo, hi;  // rounding constant and saturation bounds of the values
-    T below, above;   // open interval of v whose gradient passes
+struct Row {
+    T scale, lsb;          // 2**F and 2**-F
+    T code_min, code_max;  // the range of codes
+    T low;                 // SAT_SYM's lower end: code_min | 1 (signed), 0 (unsigned)
+    T value_min, value_max;  // the range of values: what the binary point's gradient saturates x to
 
-    explicit Cast(const T* row) : magic(row[0]), lo(row[1]), hi(row[2]), below(row[3]), above(row[4]) {}
+    explicit Row(const T* r)
+        : scale(r[0]), lsb(r[1]), code_min(r[2]), code_max(r[3]), low(r[4]), value_min(r[5]), value_max(r[6]) {}
 };
 
+// The per-call constants: rounding and overflow, the word, and three reals.
 template <class T>
-inline T round_and_saturate(T v, const Cast<T>& c) {
-    T r = (v + c.magic) - c.magic;
-    return r < c.lo ? c.lo : (r > c.hi ? c.hi : r);  // NaN stays NaN, as with torch.clamp
-}
+struct Modes {
+    int rounding, overflow;
+    Word word;
+    T big;    // 2**(mantissa-1): half-rounding keeps |v| at or past it as it is
+    T huge;   // outside SAT, |r * 2**F| at or past it goes back to the caller
+    T floor;  // 0 after a ReLU, else -inf
+
+    Modes(const int64_t* ints, const double* reals)
+        : rounding(int(ints[0])), overflow(int(ints[1])), word(int(ints[2]), int(ints[3]), ints[4] != 0),
+          big(T(reals[0])), huge(T(reals[1])), floor(T(reals[2])) {}
+};
 
 int team_size(int64_t n, int threads) { return n > kParallelGrain ? std::max(threads, 1) : 1; }
 
@@ -82,64 +111,162 @@ void reduce_rows(const std::vector<double>& rows, int team, int64_t width, doubl
 
 // ------------------------------------------------------------------------------------------ the cast
 // The loops over one run take their pointers as arguments: pointers captured by a lambda are
-// reloaded every iteration, and the vectorizer falls back to gathers.
-template <class T, bool Affine>
-void cast_forward_run(const T* x, T* q, int64_t n, T s, T sh, const Cast<T>& k) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) q[i] = round_and_saturate(Affine ? x[i] * s + sh : x[i], k);
+// reloaded every iteration, and the vectorizer falls back to gathers.  The first loop is branch-free,
+// so that it vectorizes; WRAP then redoes, in int64, the codes outside, if the run has any.
+template <class T, int R, int O, int Rule, bool Affine>
+int cast_forward_run(const T* __restrict x, T* __restrict q, int64_t n, T s, T sh, const Row<T>& k,
+                     const Modes<T>& m) {
+    // The constants as locals: read through the references, they would be reloaded every iteration.
+    const T floor = m.floor, big = m.big, huge = m.huge, scale = k.scale, lsb = k.lsb, code_min = k.code_min;
+    const T code_max = k.code_max, low = k.low;
+    constexpr bool kWraps = O == WRAP;
+    bool inside[kWraps ? kChunk : 1];  // a run lies within one chunk
+    int bad = 0, outside = 0;
+#pragma omp simd reduction(| : bad, outside)
+    for (int64_t i = 0; i < n; ++i) {
+        const T v = Affine ? x[i] * s + sh : x[i];
+        const T u = (v < floor ? floor : v) * scale;  // NaN stays NaN
+        if constexpr (O != SAT) bad |= !(std::fabs(u) < huge);  // also true for NaN
+        T c = round_code<R>(u, big);
+        if constexpr (O == SAT) {
+            c = c < code_min ? code_min : c;
+            c = c > code_max ? code_max : c;  // NaN stays NaN, as with torch.clamp
+        } else if constexpr (O == SAT_SYM) {
+            c = c < low ? low : c;
+            c = c > code_max ? code_max : c;
+        } else if constexpr (O == SAT_ZERO) {
+            c = (c >= code_min) & (c <= code_max) ? c : T(0);
+        } else {
+            const bool in = (c >= code_min) & (c <= code_max);
+            inside[kWraps ? i : 0] = in;
+            outside |= !in;
+        }
+        q[i] = c * lsb;  // exact: a power of two
+    }
+    if constexpr (kWraps) {
+        // The codes outside, in int64, found eight flags at a time.
+        if (outside && !bad) {
+            constexpr uint64_t kAllIn = 0x0101010101010101ull;
+            for (int64_t j = 0; j < n; j += 8) {
+                uint64_t flags = kAllIn;
+                if (j + 8 <= n) std::memcpy(&flags, inside + j, 8);
+                if (flags == kAllIn && j + 8 <= n) continue;
+                for (int64_t i = j; i < j + 8 && i < n; ++i) {
+                    if (inside[i]) continue;
+                    const T v = Affine ? x[i] * s + sh : x[i];
+                    const T c = round_code<R>((v < floor ? floor : v) * scale, big);
+                    q[i] = T(wrapped<Rule>(static_cast<int64_t>(c), 0, m.word)) * lsb;
+                }
+            }
+        }
+    }
+    return bad ? kFallback : 0;
+}
+
+template <class T, int R, int O, int Rule>
+int cast_forward(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, const T* scale, const T* shift,
+                 const T* table, int64_t rows, const Modes<T>& m, int threads) {
+    int status = 0;
+    const int team = team_size(n, threads);
+    std::vector<int> seen(team, 0);
+    parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
+        const Row<T> k(table + (rows == 1 ? 0 : c) * kColumns);
+        seen[t] |= scale != nullptr ? cast_forward_run<T, R, O, Rule, true>(x + b, q + b, e - b, scale[c], shift[c], k, m)
+                                    : cast_forward_run<T, R, O, Rule, false>(x + b, q + b, e - b, T(1), T(0), k, m);
+    });
+    for (int s : seen) status |= s;
+    return status;
+}
+
+template <class T, int R>
+int forward_overflow(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, const T* scale,
+                     const T* shift, const T* table, int64_t rows, const Modes<T>& m, int threads) {
+    switch (m.overflow) {
+        case SAT: return cast_forward<T, R, SAT, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+        case SAT_ZERO:
+            return cast_forward<T, R, SAT_ZERO, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+        case SAT_SYM:
+            return cast_forward<T, R, SAT_SYM, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+        case WRAP:
+            return m.word.sat_bits == 0
+                       ? cast_forward<T, R, WRAP, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads)
+                       : cast_forward<T, R, WRAP, WRAP_N>(x, q, n, channels, inner, scale, shift, table, rows, m,
+                                                          threads);
+    }
+    return kFallback;
 }
 
 template <class T>
-void cast_forward(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, const T* scale, const T* shift,
-                  const T* table, int64_t rows, int threads) {
-    parallel_runs(n, channels, inner, team_size(n, threads), [&](int64_t b, int64_t e, int64_t c, int) {
-        const Cast<T> k(table + (rows == 1 ? 0 : c) * kColumns);
-        if (scale != nullptr) {
-            cast_forward_run<T, true>(x + b, q + b, e - b, scale[c], shift[c], k);
-        } else {
-            cast_forward_run<T, false>(x + b, q + b, e - b, T(1), T(0), k);
-        }
-    });
+int cast_forward(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, const T* scale, const T* shift,
+                 const T* table, int64_t rows, const int64_t* ints, const double* reals, int threads) {
+    const Modes<T> m(ints, reals);
+    switch (m.rounding) {
+        case RND_CONV: return forward_overflow<T, RND_CONV>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+        case TRN: return forward_overflow<T, TRN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+        case RND: return forward_overflow<T, RND>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+    }
+    return kFallback;
 }
 
-// Sums of one run: sum g*q, sum g'*v, sum g'*x, sum g' (g' the gradient kept by the range test).
+// x where keep, else +0.0, as a bitwise and (a select here becomes slow masked stores).
+template <class T>
+inline T keep_if(bool keep, T x) {
+    using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+    U bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bits &= U(0) - U(keep);
+    std::memcpy(&x, &bits, sizeof bits);
+    return x;
+}
+
+// Sums of one run: sum g*d, sum g'*r, sum g'*x, sum g' (g' the gradient kept by the range test, d the
+// value q where the code lay in range and the saturated r outside).
 struct Sums {
     double gq = 0, gv = 0, gx = 0, g = 0;
 };
 
-template <class T, bool Affine>
-Sums cast_backward_run(const T* g, const T* x, T* grad_x, int64_t n, T s, T sh, const Cast<T>& k) {
+template <class T, int R, bool Sym, bool Affine>
+Sums cast_backward_run(const T* __restrict g, const T* __restrict x, T* __restrict grad_x, int64_t n, T s, T sh,
+                       const Row<T>& k, const Modes<T>& m) {
+    // The constants as locals: read through the references, they would be reloaded every iteration (the
+    // stores might alias them), and the loop would not vectorize as well.
+    const T floor = m.floor, big = m.big, scale = k.scale, lsb = k.lsb, code_min = k.code_min;
+    const T code_max = k.code_max, value_min = k.value_min, value_max = k.value_max;
     // A run is at most kChunk long: partial sums in T lose little before they go into double.
     T gq = 0, gv = 0, gx = 0, gs = 0;
 #pragma omp simd reduction(+ : gq, gv, gx, gs)
     for (int64_t i = 0; i < n; ++i) {
         const T xi = x[i];
         const T v = Affine ? xi * s + sh : xi;
+        const T r = v < floor ? floor : v;
+        const T c = round_code<R>(r * scale, big);
+        const bool in = (c >= code_min) & (c <= code_max) & (!Sym | (c != code_min));
         const T gi = g[i];
-        const T kept = (v > k.below && v < k.above) ? gi : T(0);
+        const T kept = keep_if(in & (v > floor), gi);
+        const T saturated = r < value_min ? value_min : (r > value_max ? value_max : r);
         grad_x[i] = Affine ? kept * s : kept;
-        gq += gi * round_and_saturate(v, k);
-        gv += kept * v;
+        gq += gi * (in ? c * lsb : saturated);
+        gv += kept * r;
         gx += kept * xi;
         gs += kept;
     }
     return Sums{gq, gv, gx, gs};
 }
 
-// point[r] = weight[r] * (sum g*q - sum g'*v) per table row (what the binary point's gradient is made
+// point[r] = weight[r] * (sum g*d - sum g'*r) per table row (what the binary point's gradient is made
 // of, in float); dscale[c] = sum g'*x and dshift[c] = sum g' per channel (with a scale).
-template <class T>
+template <class T, int R, bool Sym>
 void cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner, const T* scale,
-                   const T* shift, const T* table, int64_t rows, const double* weight, float* point, T* dscale,
-                   T* dshift, int threads) {
+                   const T* shift, const T* table, int64_t rows, const Modes<T>& m, const double* weight,
+                   float* point, T* dscale, T* dshift, int threads) {
     const int team = team_size(n, threads);
     std::vector<double> points(team * rows, 0.0), ds(team * channels, 0.0), dsh(team * channels, 0.0);
     parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
         const int64_t row = rows == 1 ? 0 : c;
-        const Cast<T> k(table + row * kColumns);
+        const Row<T> k(table + row * kColumns);
         const Sums s = scale != nullptr
-                           ? cast_backward_run<T, true>(g + b, x + b, grad_x + b, e - b, scale[c], shift[c], k)
-                           : cast_backward_run<T, false>(g + b, x + b, grad_x + b, e - b, T(1), T(0), k);
+                           ? cast_backward_run<T, R, Sym, true>(g + b, x + b, grad_x + b, e - b, scale[c], shift[c], k, m)
+                           : cast_backward_run<T, R, Sym, false>(g + b, x + b, grad_x + b, e - b, T(1), T(0), k, m);
         points[t * rows + row] += s.gq - s.gv;
         ds[t * channels + c] += s.gx;
         dsh[t * channels + c] += s.g;
@@ -152,6 +279,37 @@ void cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channel
         for (int64_t c = 0; c < channels; ++c) dscale[c] = T(total[c]);
         reduce_rows(dsh, team, channels, total.data());
         for (int64_t c = 0; c < channels; ++c) dshift[c] = T(total[c]);
+    }
+}
+
+template <class T, int R>
+void backward_range(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner,
+                    const T* scale, const T* shift, const T* table, int64_t rows, const Modes<T>& m,
+                    const double* weight, float* point, T* dscale, T* dshift, int threads) {
+    if (m.overflow == SAT_SYM && m.word.is_signed) {
+        cast_backward<T, R, true>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight, point,
+                                  dscale, dshift, threads);
+    } else {
+        cast_backward<T, R, false>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight, point,
+                                   dscale, dshift, threads);
+    }
+}
+
+template <class T>
+void cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner, const T* scale,
+                   const T* shift, const T* table, int64_t rows, const int64_t* ints, const double* reals,
+                   const double* weight, float* point, T* dscale, T* dshift, int threads) {
+    const Modes<T> m(ints, reals);
+    switch (m.rounding) {
+        case RND_CONV:
+            return backward_range<T, RND_CONV>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight,
+                                               point, dscale, dshift, threads);
+        case TRN:
+            return backward_range<T, TRN>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight,
+                                          point, dscale, dshift, threads);
+        case RND:
+            return backward_range<T, RND>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight,
+                                          point, dscale, dshift, threads);
     }
 }
 
@@ -230,17 +388,18 @@ void channel_affine(const T* x, const T* z, T* y, int64_t n, int64_t channels, i
 }  // namespace
 
 #define QFX_FUSED_ENTRY_POINTS(T, SUFFIX)                                                                       \
-    extern "C" void qfx_cast_forward_##SUFFIX(const T* x, T* q, int64_t n, int64_t channels, int64_t inner,     \
-                                              const T* scale, const T* shift, const T* table, int64_t rows,    \
-                                              int threads) {                                                   \
-        cast_forward<T>(x, q, n, channels, inner, scale, shift, table, rows, threads);                         \
+    extern "C" int qfx_cast_forward_##SUFFIX(const T* x, T* q, int64_t n, int64_t channels, int64_t inner,      \
+                                             const T* scale, const T* shift, const T* table, int64_t rows,     \
+                                             const int64_t* ints, const double* reals, int threads) {          \
+        return cast_forward<T>(x, q, n, channels, inner, scale, shift, table, rows, ints, reals, threads);     \
     }                                                                                                          \
     extern "C" void qfx_cast_backward_##SUFFIX(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels,  \
                                                int64_t inner, const T* scale, const T* shift, const T* table,  \
-                                               int64_t rows, const double* weight, float* point, T* dscale,    \
-                                               T* dshift, int threads) {                                       \
-        cast_backward<T>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, weight, point, dscale,   \
-                         dshift, threads);                                                                     \
+                                               int64_t rows, const int64_t* ints, const double* reals,         \
+                                               const double* weight, float* point, T* dscale, T* dshift,       \
+                                               int threads) {                                                  \
+        cast_backward<T>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, ints, reals, weight,     \
+                         point, dscale, dshift, threads);                                                      \
     }                                                                                                          \
     extern "C" void qfx_channel_moments_##SUFFIX(const T* x, int64_t n, int64_t channels, int64_t inner,        \
                                                  double* mean, double* var, int threads) {                     \

@@ -21,20 +21,22 @@ from typing import Optional
 
 import torch
 
+from ..cast_native import kernel_source
 from ..cxx import compile_native
 
 __all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "channel_moments", "channel_affine"]
 
-FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fPIC", "-shared")
+FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
 # Built for this CPU's vector instructions where the compiler knows them (qfx.cxx.compile_native): a third
-# faster.  Exactness does not depend on them (no contraction into FMA; adds, multiplies and compares round
-# alike at any width).
+# faster.  Exactness does not depend on them (no contraction into FMA; adds, multiplies, compares and
+# rint/floor round alike at any width); -fno-trapping-math lets floor and rint vectorize (nothing here reads
+# the floating-point exception flags).
 
 _P, _N, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _SIGNATURES = {
-    "cast_forward": [_P, _P, _N, _N, _N, _P, _P, _P, _N, _INT],
-    "cast_backward": [_P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _P, _INT],
+    "cast_forward": [_P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _INT],
+    "cast_backward": [_P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _P, _P, _P, _INT],
     "channel_moments": [_P, _N, _N, _N, _P, _P, _INT],
     "channel_affine": [_P, _P, _P, _N, _N, _N, _P, _P, _INT],
 }
@@ -49,7 +51,7 @@ class Kernels:
             entries = {}
             for dtype, suffix in _SUFFIX.items():
                 entry = getattr(lib, f"qfx_{name}_{suffix}")
-                entry.argtypes, entry.restype = argtypes, None
+                entry.argtypes, entry.restype = argtypes, (_INT if name == "cast_forward" else None)
                 entries[dtype] = entry
             setattr(self, name, entries)
 
@@ -59,7 +61,7 @@ def library() -> Optional[Kernels]:
     """The loaded kernels, or ``None`` (disabled, or no working compiler: warned once)."""
     if os.environ.get("QFX_FUSED_KERNELS", "1") == "0":
         return None
-    source = (Path(__file__).resolve().parent / "kernels.cpp").read_text()
+    source = kernel_source(Path(__file__).resolve().parent / "kernels.cpp")
     try:
         path = compile_native(source, "fused_cast", FLAGS, "fused")
         return Kernels(ctypes.CDLL(str(path)))
@@ -102,16 +104,19 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
 
 
-def cast_forward(x: torch.Tensor, table: torch.Tensor, dim: int, scale: Optional[torch.Tensor],
-                 shift: Optional[torch.Tensor]) -> torch.Tensor:
-    """The cast of :func:`qfx.fused.cast_forward`; ``table`` holds one row, or one per channel along ``dim``."""
+def cast_forward(x: torch.Tensor, table, dim: int, scale: Optional[torch.Tensor],
+                 shift: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The cast of :func:`qfx.fused.cast_forward` with the :class:`qfx.fused.Table` ``table`` (one row, or one per
+    channel along ``dim``); ``None`` where the kernel leaves a value to the exact cast."""
     q = torch.empty_like(x)
-    library().cast_forward[x.dtype](x.data_ptr(), q.data_ptr(), *layout(x, dim), _ptr(scale), _ptr(shift),
-                                    table.data_ptr(), table.shape[0], torch.get_num_threads())
-    return q
+    rows = table.rows
+    status = library().cast_forward[x.dtype](x.data_ptr(), q.data_ptr(), *layout(x, dim), _ptr(scale), _ptr(shift),
+                                             rows.data_ptr(), rows.shape[0], table.ints, table.reals,
+                                             torch.get_num_threads())
+    return None if status else q
 
 
-def cast_backward(grad: torch.Tensor, x: torch.Tensor, table: torch.Tensor, dim: int, scale: Optional[torch.Tensor],
+def cast_backward(grad: torch.Tensor, x: torch.Tensor, table, dim: int, scale: Optional[torch.Tensor],
                   shift: Optional[torch.Tensor], weight: torch.Tensor,
                   ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """``(dL/dx, point, dL/dscale, dL/dshift)`` of :func:`qfx.fused.cast_backward`; ``weight`` (float64) and
@@ -119,13 +124,15 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, table: torch.Tensor, dim:
     grad = grad.contiguous()
     grad_x = torch.empty_like(x)
     n, channels, inner = layout(x, dim)
-    point = torch.empty(table.shape[0], dtype=torch.float32)
+    rows = table.rows
+    point = torch.empty(rows.shape[0], dtype=torch.float32)
     per_channel = None if scale is None else torch.empty(2, channels, dtype=x.dtype)
     base = None if per_channel is None else per_channel.data_ptr()
     library().cast_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), n, channels, inner,
-                                     _ptr(scale), _ptr(shift), table.data_ptr(), table.shape[0], weight.data_ptr(),
-                                     point.data_ptr(), base, None if base is None else base + x.element_size() *
-                                     channels, torch.get_num_threads())
+                                     _ptr(scale), _ptr(shift), rows.data_ptr(), rows.shape[0], table.ints,
+                                     table.reals, weight.data_ptr(), point.data_ptr(), base,
+                                     None if base is None else base + x.element_size() * channels,
+                                     torch.get_num_threads())
     if per_channel is None:
         return grad_x, point, None, None
     return grad_x, point, per_channel[0], per_channel[1]

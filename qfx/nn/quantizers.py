@@ -17,12 +17,13 @@ through the parameter ``width_move`` by the same mechanism, with the
 gradient of :func:`qfx.autograd.learned_width`; the format in use is then
 ``ap_fixed<round(width), round(int_bits)>``, an ordinary ``FixedType``.
 
-In training mode (``module.train()``) the quantizers cast ``AP_SAT`` formats
-with the training-mode casts (:func:`qfx.autograd.fused_training_cast` for
-``AP_RND_CONV`` with one binary point, else
+In training mode (``module.train()``) the quantizers cast with the
+training-mode casts (:func:`qfx.autograd.fused_training_cast` for every
+format :mod:`qfx.fused` takes: ``AP_RND_CONV``/``AP_TRN``/``AP_RND`` with
+``AP_SAT``/``AP_SAT_ZERO``/``AP_SAT_SYM``/``AP_WRAP``; else, for ``AP_SAT``,
 :func:`qfx.functional.saturating_cast_codes`): the same values for finite
-inputs in fewer passes, without the NaN/Inf check; eval mode always uses
-the exact :func:`qfx.functional.cast_codes`.  A quantizer may also apply
+inputs in fewer passes (``AP_SAT`` without the NaN/Inf check); eval mode
+always uses the exact :func:`qfx.functional.cast_codes`.  A quantizer may also apply
 the per-channel affine map of a BatchNorm and a ReLU before its cast
 (``forward``'s ``scale``, ``shift`` and ``relu``), which training fuses
 into the same pass.
@@ -30,7 +31,10 @@ into the same pass.
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
+import weakref
 from typing import Optional, Union
 
 import torch
@@ -86,21 +90,62 @@ class _MoveIntBits(torch.autograd.Function):
     The backward pass also refuses a non-finite gradient (a NaN or Inf in
     the quantizer's input or in the gradient reaching it) with
     :class:`NonFiniteError` naming the quantizer: one read of one number per
-    binary point, no pass over the data.
+    binary point, no pass over the data, and one check for all the binary
+    points of a backward pass, at its end (:func:`_check_finite_at_end`).
     """
 
     @staticmethod
     def forward(ctx, int_bits: torch.Tensor, move: torch.Tensor, where: str) -> torch.Tensor:
         ctx.where = where
-        return int_bits + STEP_SCALE * move
+        return torch.add(int_bits, move, alpha=STEP_SCALE)  # int_bits + k * move: k * move is exact
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
+        _check_finite_at_end(ctx.where, grad)
+        return None, grad / STEP_SCALE, None
+
+
+class _Pending(list):
+    """The ``(where, gradient)`` pairs one backward pass has still to check (a list that weak references reach)."""
+
+
+# Per running backward pass (graph task), its pending checks.  The callback queued with the first one holds the
+# list; a pass that fails drops its callbacks, and the entry goes with them.
+_PENDING: "weakref.WeakValueDictionary[int, _Pending]" = weakref.WeakValueDictionary()
+_PENDING_LOCK = threading.Lock()
+_graph_task = getattr(torch._C, "_current_graph_task_id", None)  # the running backward pass's id, -1 outside
+
+
+def _check_finite_at_end(where: str, grad: torch.Tensor) -> None:
+    """Check ``grad`` for NaN/Inf when the running backward pass ends, together with every other binary point's
+    (one ``isfinite`` over all of them instead of one each); outside a backward pass, at once.  The
+    :class:`NonFiniteError` then still comes from ``loss.backward()``, before any optimizer step."""
+    task = _graph_task() if _graph_task is not None else -1
+    if task < 0:
+        _raise_if_not_finite([(where, grad)])
+        return
+    with _PENDING_LOCK:
+        pending = _PENDING.get(task)
+        if pending is None:
+            pending = _PENDING[task] = _Pending()
+            torch.autograd.Variable._execution_engine.queue_callback(lambda: _raise_if_not_finite(pending))
+        pending.append((where, grad.detach()))
+
+
+def _raise_if_not_finite(pending: list[tuple[str, torch.Tensor]]) -> None:
+    """:class:`NonFiniteError` naming the first quantizer in ``pending`` whose gradient is not finite."""
+    grads = [g.reshape(-1) for _, g in pending]
+    try:
+        finite = bool(torch.isfinite(torch.cat(grads) if len(grads) > 1 else grads[0]).all())
+    except RuntimeError:  # tensors on several devices: one by one
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+    if finite:
+        return
+    for where, grad in pending:
         if not bool(torch.isfinite(grad).all()):
-            raise NonFiniteError(f"{ctx.where}: the gradient of its learned binary point or word length is not "
+            raise NonFiniteError(f"{where}: the gradient of its learned binary point or word length is not "
                                  "finite (NaN or Inf in its input or in the gradient reaching it); catch "
                                  "qfx.NonFiniteError and call optimizer.zero_grad() to skip the batch")
-        return None, grad / STEP_SCALE, None
 
 
 def affine_relu(x: torch.Tensor, scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
@@ -110,6 +155,12 @@ def affine_relu(x: torch.Tensor, scale: Optional[torch.Tensor] = None, shift: Op
         shape = (1, -1) + (1,) * (x.dim() - 2)
         x = (x * scale.to(x.dtype).view(shape)).add_(shift.to(x.dtype).view(shape))
     return torch.relu(x) if relu else x
+
+
+@functools.lru_cache(maxsize=None)
+def _largest_step(dtype: torch.dtype) -> float:
+    """The largest ``|move|`` whose ``k * move`` is finite in ``dtype``."""
+    return torch.finfo(dtype).max / STEP_SCALE
 
 
 class _BinaryPointQuantizer(nn.Module):
@@ -310,8 +361,8 @@ class _BinaryPointQuantizer(nn.Module):
 
         The affine map and the ReLU are computed in ``x``'s dtype, rounding
         after the product and after the sum, as BatchNorm and ReLU layers
-        would before the cast; in training mode, for ``AP_RND_CONV``/``AP_SAT``
-        with one binary point, all of it runs as one fused pass each way
+        would before the cast; in training mode, for the formats :mod:`qfx.fused`
+        takes, all of it runs as one fused pass each way
         (:func:`qfx.autograd.fused_training_cast`), with the same values and
         gradients.
         """
@@ -365,16 +416,30 @@ class _BinaryPointQuantizer(nn.Module):
     def _fold_move(self) -> None:
         """Fold the optimizer's pending move into ``int_bits``, clamped to ``int_bits_range``; the move becomes 0."""
         move = self.int_bits_move
-        # One binary point: reading it is cheaper than tensor ops that do nothing.
-        if move.dim() == 0 and float(move.detach()) == 0.0:
+        if move.dim() == 0:
+            # One binary point: two reads and three in-place ops instead of a dozen small tensor ops.
+            step = float(move.detach())
+            if step == 0.0:
+                return
+            start = float(self.int_bits)
+            # int_bits + k * move overflows exactly where k * move does (int_bits is small and finite).
+            if not (math.isfinite(start) and math.isfinite(step)
+                    and abs(step) <= _largest_step(move.dtype)):
+                self._refuse_folded(start + STEP_SCALE * step)
+            with torch.no_grad():
+                self.int_bits.add_(move, alpha=STEP_SCALE).clamp_(*self.int_bits_range)
+                move.zero_()
             return
         with torch.no_grad():
-            bits = self.int_bits + STEP_SCALE * move
+            bits = torch.add(self.int_bits, move, alpha=STEP_SCALE)
             if not bool(torch.isfinite(bits).all()):
-                raise NonFiniteError(f"{self._where()}: the optimizer left its learned binary point non-finite "
-                                     f"({bits.tolist()}); a non-finite loss or learning rate upstream")
+                self._refuse_folded(bits.tolist())
             self.int_bits.copy_(bits.clamp_(*self.int_bits_range))
             move.zero_()
+
+    def _refuse_folded(self, bits) -> None:
+        raise NonFiniteError(f"{self._where()}: the optimizer left its learned binary point non-finite "
+                             f"({bits}); a non-finite loss or learning rate upstream")
 
     _khot: Optional[int] = None
 
