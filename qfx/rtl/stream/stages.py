@@ -288,7 +288,9 @@ def _resample(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> St
     ``PERIOD``, from ``BEGIN``) is below ``REP`` show an input pixel: input
     ``j`` spans positions ``BEGIN + j * PERIOD`` and the ``REP - 1`` after.
     zero_pad: ``PERIOD`` is the insertion step, ``REP`` 1; upsample: both the
-    scale.  A row repeated (2-d upsampling) is kept in a row buffer.
+    scale.  Each input pixel is taken at its first position; a column
+    repeated is a held copy, a row repeated (2-d upsampling) the row
+    buffer's.
     """
     x = inputs[0]
     _, h, w = (x.shape[0], 1, x.shape[1]) if len(x.shape) == 2 else x.shape
@@ -310,9 +312,9 @@ def _resample(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> St
     pixel = plan.input.channels * x.type.width
     buffer = rows[3] > 1
     stage = StageModule(name, node.describe(), node.op, "resample", plan, [pixel], pixel,
-                        capacity=1 + (w if buffer else 0))
+                        capacity=1 + (cols[3] > 1) + (w if buffer else 0))
     stage.params = dict(TEXT=text, H=h, W=w, OH=oh, OW=ow, CW=cw, SRC=max((w - 1).bit_length(), 1), PIXEL=pixel,
-                        BUFFER=buffer, rows=rows, cols=cols,
+                        BUFFER=buffer, HOLD=cols[3] > 1, rows=rows, cols=cols,
                         live_r=live_r, live_c=live_c, restart_r=restart_r, restart_c=restart_c,
                         last_rep=f"ph_c == {cw}'d{cols[3] - 1}")
     return stage
