@@ -17,7 +17,7 @@ from binary_zoo import Conv1dNet, Conv2dNet, prepared
 import qfx
 from qfx.boards import load_board
 from qfx.hls import float_inputs, generate, run_csim, write_project
-from qfx.hls.binary import packed_words
+from qfx.ir.integer import packed_words
 
 
 @pytest.fixture(autouse=True, scope="module")

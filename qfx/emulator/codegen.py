@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..ir.graph import Constant, Graph, Node
+from ..ir.integer import packed_words
 from ..render.escape import cpp_comment
 from .structure_emit import EMITTERS as _STRUCTURE_EMITTERS
 from .unit import (MAX_ACCUMULATOR_BITS, EmulatorError, Unit, accumulator, aligned_pair, carry_bits,
@@ -247,18 +248,6 @@ def _prelu(unit: Unit, node: Node) -> str:
 
 
 # ------------------------------------------------------------- binary ops
-def _packed(codes: np.ndarray) -> np.ndarray:
-    """Rows of ``codes`` (``-1``/``+1``, last axis the bits) packed into 64-bit words, bit 1 for ``+1``.
-
-    Returned as int64 (the same bit patterns) for the constant table; bits past the row's end are 0."""
-    rows = codes.reshape(-1, codes.shape[-1]) > 0
-    words = -(-rows.shape[1] // 64)
-    out = np.zeros((rows.shape[0], words), dtype=np.uint64)
-    for bit in range(rows.shape[1]):
-        out[:, bit // 64] |= rows[:, bit].astype(np.uint64) << np.uint64(bit % 64)
-    return out.view(np.int64).reshape(codes.shape[:-1] + (words,))
-
-
 def _words_constant(unit: Unit, node: Node, words: np.ndarray) -> str:
     name = f"{unit.names[node.name]}__words"
     flat = [f"{int(v) & (2 ** 64 - 1)}ULL" for v in words.ravel()] or ["0ULL"]
@@ -290,7 +279,7 @@ def _thermometer(unit: Unit, node: Node) -> str:
 def _binary_dense(unit: Unit, node: Node) -> str:
     weight = node.constants["weight"].codes
     outs, ins = weight.shape
-    words = _packed(weight)
+    words = packed_words(weight, 64)
     name = unit.names[node.name]
     unit.scratch.append(f"  std::uint64_t {name}__packed[{words.shape[1]}];")
     return (f"qfx::binary_dense<{unit.fmt(node.name)}, {ins}, {outs}, {words.shape[1]}>({unit.ws(node.inputs[0])}, "
@@ -313,7 +302,7 @@ def _binary_conv(unit: Unit, node: Node) -> str:
         before, after = [p[0] for p in a["padding"]], [p[1] for p in a["padding"]]
     o, _, kh, kw = weight.shape
     shape = [c, *size, o, kh, kw, *stride, before[0], after[0], before[1], after[1], *dilation, a["groups"], *out]
-    words = _packed(np.moveaxis(weight, 1, -1))  # [o][kh][kw][words]
+    words = packed_words(np.moveaxis(weight, 1, -1), 64)  # [o][kh][kw][words]
     per_pixel = words.shape[-1]
     name = unit.names[node.name]
     pixels = a["groups"] * (size[0] + before[0] + after[0]) * (size[1] + before[1] + after[1])

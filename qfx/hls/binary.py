@@ -14,25 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Value
+from ..ir.integer import packed_words
 from .layer import (KHOT_MAX_DIGITS, ArrayConstant, Layer, bits_signed, c_array, csd_digits, exact_result, frame,
                     int_type, magnitude)
 
-__all__ = ["PLANNERS", "WORD_BITS", "packed_words"]
+__all__ = ["PLANNERS", "WORD_BITS"]
 
 #: The widest word a binary layer packs (a row longer than this takes several words).
 WORD_BITS = 64
-
-
-def packed_words(codes: np.ndarray, word: int) -> np.ndarray:
-    """The last axis of ``codes`` (``-1``/``+1``) packed into ``word``-bit words (Python ints), bit 1 for ``+1``."""
-    bits = codes.shape[-1]
-    rows = (codes.reshape(-1, bits) > 0).tolist()
-    count = -(-bits // word)
-    words = [[sum(1 << j for j in range(word) if k * word + j < bits and row[k * word + j]) for k in range(count)]
-             for row in rows]
-    out = np.empty(len(rows) * count, dtype=object)
-    out[:] = [w for row in words for w in row]
-    return out.reshape(codes.shape[:-1] + (count,))
 
 
 def _hex(values: np.ndarray) -> str:

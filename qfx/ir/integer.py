@@ -26,7 +26,7 @@ import numpy as np
 
 from ..format import FixedType, Overflow, Rounding
 
-__all__ = ["cast", "codes_fit", "as_codes", "shift_left"]
+__all__ = ["cast", "codes_fit", "as_codes", "shift_left", "packed_words"]
 
 Codes = np.ndarray
 Frac = Union[int, np.ndarray]
@@ -235,3 +235,19 @@ def _narrow(codes: Codes, t: FixedType) -> Codes:
     """Codes of ``t`` as int64 where ``t`` fits it."""
     codes = np.asarray(codes)
     return codes.astype(np.int64) if t.width <= 63 else codes.astype(object)
+
+
+def packed_words(codes: np.ndarray, word: int) -> np.ndarray:
+    """The last axis of ``codes`` (``-1``/``+1``) packed into ``word``-bit words, bit 1 for ``+1``.
+
+    Bit ``j`` of word ``k`` is element ``k * word + j``; bits past the row's end are 0.  The words are
+    Python ints in an object array (any ``word`` up to 64), the form both back ends print as constants."""
+    if not 1 <= word <= 64:
+        raise ValueError(f"a packed word has 1 to 64 bits, not {word}")
+    bits = codes.shape[-1]
+    count = -(-bits // word)
+    rows = np.zeros(codes.shape[:-1] + (count * word,), dtype=np.uint64)
+    rows[..., :bits] = codes > 0
+    place = np.left_shift(np.uint64(1), np.arange(word, dtype=np.uint64))
+    words = (rows.reshape(codes.shape[:-1] + (count, word)) * place).sum(axis=-1, dtype=np.uint64)
+    return words.astype(object)
