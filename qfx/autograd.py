@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -238,31 +238,45 @@ class _FusedCast(torch.autograd.Function):
     binary point the gradient of :class:`_LearnedIntBitsCast`,
     ``dL/dI = ln 2 * s**-1.5 * (sum dL/dq * d - sum dL/dv * r)`` with
     ``d = q`` in range and ``d = clamp(r, min, max)`` outside (for ``AP_SAT``
-    that is ``q`` itself), the sums over the elements that share the binary point.
+    that is ``q`` itself), the sums over the elements that share the binary
+    point.  The binary point's gradient goes to ``target`` (``int_bits``, or
+    a parameter that moves it), times ``factor`` (multiplied into the float64
+    weights before the one rounding: exact for a power of two), and is handed
+    to ``check`` (if given) before it is returned.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor],
-                int_bits: torch.Tensor, p: Union[fused.NearestEven, fused.Table],
-                frac_bits: Union[int, tuple[int, ...]], q: torch.Tensor, kernels: bool) -> torch.Tensor:
+                target: torch.Tensor, p: Union[fused.NearestEven, fused.Table],
+                frac_bits: Union[int, tuple[int, ...]], q: torch.Tensor, kernels: bool, factor: float,
+                check: Optional[Callable[[torch.Tensor], None]]) -> torch.Tensor:
         ctx.save_for_backward(x, q, scale, shift)
-        ctx.p, ctx.frac, ctx.int_bits_shape, ctx.kernels = p, frac_bits, int_bits.shape, kernels
+        ctx.p, ctx.frac, ctx.target_shape, ctx.kernels = p, frac_bits, target.shape, kernels
+        ctx.factor, ctx.check = factor, check
         return q
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, q, scale, shift = ctx.saved_tensors
-        grad_x, grad_i, grad_scale, grad_shift = fused.cast_backward(grad, x, q, ctx.p, scale, shift,
-                                                                     _point_weights(ctx.frac), ctx.kernels)
-        grad_i = grad_i.view(ctx.int_bits_shape) if ctx.needs_input_grad[3] else None
-        return grad_x, grad_scale, grad_shift, grad_i, None, None, None, None
+        grad_x, grad_i, grad_scale, grad_shift = fused.cast_backward(
+            grad, x, q, ctx.p, scale, shift, _point_weights(ctx.frac, ctx.factor), ctx.kernels)
+        grad_i = grad_i.view(ctx.target_shape) if ctx.needs_input_grad[3] else None
+        if grad_i is not None and ctx.check is not None:
+            ctx.check(grad_i)
+        return grad_x, grad_scale, grad_shift, grad_i, None, None, None, None, None, None
 
 
 @functools.lru_cache(maxsize=4096)
-def _point_weights(frac_bits: Union[int, tuple[int, ...]]) -> torch.Tensor:
-    """``ln 2 / step**1.5`` per binary point (float64): turns the sums of :class:`_FusedCast` into gradients."""
+def _point_weights(frac_bits: Union[int, tuple[int, ...]], factor: float = 1.0) -> torch.Tensor:
+    """``factor * ln 2 / step**1.5`` per binary point (float64): turns the sums of :class:`_FusedCast` into
+    gradients."""
     fracs = (frac_bits,) if isinstance(frac_bits, int) else frac_bits
-    return torch.tensor([_LN2 * 2.0 ** (_STEP_POWER * f) for f in fracs], dtype=torch.float64)
+    return torch.tensor([_point_weight(f, factor) for f in fracs], dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=4096)
+def _point_weight(frac_bits: int, factor: float) -> float:
+    return factor * _LN2 * 2.0 ** (_STEP_POWER * frac_bits)
 
 
 def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -271,7 +285,8 @@ def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, channel_dim: Optional[int] = None,
                         scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
-                        relu: bool = False) -> Optional[torch.Tensor]:
+                        relu: bool = False, move: Optional[torch.Tensor] = None, move_factor: float = 1.0,
+                        check: Optional[Callable[[torch.Tensor], None]] = None) -> Optional[torch.Tensor]:
     """Training-mode ``Q(relu?(x * scale + shift))`` in one fused pass each way, or ``None`` where it does not apply.
 
     ``t`` is the format and ``int_bits`` its binary point, rounded half to
@@ -286,6 +301,12 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
     without a scale.  ``None`` elsewhere: the caller then composes the
     operations itself.  Values equal the exact cast of ``relu(x * scale +
     shift)`` computed in ``x``'s dtype; gradients as :class:`_FusedCast`.
+
+    ``move`` (shaped like ``int_bits``; a learned parameter the caller keeps
+    at 0 in value) receives the binary point's gradient ``dL/dI`` times
+    ``move_factor`` instead of ``int_bits``, and ``check`` is called with it:
+    a quantizer's parameterization of its binary point, without an autograd
+    node of its own.
     """
     bits = int_bits.detach()
     if scale is not None:
@@ -308,7 +329,9 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
     q = fused.cast_forward(x.detach(), p, _detached(scale), _detached(shift), kernels)
     if q is None:
         return None
-    return _FusedCast.apply(x, scale, shift, int_bits, p, frac_bits, q, kernels)
+    if move is None:
+        move, move_factor = int_bits, 1.0
+    return _FusedCast.apply(x, scale, shift, move, p, frac_bits, q, kernels, move_factor, check)
 
 
 class _LearnedWidth(torch.autograd.Function):

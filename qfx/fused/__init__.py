@@ -94,18 +94,44 @@ def _kernel_takes(t: FixedType, frac_bits: int, dtype: torch.dtype) -> bool:
             and frac_bits < 1022)
 
 
-@functools.lru_cache(maxsize=4096)
-def _table(t: FixedType, frac_bits: tuple[int, ...], dtype: torch.dtype, dim: int, relu: bool) -> Optional[Table]:
-    if not all(_kernel_takes(t, f, dtype) for f in frac_bits):
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Rows:
+    """Every row the kernels take for one format in one dtype: ``rows[F - first]`` for ``first <= F <= last``."""
+
+    first: int
+    last: int
+    rows: torch.Tensor
+    ints: ctypes.Array
+    reals: ctypes.Array
+
+
+@functools.lru_cache(maxsize=None)
+def _all_rows(t: FixedType, dtype: torch.dtype, relu: bool) -> Optional[_Rows]:
+    """The rows of every binary point the kernels take for ``t`` (an interval: each condition bounds ``F``)."""
+    taken = [f for f in range(-1100, 1100) if _kernel_takes(t, f, dtype)]
+    if not taken:
         return None
     low = (t.code_min | 1) if t.signed else 0
     rows = torch.tensor([[math.ldexp(1.0, f), math.ldexp(1.0, -f), t.code_min, t.code_max, low,
-                          math.ldexp(t.code_min, -f), math.ldexp(t.code_max, -f)] for f in frac_bits], dtype=dtype)
+                          math.ldexp(t.code_min, -f), math.ldexp(t.code_max, -f)] for f in taken], dtype=dtype)
     bits = mantissa_bits(dtype)
     ints = (ctypes.c_int64 * 5)(_ROUNDING[t.rounding], _OVERFLOW[t.overflow], t.width, t.sat_bits, int(t.signed))
     reals = (ctypes.c_double * 3)(2.0 ** (bits - 1), min(2.0 ** 62, 2.0 ** (bits + t.width + 2)),
                                   0.0 if relu else -math.inf)
-    return Table(rows, ints, reals, dim)
+    return _Rows(taken[0], taken[-1], rows, ints, reals)
+
+
+@functools.lru_cache(maxsize=4096)
+def _table(t: FixedType, frac_bits: tuple[int, ...], dtype: torch.dtype, dim: int, relu: bool) -> Optional[Table]:
+    every = _all_rows(t, dtype, relu)
+    if every is None or min(frac_bits) < every.first or max(frac_bits) > every.last:
+        return None
+    if len(frac_bits) == 1:
+        start = frac_bits[0] - every.first
+        rows = every.rows[start:start + 1]
+    else:
+        rows = every.rows[torch.tensor(frac_bits) - every.first]
+    return Table(rows, every.ints, every.reals, dim)
 
 
 def fixed_table(t: FixedType, frac_bits: int, dtype: torch.dtype, relu: bool = False) -> Optional[Table]:

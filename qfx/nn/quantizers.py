@@ -92,6 +92,11 @@ class _MoveIntBits(torch.autograd.Function):
     :class:`NonFiniteError` naming the quantizer: one read of one number per
     binary point, no pass over the data, and one check for all the binary
     points of a backward pass, at its end (:func:`_check_finite_at_end`).
+
+    In training, the fused cast (:func:`qfx.autograd.fused_training_cast`)
+    does all of this itself, after the fold: the binary point is then
+    ``int_bits``, and the cast hands ``move`` the gradient ``(dL/dI) / k``
+    and the same check, without a node of this function in the graph.
     """
 
     @staticmethod
@@ -386,19 +391,30 @@ class _BinaryPointQuantizer(nn.Module):
         t = self.current_type()
         if self.learn_int_bits:
             self._fold_move()
+            if self.training and self._khot is None:
+                # The move is 0 now: the binary point is int_bits, and the fused cast hands the move its
+                # gradient itself (as _MoveIntBits would: dL/dI / k, checked for NaN/Inf with the others).
+                y = fused_training_cast(x, t, self.int_bits, None if view is None else self.channel_dim, scale,
+                                        shift, relu, self.int_bits_move, 1.0 / STEP_SCALE, self._check_gradient)
+                if y is not None:
+                    return y
             int_bits = self.binary_point()
         else:
             int_bits = self.effective_int_bits()
-        if self.training and self._khot is None:
-            channel_dim = None if view is None else self.channel_dim
-            y = fused_training_cast(x, t, int_bits, channel_dim, scale, shift, relu)
-            if y is not None:
-                return y
+            if self.training and self._khot is None:
+                y = fused_training_cast(x, t, int_bits, None if view is None else self.channel_dim, scale, shift,
+                                        relu)
+                if y is not None:
+                    return y
         x = affine_relu(x, scale, shift, relu)
         if self.learn_int_bits:
             return learned_int_bits_cast(x, int_bits, t, view, khot=self._khot, training=self.training)
         frac = t.width - (int_bits if view is None else int_bits.view(view))
         return self._fixed_forward(x, frac, t)
+
+    def _check_gradient(self, grad: torch.Tensor) -> None:
+        """Refuse a non-finite gradient of the binary point (see :class:`_MoveIntBits`)."""
+        _check_finite_at_end(self._where(), grad)
 
     def _fold_width_move(self) -> None:
         """Fold the optimizer's pending move of the word length into ``width``, clamped to ``width_range``."""
