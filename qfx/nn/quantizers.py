@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
-import weakref
 from typing import Optional, Union
 
 import torch
@@ -90,8 +88,7 @@ class _MoveIntBits(torch.autograd.Function):
     The backward pass also refuses a non-finite gradient (a NaN or Inf in
     the quantizer's input or in the gradient reaching it) with
     :class:`NonFiniteError` naming the quantizer: one read of one number per
-    binary point, no pass over the data, and one check for all the binary
-    points of a backward pass, at its end (:func:`_check_finite_at_end`).
+    binary point, no pass over the data (:func:`_check_finite`).
 
     In training, the fused cast (:func:`qfx.autograd.fused_training_cast`)
     does all of this itself, after the fold: the binary point is then
@@ -106,51 +103,18 @@ class _MoveIntBits(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        _check_finite_at_end(ctx.where, grad)
+        _check_finite(ctx.where, grad)
         return None, grad / STEP_SCALE, None
 
 
-class _Pending(list):
-    """The ``(where, gradient)`` pairs one backward pass has still to check (a list that weak references reach)."""
-
-
-# Per running backward pass (graph task), its pending checks.  The callback queued with the first one holds the
-# list; a pass that fails drops its callbacks, and the entry goes with them.
-_PENDING: "weakref.WeakValueDictionary[int, _Pending]" = weakref.WeakValueDictionary()
-_PENDING_LOCK = threading.Lock()
-_graph_task = getattr(torch._C, "_current_graph_task_id", None)  # the running backward pass's id, -1 outside
-
-
-def _check_finite_at_end(where: str, grad: torch.Tensor) -> None:
-    """Check ``grad`` for NaN/Inf when the running backward pass ends, together with every other binary point's
-    (one ``isfinite`` over all of them instead of one each); outside a backward pass, at once.  The
-    :class:`NonFiniteError` then still comes from ``loss.backward()``, before any optimizer step."""
-    task = _graph_task() if _graph_task is not None else -1
-    if task < 0:
-        _raise_if_not_finite([(where, grad)])
-        return
-    with _PENDING_LOCK:
-        pending = _PENDING.get(task)
-        if pending is None:
-            pending = _PENDING[task] = _Pending()
-            torch.autograd.Variable._execution_engine.queue_callback(lambda: _raise_if_not_finite(pending))
-        pending.append((where, grad.detach()))
-
-
-def _raise_if_not_finite(pending: list[tuple[str, torch.Tensor]]) -> None:
-    """:class:`NonFiniteError` naming the first quantizer in ``pending`` whose gradient is not finite."""
-    grads = [g.reshape(-1) for _, g in pending]
-    try:
-        finite = bool(torch.isfinite(torch.cat(grads) if len(grads) > 1 else grads[0]).all())
-    except RuntimeError:  # tensors on several devices: one by one
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
-    if finite:
-        return
-    for where, grad in pending:
-        if not bool(torch.isfinite(grad).all()):
-            raise NonFiniteError(f"{where}: the gradient of its learned binary point or word length is not "
-                                 "finite (NaN or Inf in its input or in the gradient reaching it); catch "
-                                 "qfx.NonFiniteError and call optimizer.zero_grad() to skip the batch")
+def _check_finite(where: str, grad: torch.Tensor) -> None:
+    """:class:`NonFiniteError` naming ``where`` if ``grad`` (a binary point's gradient) holds a NaN or an infinity;
+    one Python read for a single binary point, no tensor ops."""
+    finite = math.isfinite(grad.item()) if grad.numel() == 1 else bool(torch.isfinite(grad).all())
+    if not finite:
+        raise NonFiniteError(f"{where}: the gradient of its learned binary point or word length is not "
+                             "finite (NaN or Inf in its input or in the gradient reaching it); catch "
+                             "qfx.NonFiniteError and call optimizer.zero_grad() to skip the batch")
 
 
 def affine_relu(x: torch.Tensor, scale: Optional[torch.Tensor] = None, shift: Optional[torch.Tensor] = None,
@@ -414,7 +378,7 @@ class _BinaryPointQuantizer(nn.Module):
 
     def _check_gradient(self, grad: torch.Tensor) -> None:
         """Refuse a non-finite gradient of the binary point (see :class:`_MoveIntBits`)."""
-        _check_finite_at_end(self._where(), grad)
+        _check_finite(self._where(), grad)
 
     def _fold_width_move(self) -> None:
         """Fold the optimizer's pending move of the word length into ``width``, clamped to ``width_range``."""
