@@ -182,7 +182,7 @@ def multipliers_per_lane(node: Node, channels: int) -> int:
 LUT_BUDGET = 45000
 #: Estimated LUTs of one CSD digit of a shift-add product: ``"rom"``, its shift read from a ROM (a shifter and an
 #: adder); ``"fixed"``, a digit of a constant weight (a layer whose ROM is one word: a fixed shift and an adder).
-LUTS_PER_DIGIT = {"rom": 45, "fixed": 12}
+LUTS_PER_DIGIT = {"rom": 130, "fixed": 12}
 
 
 @functools.lru_cache(maxsize=None)
