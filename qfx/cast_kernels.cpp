@@ -16,7 +16,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
 #include <omp.h>
 
@@ -82,19 +81,12 @@ int cast_block(const T* __restrict x, T* __restrict out, bool* __restrict inside
     }
     if constexpr (kWraps) {
         if (outside && !bad) {
-            constexpr uint64_t kAllIn = 0x0101010101010101ull;
-            for (int64_t j = 0; j < n; j += 8) {
-                uint64_t flags = kAllIn;
-                if (j + 8 <= n) std::memcpy(&flags, in_flags + j, 8);
-                if (flags == kAllIn && j + 8 <= n) continue;
-                for (int64_t i = j; i < j + 8 && i < n; ++i) {
-                    if (in_flags[i]) continue;
-                    const T v = x[i] * scale;
-                    const int64_t source = Rule == SM_0 ? static_cast<int64_t>(std::floor(v)) : 0;
-                    out[i] = static_cast<T>(wrapped<Rule>(static_cast<int64_t>(round_code<R>(v, big)), source,
-                                                          word)) * out_scale;
-                }
-            }
+            for_each_outside(in_flags, n, [&](int64_t i) {
+                const T v = x[i] * scale;
+                const int64_t source = Rule == SM_0 ? static_cast<int64_t>(std::floor(v)) : 0;
+                out[i] = static_cast<T>(wrapped<Rule>(static_cast<int64_t>(round_code<R>(v, big)), source, word)) *
+                         out_scale;
+            });
         }
     }
     return (bad ? kFallback : 0) | (outside ? kOutside : 0);

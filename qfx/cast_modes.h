@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace qfx_cast {
 
@@ -83,6 +84,20 @@ int64_t wrapped(int64_t code, int64_t source, const Word& b) {
         w = saturate_top_bits(w, neg, b);
     }
     return b.is_signed ? w - (((w >> (b.width - 1)) & 1) << b.width) : w;
+}
+
+// fix(i) for every i < n whose inside[i] is false, skipping eight flags at a time where all are set:
+// the few codes outside the range are redone one by one, in int64.
+template <class Fix>
+inline void for_each_outside(const bool* inside, int64_t n, Fix fix) {
+    constexpr uint64_t kAllIn = 0x0101010101010101ull;
+    for (int64_t j = 0; j < n; j += 8) {
+        uint64_t flags = kAllIn;
+        if (j + 8 <= n) std::memcpy(&flags, inside + j, 8);
+        if (flags == kAllIn && j + 8 <= n) continue;
+        for (int64_t i = j; i < j + 8 && i < n; ++i)
+            if (!inside[i]) fix(i);
+    }
 }
 
 }  // namespace qfx_cast

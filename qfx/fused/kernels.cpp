@@ -144,20 +144,13 @@ int cast_forward_run(const T* __restrict x, T* __restrict q, int64_t n, T s, T s
         q[i] = c * lsb;  // exact: a power of two
     }
     if constexpr (kWraps) {
-        // The codes outside, in int64, found eight flags at a time.
+        // The codes outside, in int64.
         if (outside && !bad) {
-            constexpr uint64_t kAllIn = 0x0101010101010101ull;
-            for (int64_t j = 0; j < n; j += 8) {
-                uint64_t flags = kAllIn;
-                if (j + 8 <= n) std::memcpy(&flags, inside + j, 8);
-                if (flags == kAllIn && j + 8 <= n) continue;
-                for (int64_t i = j; i < j + 8 && i < n; ++i) {
-                    if (inside[i]) continue;
-                    const T v = Affine ? x[i] * s + sh : x[i];
-                    const T c = round_code<R>((v < floor ? floor : v) * scale, big);
-                    q[i] = T(wrapped<Rule>(static_cast<int64_t>(c), 0, m.word)) * lsb;
-                }
-            }
+            for_each_outside(inside, n, [&](int64_t i) {
+                const T v = Affine ? x[i] * s + sh : x[i];
+                const T c = round_code<R>((v < floor ? floor : v) * scale, big);
+                q[i] = T(wrapped<Rule>(static_cast<int64_t>(c), 0, m.word)) * lsb;
+            });
         }
     }
     return bad ? kFallback : 0;
