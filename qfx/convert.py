@@ -418,7 +418,7 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
                         or len(node.args) != 2:
                     raise _unsupported(f"{_describe_target(node)} with arguments {node.args} {dict(node.kwargs)}",
                                        node, detail=" (only the sum of two tensors is supported)")
-                width_a, width_b = input_width_of(node, a), input_width_of(node, b)
+                input_width_of(node, a), input_width_of(node, b)  # both must carry a format
                 cfg = config.resolve(node.name, None, QAdd, role=_role(node, None, modules))
                 new = insert_module(node, node.name, QAdd(cfg), (a, b))
                 graph.erase_node(node)

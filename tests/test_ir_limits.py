@@ -8,7 +8,6 @@ import math
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 
 import numpy as np

@@ -5,8 +5,6 @@ PyTorch eval = ``qfx.ir.run`` = ``qfx.emulate`` = HLS C simulation (both interfa
 from __future__ import annotations
 
 import itertools
-import json
-import math
 import pathlib
 from fractions import Fraction
 

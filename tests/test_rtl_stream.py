@@ -70,7 +70,6 @@ def test_default_parallelism_keeps_the_multipliers_within_the_dsp_budget():
 
 def test_shift_add_lut_estimate_counts_digits():
     from qfx.rtl.stream.plan import LUTS_PER_DIGIT, Layout, shift_add_luts
-    x = Value("x", (1, 6), FixedType(6, 2))
     weight = Constant(np.array([[[3, 4, 0]], [[-5, 1, 2]]]), (FixedType(6, 2),))  # CSD: 4-1, 4, 0 | -4-1, 1, 2
     conv = Node("conv", "conv1d", ("x",), Value("conv", (2, 6), FixedType(8, 4)),
                 {"stride": [1], "padding": [[1, 1]], "dilation": [1], "groups": 1}, {"weight": weight})

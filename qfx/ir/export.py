@@ -20,7 +20,6 @@ from __future__ import annotations
 import warnings
 from typing import Any, Union
 
-import torch
 from torch import fx, nn
 
 from ..convert import record_shapes, trace

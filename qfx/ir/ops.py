@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-from ..format import BIPOLAR, FixedType
+from ..format import FixedType
 from . import limits
 from .values import Constant, IRError, Node, Value
 

@@ -32,7 +32,7 @@ import re
 import stat
 import zipfile
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 import numpy as np
 

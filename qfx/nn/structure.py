@@ -7,8 +7,7 @@ upsampling) keep their input's format and never cast.
 
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
