@@ -27,14 +27,15 @@ def _verilog(files):
 # ----------------------------------------------------------------- schedule
 def test_default_parallelism_folds_each_layer_up_to_the_slowest_unfolded_stage():
     schedule = plan_schedule(stream_cnn())
-    # 8x8 input: 64 pixels is the slowest unfolded stage.  c2 sees 4x4 = 16 output pixels of 6 channels: folding
-    # by 3 takes 48 cycles (by 6 it would take 96); the dense layer has one input pixel and folds all 3 outputs.
-    figures = {s.node: (s.parallel, s.fold, s.cycles) for s in schedule.stages}
-    assert figures["c1"] == (4, 1, 64)
-    assert figures["p1"] == (4, 1, 64)
-    assert figures["c2"] == (2, 3, 48)
-    assert figures["g"] == (6, 1, 16)
-    assert figures["d"] == (1, 3, 3)
+    # 8x8 input: 64 pixels is the slowest unfolded stage.  c2 sees 4x4 = 16 output pixels of 6 channels: 3 steps
+    # take 48 cycles (4 would take 64 but divide neither 6 channels nor 9 taps; 6 would take 96), and its window's 3
+    # rows (tap groups) are preferred to 3 channel groups; the dense layer has one input pixel and folds all 3 outputs.
+    figures = {s.node: (s.parallel, s.fold, s.groups, s.cycles) for s in schedule.stages}
+    assert figures["c1"] == (4, 1, 1, 64)
+    assert figures["p1"] == (4, 1, 1, 64)
+    assert figures["c2"] == (6, 1, 3, 48)
+    assert figures["g"] == (6, 1, 1, 16)
+    assert figures["d"] == (1, 3, 1, 3)
     assert schedule.cycles == 64
     assert schedule.layouts["f"].pixels == 1 and schedule.layouts["f"].channels == 6
 
@@ -56,8 +57,8 @@ def test_default_parallelism_keeps_the_multipliers_within_the_dsp_budget():
     graph = stream_residual()
     taps = {"stem": 27, "b1": 36, "b2": 36, "down": 4, "main": 36}  # weights per output channel (kernel x C_in)
 
-    def multipliers(schedule):
-        return sum(schedule.stage(name).parallel * n for name, n in taps.items())
+    def multipliers(schedule):  # P lanes of a tap group's weights each
+        return sum(schedule.stage(name).parallel * n // schedule.stage(name).groups for name, n in taps.items())
     free = plan_schedule(graph, dsp_budget=10 ** 6)
     assert multipliers(free) == 4 * 27 + 4 * 36 + 4 * 36 + 4 + 36
     for budget in (360, 200):
@@ -84,9 +85,9 @@ def test_default_parallelism_keeps_the_shift_add_estimate_within_the_lut_budget(
     nodes = {node.name: node for node in graph.nodes}
 
     def luts(schedule):
-        return sum(shift_add_luts(nodes[s.node], s.input, s.output, s.fold) for s in schedule.stages)
+        return sum(shift_add_luts(nodes[s.node], s.input, s.output, s.fold, s.groups) for s in schedule.stages)
     free = plan_schedule(graph, lut_budget=10 ** 9)
-    budget = luts(free) - 1  # met by one more fold of c2 (2 lanes of shifters to 1)
+    budget = luts(free) - 1  # met by one more fold of c2 (6 lanes of shifters to 3)
     fitted = plan_schedule(graph, lut_budget=budget)
     assert luts(fitted) <= budget and fitted.cycles > free.cycles
     assert plan_schedule(stream_residual(), lut_budget=0).cycles == plan_schedule(stream_residual()).cycles
@@ -155,6 +156,17 @@ def designs(tmp_path_factory):
 @pytest.mark.parametrize("name", list(DESIGNS))
 def test_bit_exact_under_backpressure_on_icarus(designs, name):
     simulate(designs[name], "icarus")
+
+
+@pytest.mark.parametrize("make", [stream_depthwise, lambda: stream_residual(khot=True)], ids=["depthwise", "residual"])
+def test_tap_folded_convolutions_bit_exact_under_backpressure_on_icarus(tmp_path, make):
+    """No budget: every convolution folds to one output channel and one tap a step (a depthwise conv dilated down the
+    rows with asymmetric padding; strided, padded residual blocks), accumulating its window over 9 steps."""
+    design = generate_stream(make(), tmp_path / "design", vectors=4, dsp_budget=0, lut_budget=0)
+    layers = json.loads((design / "manifest.json").read_text())["layers"]
+    folded = [layer for layer in layers if layer["op"] == "conv2d" and layer["groups"] == 9]
+    assert folded and all(layer["parallel"] == 1 for layer in folded)
+    simulate(design, "icarus")
 
 
 def test_bit_exact_under_backpressure_on_verilator(designs):

@@ -113,7 +113,7 @@ class StreamDesign:
             "inputs": [port.manifest() for port in self.inputs],
             "outputs": [port.manifest() for port in self.outputs],
             "layers": [{"module": s.name, "node": s.node, "op": s.op, "kind": s.kind, "parallel": s.plan.parallel,
-                        "fold": s.plan.fold, "cycles": s.plan.cycles, "latency": s.plan.latency,
+                        "fold": s.plan.fold, "groups": s.plan.groups, "cycles": s.plan.cycles, "latency": s.plan.latency,
                         "multipliers": s.multipliers, "file": f"rtl/{s.name}.v"} for s in self.stages],
             "sources": ["rtl/qfx_add.v"] + [f"rtl/{s.name}.v" for s in self.stages] + [f"rtl/{self.top}.v"],
         }

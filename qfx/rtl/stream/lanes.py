@@ -1,10 +1,13 @@
 """The folded compute unit of a streaming convolution or dense layer: ``P`` dot products per cycle, weights from a ROM.
 
-A stage steps through ``F`` ROM addresses per input (a window, or a pixel
-for a dense layer); at each, lane ``p`` computes output channel
-``step * P + p``: ``sum = acc + sum_i w[address][p][i] * x[i]`` and
-``y = cast(sum + bias[step][p])`` (through the ``accum`` format when the
-node has one).  Weights differ per output channel in binary point; every
+A stage steps through ROM addresses, one a step: a convolution through
+``F * G`` per window (channel group ``step``, then each of its ``G`` tap
+groups, ``x`` being that group's taps), a dense layer through ``F`` per
+input pixel (``x`` the pixel).  At each, lane ``p`` computes for output
+channel ``step * P + p``: ``sum = acc + sum_i w[address][p][i] * x[i]``,
+``acc`` being the stage's sum of the earlier tap groups or pixels (zero at
+the first), and ``y = cast(sum + bias[step][p])`` (through the ``accum``
+format when the node has one), taken at the last.  Weights differ per output channel in binary point; every
 weight is shifted to the largest one (and the bias to the common point),
 so all lanes add at one binary point, which changes no value and hence no
 cast.
@@ -27,7 +30,8 @@ the ROM word carries, per lane, the count of its negative digits, added
 once.
 All sums are formed modulo ``2**WS`` where ``WS`` holds the exact range of
 every channel's sum (with and without its bias), so the narrow
-two's-complement arithmetic is exact.  No ``*`` appears in shift-add mode,
+two's-complement arithmetic is exact (a partial sum may wrap; the whole sum
+is exact modulo ``2**WS`` and fits).  No ``*`` appears in shift-add mode,
 not even in an index: every bit offset is computed here.
 """
 

@@ -9,23 +9,30 @@ stream is described by its *layout* ``(pixels, channels)``, element ``c`` of
 pixel ``j`` being element ``c * pixels + j`` of the tensor in C order.
 
 A convolution or dense layer computes ``P`` of its ``C_out`` output
-channels per cycle and steps ``F = C_out / P`` times per output pixel
-(its *fold*).  Its cycles per sample are ``max(input pixels, output pixels
-* F)`` for a convolution and ``input pixels * F`` for a dense layer (which
-accumulates over its input pixels); every other stage takes or gives one
-pixel per cycle, ``max(input pixels, output pixels)`` (zero insertion and
-upsampling give more than they take).  The pipeline's cycles per sample are the largest stage's.  The
-default ``P`` folds each layer as far as it can without becoming slower
-than the slowest stage unfolded, so no layer is the bottleneck; a user's
-``parallel={node: P}`` overrides it (``P`` must divide ``C_out``).  Layers
-whose weights need multipliers (more than
-:data:`~qfx.rtl.stream.lanes.SHIFT_ADD_DIGITS` CSD digits) use ``P`` times
-their taps per pixel in DSP48E2; while the default folds ask for more than
-``dsp_budget`` (the Ultra96-V2's 360), the layer using the most is folded
-further, trading cycles for multipliers.  Shift-add (K-hot) layers are
-fitted the same way to ``lut_budget``, from an estimate of their LUTs
-(:func:`shift_add_luts`): a digit whose shift comes from a ROM costs a
-shifter and an adder, several times a digit of a constant weight.
+channels per step, ``F = C_out / P`` channel groups (its *fold*); a
+convolution also splits its window's ``KH*KW`` taps into ``G`` groups of
+consecutive taps in raster order (its *tap groups*: ``KH`` groups are its
+rows, ``KH*KW`` its single taps), one group a step, accumulating, so it
+takes ``F * G`` steps per output pixel (its initiation interval) with
+``P`` lanes of ``KH*KW*C_in / G`` products each.  Its cycles per sample are
+``max(input pixels, output pixels * F * G)`` for a convolution and ``input
+pixels * F`` for a dense layer (which accumulates over its input pixels);
+every other stage takes or gives one pixel per cycle, ``max(input pixels,
+output pixels)`` (zero insertion and upsampling give more than they take).
+The pipeline's cycles per sample are the largest stage's.  The default
+folds each layer as far as it can without becoming slower than the
+slowest stage unfolded, so no layer is the bottleneck, preferring tap
+groups to channel groups at equal steps (fewer line-buffer read ports, a
+narrower output register); a user's ``parallel={node: P}`` overrides it
+(``P`` must divide ``C_out``; no tap groups).  Layers whose weights need
+multipliers (more than :data:`~qfx.rtl.stream.lanes.SHIFT_ADD_DIGITS` CSD
+digits) use ``P`` times their taps per step in DSP48E2; while the default
+folds ask for more than ``dsp_budget`` (the Ultra96-V2's 360), the layer
+using the most is folded further, trading cycles for multipliers.
+Shift-add (K-hot) layers are fitted the same way to ``lut_budget``, from
+an estimate of their LUTs (:func:`shift_add_luts`): a digit whose shift
+comes from a ROM costs a shifter and an adder, several times a digit of a
+constant weight.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from ..layers import RTLError
 from .lanes import SHIFT_ADD_DIGITS
 
 __all__ = ["Layout", "StagePlan", "Schedule", "plan_schedule", "natural_layout", "MAP_OPS", "STREAM_OPS",
-           "CONV_OPS", "check_stream_graph", "shift_add_luts", "LUT_BUDGET"]
+           "CONV_OPS", "check_stream_graph", "shift_add_luts", "tap_groups", "LUT_BUDGET"]
 
 #: Ops applied to each pixel on its own (a per-pixel combinational layer and one register).
 MAP_OPS = ("relu", "relu6", "leaky_relu", "scale_shift", "prelu", "table", "clamp", "sign", "thermometer")
@@ -85,10 +92,16 @@ class StagePlan:
     input: Layout
     output: Layout
     geometry: tuple[int, int]  #: (H, W) of the input for window stages, (1, pixels) otherwise
-    parallel: int  #: P, output channels computed per cycle
-    fold: int  #: F = C_out / P, cycles per output pixel (dense: per input pixel)
+    parallel: int  #: P, output channels computed per step
+    fold: int  #: F = C_out / P, channel groups (dense: steps per input pixel)
     cycles: int  #: cycles per sample at full rate
     latency: int  #: cycles from a sample's first pixel in to its first pixel out, at full rate
+    groups: int = 1  #: G, tap groups of a convolution's window, one a step
+
+    @property
+    def steps(self) -> int:
+        """Steps (cycles) per output pixel of a window stage, per input pixel of a dense one: ``F * G``."""
+        return self.fold * self.groups
 
 
 @dataclasses.dataclass
@@ -153,9 +166,9 @@ def _conv_latency(node: Node, x: Value) -> int:
     return max(row, 0) * w + max(col, 0) + 1
 
 
-def _cycles(kind: str, inp: Layout, out: Layout, fold: int) -> int:
+def _cycles(kind: str, inp: Layout, out: Layout, fold: int, groups: int = 1) -> int:
     if kind == "window":
-        return max(inp.pixels, out.pixels * fold)
+        return max(inp.pixels, out.pixels * fold * groups)
     if kind == "dense":
         return inp.pixels * fold
     return max(inp.pixels, out.pixels)
@@ -194,13 +207,15 @@ def _digit_counts(codes: bytes, dtype: str) -> tuple[int, int]:
     return int(np.dot(digits, count)), max(digits + [0])
 
 
-def shift_add_luts(node: Node, inp: Layout, out: Layout, fold: int) -> int:
-    """Estimated LUTs of the products of a shift-add conv or dense ``node`` at ``fold`` (0 for any other node).
+def shift_add_luts(node: Node, inp: Layout, out: Layout, fold: int, groups: int = 1) -> int:
+    """Estimated LUTs of the products of a shift-add conv or dense ``node`` at ``fold`` channel groups and ``groups``
+    tap groups (0 for any other node).
 
-    A unit with one ROM word (a convolution at fold 1) has constant weights:
-    every nonzero digit is a fixed shift and an adder.  Otherwise each of
-    its ``P`` lanes has, per tap, as many shifters and adders as the most
-    digits of a weight, whatever the weights.
+    A unit with one ROM word (a convolution at fold 1, one tap group) has
+    constant weights: every nonzero digit is a fixed shift and an adder.
+    Otherwise each of its ``P`` lanes has, per tap of a group, as many
+    shifters and adders as the most digits of a weight, whatever the
+    weights.
     """
     if node.op not in ("conv1d", "conv2d", "dense"):
         return 0
@@ -208,11 +223,25 @@ def shift_add_luts(node: Node, inp: Layout, out: Layout, fold: int) -> int:
     total, most = _digit_counts(codes.tobytes(), str(codes.dtype))
     if most > SHIFT_ADD_DIGITS:
         return 0
-    addresses = fold * (inp.pixels if node.op == "dense" else 1)
+    addresses = fold * groups * (inp.pixels if node.op == "dense" else 1)
     if addresses == 1:
         return total * LUTS_PER_DIGIT["fixed"]
     taps = inp.channels if node.op == "dense" else math.prod(codes.shape[1:])
-    return out.channels // fold * taps * most * LUTS_PER_DIGIT["rom"]
+    return out.channels // fold * (taps // groups) * most * LUTS_PER_DIGIT["rom"]
+
+
+def tap_groups(node: Node) -> list[int]:
+    """The tap group counts a convolution's window splits into: the divisors of its ``KH*KW`` taps (1 otherwise)."""
+    if node.op not in CONV_OPS:
+        return [1]
+    k = math.prod(node.constants["weight"].codes.shape[2:])
+    return [g for g in range(1, k + 1) if k % g == 0]
+
+
+def _options(c_out: int, groups: list[int]) -> list[tuple[int, int]]:
+    """Every (fold, tap groups) of a layer, fewest steps first, then most tap groups."""
+    return sorted(((f, g) for f in range(1, c_out + 1) if c_out % f == 0 for g in groups),
+                  key=lambda o: (o[0] * o[1], -o[1]))
 
 
 def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
@@ -251,9 +280,9 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
         layouts[node.name] = out
         drafts.append((node, kind, inp, out, inputs[0]))
     unfolded = max(fed + [_cycles(k, i, o, 1) for _, k, i, o, _ in drafts])
-    folds = {}
+    folds, options = {}, {}
     for node, kind, inp, out, x_value in drafts:
-        fold = 1
+        fold = (1, 1)
         if kind in ("window", "dense") and node.op not in ("maxpool2d", "avgpool2d"):
             c_out = out.channels
             if node.name in parallel:
@@ -261,49 +290,61 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
                 if isinstance(p, bool) or not isinstance(p, int) or p < 1 or c_out % p:
                     raise RTLError(f"{node.describe()}: parallelism {p!r} must be a divisor of its {c_out} output "
                                    "channels")
-                fold = c_out // p
+                fold = (c_out // p, 1)
             else:
-                fold = max(f for f in range(1, c_out + 1) if c_out % f == 0 and _cycles(kind, inp, out, f) <= unfolded)
+                options[node.name] = _options(c_out, tap_groups(node))
+                fold = max((o for o in options[node.name] if _cycles(kind, inp, out, *o) <= unfolded),
+                           key=lambda o: (o[0] * o[1], o[1]))
         elif node.name in parallel and parallel[node.name] != out.channels:
             raise RTLError(f"{node.describe()}: op '{node.op}' computes all {out.channels} channels of a pixel at "
                            f"once; its parallelism is {out.channels}, not {parallel[node.name]}")
         folds[node.name] = fold
     per_lane = {node.name: multipliers_per_lane(node, inp.channels) for node, _, inp, _, _ in drafts}
     channels = {node.name: out.channels for node, _, _, out, _ in drafts}
-    _fit(folds, parallel, channels, lambda name, fold: per_lane[name] * channels[name] // fold, dsp_budget)
+    shapes = {node.name: (kind, inp, out) for node, kind, inp, out, _ in drafts}
+    rest = max(fed + [_cycles(*shapes[name], *folds[name]) for name in folds if name not in options])
+
+    def cycles(name: Optional[str], *fold: int) -> int:
+        return rest if name is None else _cycles(*shapes[name], *fold)
+    _fit(folds, options, lambda name, f, g: per_lane[name] * channels[name] // f // g, cycles, dsp_budget)
     luts = {node.name: functools.partial(shift_add_luts, node, inp, out) for node, _, inp, out, _ in drafts}
-    _fit(folds, parallel, channels, lambda name, fold: luts[name](fold), lut_budget)
+    _fit(folds, options, lambda name, f, g: luts[name](f, g), cycles, lut_budget)
     stages = []
     for node, kind, inp, out, x_value in drafts:
-        fold = folds[node.name]
-        cycles = _cycles(kind, inp, out, fold)
+        fold, groups = folds[node.name]
+        cycles = _cycles(kind, inp, out, fold, groups)
         if kind == "window":
-            latency = _conv_latency(node, x_value) + fold
+            latency = _conv_latency(node, x_value) + fold * groups
         elif kind in ("dense", "gap"):
             latency = inp.pixels * fold + 1
         else:
             latency = 0 if kind == "flatten" else 1
         stages.append(StagePlan(node.name, node.op, kind, inp, out, _geometry(kind, node, x_value, inp),
-                                out.channels // fold, fold, cycles, latency))
+                                out.channels // fold, fold, cycles, latency, groups))
     ready = {x.name: 0 for x in graph.inputs}
     for node, stage in zip(graph.nodes, stages):
         ready[node.name] = max(ready[i] for i in node.inputs) + stage.latency
     return Schedule(stages, layouts, max(fed + [s.cycles for s in stages]), max(ready[y] for y in graph.outputs))
 
 
-def _fit(folds: dict[str, int], parallel: Mapping[str, int], channels: Mapping[str, int], cost, budget: int) -> None:
-    """While ``cost(name, fold)`` summed over the layers exceeds ``budget``, fold the default-planned layer costing
-    the most to its next fold that costs less (none left: the budget cannot be met, the plan stays as it is)."""
-    def cheaper(name: str) -> Optional[int]:
-        now = cost(name, folds[name])
-        return next((f for f in range(folds[name] + 1, channels[name] + 1)
-                     if channels[name] % f == 0 and cost(name, f) < now), None)
-    while sum(cost(name, folds[name]) for name in folds) > budget:
-        movable = [name for name in folds if name not in parallel and cheaper(name) is not None]
-        if not movable:
+def _fit(folds: dict[str, tuple[int, int]], options: Mapping[str, list[tuple[int, int]]], cost, cycles,
+         budget: int) -> None:
+    """While ``cost(name, fold, groups)`` summed over the layers exceeds ``budget``, move one default-planned layer to
+    its next option (fewest steps first) that costs less: the move leaving the pipeline fastest (``cycles(name, fold,
+    groups)`` a stage's, ``cycles(None)`` the rest's), of those the one saving the most.  None left: the budget cannot
+    be met, the plan stays as it is."""
+    def cheaper(name: str) -> Optional[tuple[int, int]]:
+        now = cost(name, *folds[name])
+        later = options[name][options[name].index(folds[name]) + 1:]
+        return next((o for o in later if cost(name, *o) < now), None)
+    while sum(cost(name, *fold) for name, fold in folds.items()) > budget:
+        moves = {name: move for name in options if (move := cheaper(name)) is not None}
+        if not moves:
             return
-        name = max(movable, key=lambda n: cost(n, folds[n]))
-        folds[name] = cheaper(name)
+        slowest = max([cycles(None)] + [cycles(name, *folds[name]) for name in options])
+        name = min(moves, key=lambda n: (max(slowest, cycles(n, *moves[n])),
+                                          cost(n, *moves[n]) - cost(n, *folds[n])))
+        folds[name] = moves[name]
 
 
 def _geometry(kind: str, node: Node, x: Value, inp: Layout) -> tuple[int, int]:

@@ -138,16 +138,24 @@ def _ranges(rows: np.ndarray, t: FixedType) -> list[tuple[int, int]]:
     return found
 
 
-def _lanes(name: str, node: Node, x: Value, plan: StagePlan, per_address: np.ndarray, rows: np.ndarray,
+def _lanes(name: str, node: Node, x: Value, plan: StagePlan, weights: np.ndarray, rows: np.ndarray,
            bias) -> Lanes:
-    """``per_address[a][channel][tap]`` regrouped as ``[a * F + step][lane][tap]`` for the lanes unit."""
-    f, p = plan.fold, plan.parallel
-    addresses, channels, taps = per_address.shape
-    weights = per_address.reshape(addresses, f, p, taps).reshape(addresses * f, p, taps)
-    b = None if bias is None else np.asarray(bias, dtype=object).reshape(f, p)
+    """The lanes unit of ``weights[address][lane][tap]`` (``rows``: every output channel's whole weight row)."""
+    b = None if bias is None else np.asarray(bias, dtype=object).reshape(plan.fold, plan.parallel)
     _, _, frac = _aligned(node, x)
-    return plan_lanes(f"{name}_lanes", node.describe(), f, weights, b, x.type, node.formats.get("accum"),
+    return plan_lanes(f"{name}_lanes", node.describe(), plan.fold, weights, b, x.type, node.formats.get("accum"),
                       node.output.type, frac, _ranges(rows, x.type))
+
+
+def _table(index: str, bits: int, values: list[int], width: int) -> str:
+    """A Verilog expression of ``values[index]`` (signed, ``width`` bits): a constant where they all agree."""
+    if len(set(values)) == 1:
+        return f"{width}'sd{values[0]}"
+    expr = f"{width}'sd{values[-1]}"
+    for g in reversed(range(len(values) - 1)):
+        if values[g] != values[-1]:
+            expr = f"{index} == {bits}'d{g} ? {width}'sd{values[g]} : ({expr})"
+    return expr
 
 
 def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> StageModule:
@@ -165,11 +173,13 @@ def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stag
     stage = StageModule(name, node.describe(), node.op, "window", plan, [c * x.type.width],
                         plan.output.channels * node.output.type.width, capacity=nr * w + 2)
     k = kernel[0] * kernel[1]
+    f, p, groups = plan.fold, plan.parallel, plan.groups
+    per_step = k // groups  # taps a step reads: group g is taps g*per_step .. (raster order over kh, kw)
     if node.op in CONV_OPS:
         weights, bias, _ = _aligned(node, x)
         w4 = weights if weights.ndim == 4 else weights[:, :, None, :]
-        groups, cin_g = node.attrs["groups"], w4.shape[1]
-        per_group = w4.shape[0] // groups
+        cin_g = w4.shape[1]
+        per_group = w4.shape[0] // node.attrs["groups"]
         rows = np.zeros((w4.shape[0], k * c), dtype=object)
         for o in range(w4.shape[0]):
             g = o // per_group
@@ -177,7 +187,9 @@ def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stag
                 for kh in range(kernel[0]):
                     for kw in range(kernel[1]):
                         rows[o, (kh * kernel[1] + kw) * c + g * cin_g + i] = w4[o, i, kh, kw]
-        stage.lanes = _lanes(name, node, x, plan, rows[None], rows, bias)
+        # address s*G + g: lanes p of output channels s*P + p, taps of group g
+        per_address = rows.reshape(f, p, groups, per_step * c).transpose(0, 2, 1, 3).reshape(f * groups, p, -1)
+        stage.lanes = _lanes(name, node, x, plan, per_address, rows, bias)
     else:
         window = Value(f"{node.name} window", (c, kernel[0], kernel[1]), x.type)
         attrs = dict(node.attrs, kernel=list(kernel), stride=[1, 1], padding=[0, 0])
@@ -190,11 +202,16 @@ def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stag
     fill, fill_text = _fill(node, x, c)
     # the window bus holds pixel kh*KW + kw at [k*C*XB +: C*XB]; a pooling layer wants channel-major (C, KH, KW)
     order = [f"p{j}[{ch * xb + xb - 1}:{ch * xb}]" for ch in range(c) for j in range(k)]
+    group_bits = max((groups - 1).bit_length(), 1)
+
+    def offset(j: int, axis: int) -> str:
+        taps = [divmod(g * per_step + j, kernel[1])[axis] * dilation[axis] for g in range(groups)]
+        return _table("group", group_bits, taps, COUNTER)
     stage.params = dict(
         H=h, W=w, C=c, KH=kernel[0], KW=kernel[1], SH=stride[0], SW=stride[1], PT=pad[0], PL=pad[1], OH=oh, OW=ow,
         NR=nr, SB=max((nr - 1).bit_length(), 1), CB=col_bits, DEPTH=nr << col_bits, H_MOD=h % nr,
         PIXEL=c * xb, SPAN_R=(kernel[0] - 1) * dilation[0], SPAN_C=(kernel[1] - 1) * dilation[1],
-        offsets=[(j, (j // kernel[1]) * dilation[0], (j % kernel[1]) * dilation[1]) for j in range(k)],
+        G=groups, GB=group_bits, TAPS=per_step, offsets=[(j, offset(j, 0), offset(j, 1)) for j in range(per_step)],
         pool_order=", ".join(reversed(order)), FILL=fill, FILL_TEXT=fill_text)
     return stage
 
@@ -202,14 +219,14 @@ def _window(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stag
 def _rows_held(h: int, oh: int, span: int, stride: int, top: int, plan: StagePlan) -> int:
     """Rows the line buffer must hold: the window's span and a stride of rows to come.
 
-    A stage slower than its input (``F`` steps per output pixel) must also
+    A stage slower than its input (``F * G`` steps per output pixel) must also
     take in the next sample's first window while it computes its last
     row, or it would wait for those rows at every sample's start and miss
     the schedule's cycles per sample: the rows from the last window's top
     to the next sample's first window's bottom, and one stride more.
     """
     rows = span + stride - 1
-    if h > 1 and plan.output.pixels * plan.fold > plan.input.pixels:
+    if h > 1 and plan.output.pixels * plan.steps > plan.input.pixels:
         last_top = (oh - 1) * stride - top
         rows = max(rows, h + min(h - 1, span - 1 - top) - last_top + 1 + stride)
     return rows
@@ -244,7 +261,8 @@ def _dense(node: Node, inputs: list[Value], plan: StagePlan, name: str) -> Stage
     per_pixel = np.stack([weights[:, [ch * npix + j for ch in range(c)]] for j in range(npix)])
     stage = StageModule(name, node.describe(), node.op, "dense", plan, [c * x.type.width],
                         plan.output.channels * node.output.type.width, capacity=npix)
-    stage.lanes = _lanes(name, node, x, plan, per_pixel, weights, bias)
+    # address j*F + s: input pixel j, lanes p of output channels s*P + p
+    stage.lanes = _lanes(name, node, x, plan, per_pixel.reshape(npix * plan.fold, plan.parallel, c), weights, bias)
     stage.params = dict(NPIX=npix, A_LAST=npix * plan.fold - 1)
     return stage
 
