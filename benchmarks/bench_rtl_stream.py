@@ -171,19 +171,20 @@ def main() -> int:
             rows[key]["synth"] = synthesize(folder, per_layer=False)["total"]
             r = rows[key]["synth"]
             print(f"synthesised {key} in {r.seconds:.0f} s: {r.lut} LUT ({r.lutram} LUTRAM), {r.ff} FF, "
-                  f"{2 * r.bram36 + r.bram18} BRAM18, {r.dsp} DSP48E2", flush=True)
+                  f"{r.carry:g} CARRY8, {2 * r.bram36 + r.bram18} BRAM18, {r.dsp} DSP48E2", flush=True)
     print()
     print(f"{'network':<11} {'arch':<9} {'Verilog KB':>10} {'build s':>8} {'sim ms/sample':>13} {'LUT':>7} {'FF':>7} "
-          f"{'LUTRAM':>7} {'BRAM18eq':>8} {'DSP':>5} {'cycles/sample':>13}")
+          f"{'CARRY8':>7} {'LUTRAM':>7} {'BRAM18eq':>8} {'DSP':>5} {'cycles/sample':>13} {'Yosys s':>8}")
     for (name, arch), row in rows.items():
         if "refused" in row:
             print(f"{name:<11} {arch:<9} refused: {row['refused'][:200]}")
             continue
         r = row.get("synth")
-        res = (f"{r.lut:>7} {r.ff:>7} {r.lutram:>7} {2 * r.bram36 + r.bram18:>8} {r.dsp:>5}" if r else
-               f"{'-':>7} {'-':>7} {'-':>7} {'-':>8} {'-':>5}")
+        res = (f"{r.lut:>7} {r.ff:>7} {r.carry:>7g} {r.lutram:>7} {2 * r.bram36 + r.bram18:>8} {r.dsp:>5}" if r else
+               f"{'-':>7} {'-':>7} {'-':>7} {'-':>7} {'-':>8} {'-':>5}")
         print(f"{name:<11} {arch:<9} {row['bytes'] / 1024:>10.1f} {row['build']:>8.1f} "
-              f"{1000 * statistics.median(row['sim']):>13.2f} {res} {row['cycles']:>13}")
+              f"{1000 * statistics.median(row['sim']):>13.2f} {res} {row['cycles']:>13} "
+              f"{r.seconds if r else float('nan'):>8.0f}")
     print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; Ultra96-V2: 70560 LUT, "
           "141120 FF, 432 BRAM18, 360 DSP48E2")
     if args.keep is None:

@@ -77,6 +77,9 @@ def test_shift_add_lut_estimate_counts_digits():
     # one ROM word: each of the 7 digits a fixed shift; two words: 1 lane x 3 taps x 2 digit slots, shifts from the ROM
     assert shift_add_luts(conv, Layout(6, 1), Layout(6, 2), 1) == 7 * LUTS_PER_DIGIT["fixed"]
     assert shift_add_luts(conv, Layout(6, 1), Layout(6, 2), 2) == 6 * LUTS_PER_DIGIT["rom"]
+    # three tap groups (one tap a step): 2 lanes x 1 tap x 2 digit slots; with two channel groups, 1 lane
+    assert shift_add_luts(conv, Layout(6, 1), Layout(6, 2), 1, 3) == 4 * LUTS_PER_DIGIT["rom"]
+    assert shift_add_luts(conv, Layout(6, 1), Layout(6, 2), 2, 3) == 2 * LUTS_PER_DIGIT["rom"]
 
 
 def test_default_parallelism_keeps_the_shift_add_estimate_within_the_lut_budget():

@@ -27,7 +27,9 @@ otherwise it holds the codes and the product is a ``*`` (a DSP48E2).
 A negative digit ``-(x << s)`` is formed as ``~(x << s) + 1``: the unit
 XORs the shifted input with the digit's sign (no negation per digit) and
 the ROM word carries, per lane, the count of its negative digits, added
-once.
+once.  A digit's shifter, sign and enable are only as wide as ``x`` plus
+the largest shift (what the shifted input needs), and the digit enters
+the sum sign-extended, which is the same value.
 All sums are formed modulo ``2**WS`` where ``WS`` holds the exact range of
 every channel's sum (with and without its bias), so the narrow
 two's-complement arithmetic is exact (a partial sum may wrap; the whole sum
@@ -47,10 +49,13 @@ from ..adder_graph import csd_digits
 from ..casts import Cast, plan_cast
 from ..verilog import signed_width
 
-__all__ = ["Lanes", "plan_lanes", "SHIFT_ADD_DIGITS"]
+__all__ = ["Lanes", "plan_lanes", "SHIFT_ADD_DIGITS", "ROM_BLOCK_WORDS"]
 
 #: Weights with at most this many nonzero CSD digits are built from shifts and adds instead of multipliers.
 SHIFT_ADD_DIGITS = 3
+#: A ROM of more words is marked ``rom_style = "block"``: Yosys 0.23 otherwise builds a deep ROM from logic (a
+#: 144-word ROM of 85 bits: 250 LUTs, or 3 RAMB18E2 when marked).
+ROM_BLOCK_WORDS = 32
 
 
 @dataclasses.dataclass
@@ -64,6 +69,7 @@ class Lanes:
     address_bits: int
     step_bits: int
     x_width: int  #: bits of the x port
+    term_width: int  #: bits of each input as a signed operand (shift-add: of a digit's shifted input)
     sum_width: int  #: WS
     y_width: int  #: bits of one output code
     rom_width: int
@@ -76,6 +82,11 @@ class Lanes:
     totals: list[str]  #: lane p's expression of sum + bias
     casts: list[Cast]
     outputs: list[str]  #: lane p's expression of y
+
+    @property
+    def block_words(self) -> int:
+        """ROMs deeper than this are marked for block RAM."""
+        return ROM_BLOCK_WORDS
 
     @property
     def multipliers(self) -> int:
@@ -137,6 +148,8 @@ def plan_lanes(name: str, node_text: str, steps: int, weights: np.ndarray, bias:
                 word |= correction[p] << (corrections + p * cb)
         rom.append(f"{rom_width}'h{word:x}")
     xb = x_type.width
+    # a digit's shifted input fits x's signed width plus the largest shift: formed that narrow, then sign-extended
+    xw = min(xb + (0 if x_type.signed else 1) + top_shift, ws) if shift_add else ws
     xs = []
     for i in range(taps):
         field = _field("x", i * xb, xb)
@@ -150,7 +163,7 @@ def plan_lanes(name: str, node_text: str, steps: int, weights: np.ndarray, bias:
                 at = base + d * (2 + sb)
                 shift = _field("w", at + 2, sb)
                 # enable as a mask, not a multiplexer: no shifter is then a candidate for Yosys's `share`
-                parts.append(f"(((x{i} <<< {shift}) ^ {{{ws}{{w[{at + 1}]}}}}) & {{{ws}{{w[{at}]}}}})")
+                parts.append(f"$signed(((x{i} <<< {shift}) ^ {{{xw}{{w[{at + 1}]}}}}) & {{{xw}{{w[{at}]}}}})")
             expr = " + ".join(parts)
         else:
             expr = f"x{i} * $signed({_field('w', base, wb)})"
@@ -182,6 +195,6 @@ def plan_lanes(name: str, node_text: str, steps: int, weights: np.ndarray, bias:
         outputs = [f"cast_out(total{p})" for p in range(lanes)]
     return Lanes(name=name, node=node_text, mode="shift-add" if shift_add else "multiply", lanes=lanes,
                  address_bits=max((addresses - 1).bit_length(), 1), step_bits=max((steps - 1).bit_length(), 1),
-                 x_width=taps * xb, sum_width=ws, y_width=out.width, rom_width=rom_width, rom=rom,
+                 x_width=taps * xb, term_width=xw, sum_width=ws, y_width=out.width, rom_width=rom_width, rom=rom,
                  bias_width=bias_width, bias_rom=bias_rom, xs=xs, terms=terms, sums=sums, totals=totals,
                  casts=casts, outputs=outputs)
