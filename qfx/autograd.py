@@ -248,7 +248,7 @@ class _FusedCast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor],
                 target: torch.Tensor, p: Union[fused.NearestEven, fused.Table],
-                frac_bits: Union[int, tuple[int, ...]], q: torch.Tensor, kernels: bool, factor: float,
+                frac_bits: Union[int, range], q: torch.Tensor, kernels: bool, factor: float,
                 check: Optional[Callable[[torch.Tensor], None]]) -> torch.Tensor:
         ctx.save_for_backward(x, q, scale, shift)
         ctx.p, ctx.frac, ctx.target_shape, ctx.kernels = p, frac_bits, target.shape, kernels
@@ -267,16 +267,19 @@ class _FusedCast(torch.autograd.Function):
 
 
 @functools.lru_cache(maxsize=4096)
-def _point_weights(frac_bits: Union[int, tuple[int, ...]], factor: float = 1.0) -> torch.Tensor:
-    """``factor * ln 2 / step**1.5`` per binary point (float64): turns the sums of :class:`_FusedCast` into
-    gradients."""
+def _point_weights(frac_bits: Union[int, range], factor: float = 1.0) -> torch.Tensor:
+    """``factor * ln 2 / step**1.5`` per binary point (float64; one, or one per row of a per-channel
+    :class:`qfx.fused.Table`): turns the sums of :class:`_FusedCast` into gradients."""
     fracs = (frac_bits,) if isinstance(frac_bits, int) else frac_bits
     return torch.tensor([_point_weight(f, factor) for f in fracs], dtype=torch.float64)
 
 
 @functools.lru_cache(maxsize=4096)
 def _point_weight(frac_bits: int, factor: float) -> float:
-    return factor * _LN2 * 2.0 ** (_STEP_POWER * frac_bits)
+    try:
+        return factor * _LN2 * 2.0 ** (_STEP_POWER * frac_bits)
+    except OverflowError:  # past float64: a binary point no gradient can be formed for (it comes out infinite)
+        return math.inf
 
 
 def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -312,7 +315,7 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
     if scale is not None:
         scale, shift = scale.to(x.dtype), shift.to(x.dtype)
     if bits.dim() == 0:
-        frac_bits: Union[int, tuple[int, ...]] = t.width - round(float(bits))
+        frac_bits: Union[int, range, None] = t.width - round(float(bits))
         kernels = fused.kernels_take(x, scale, shift)
         p = fused.nearest_even(t, frac_bits, x.dtype)
         if p is not None:
@@ -320,8 +323,8 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
         elif kernels:
             p = fused.fixed_table(t, frac_bits, x.dtype, relu)
     elif scale is None and fused.native.applies(x) and fused.native.long_runs(x, channel_dim % x.dim()):
-        frac_bits = tuple((t.width - torch.round(bits)).int().tolist())
-        p, kernels = fused.channel_table(t, frac_bits, x.dtype, channel_dim % x.dim(), relu), True
+        p, kernels = fused.channel_table(t, bits, x.dtype, channel_dim % x.dim(), relu), True
+        frac_bits = None if p is None else p.fracs
     else:
         return None
     if p is None:

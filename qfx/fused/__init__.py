@@ -24,7 +24,8 @@ contiguous float32/float64 CPU tensors (with runs of one channel long enough,
 :func:`qfx.fused.native.long_runs`): one read of ``x`` and one write of
 ``q`` forward; one read of ``x`` and the gradient and one write backward.
 The kernels read a :class:`Table`: the modes, and one row of constants for
-the tensor or one per channel (binary points per channel).  For
+the tensor, or every row the format takes and each channel's row index
+(binary points per channel).  For
 ``AP_RND_CONV``/``AP_SAT`` with one binary point, PyTorch operations compute
 the same values and the same input gradient elsewhere, or with
 ``QFX_FUSED_KERNELS=0``: the float addition itself rounds
@@ -66,7 +67,9 @@ class Table:
     """The constants of one cast as the kernels read them.
 
     ``rows`` has one row per binary point (one for the tensor, or one per
-    channel along ``dim``): ``2**F``, ``2**-F``, ``code_min``, ``code_max``,
+    channel along ``dim``; or every binary point the format takes, from
+    ``fracs[0]`` to ``fracs[-1]``, and ``index``, int32, each channel's
+    row): ``2**F``, ``2**-F``, ``code_min``, ``code_max``,
     SAT_SYM's lower code (``code_min | 1`` signed, 0 unsigned), ``code_min *
     2**-F``, ``code_max * 2**-F``, in the tensor's dtype.  ``ints`` holds
     rounding, overflow, width, saturation bits and signedness; ``reals``
@@ -80,6 +83,8 @@ class Table:
     ints: ctypes.Array
     reals: ctypes.Array
     dim: int  #: the channel dimension of the rows; -1 for one row
+    index: Optional[torch.Tensor] = None  #: each channel's row, where the rows are every binary point's
+    fracs: Optional[range] = None  #: the binary point of each row, with ``index``
 
 
 def _kernel_takes(t: FixedType, frac_bits: int, dtype: torch.dtype) -> bool:
@@ -122,16 +127,12 @@ def _all_rows(t: FixedType, dtype: torch.dtype, relu: bool) -> Optional[_Rows]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _table(t: FixedType, frac_bits: tuple[int, ...], dtype: torch.dtype, dim: int, relu: bool) -> Optional[Table]:
+def _table(t: FixedType, frac_bits: int, dtype: torch.dtype, relu: bool) -> Optional[Table]:
     every = _all_rows(t, dtype, relu)
-    if every is None or min(frac_bits) < every.first or max(frac_bits) > every.last:
+    if every is None or not every.first <= frac_bits <= every.last:
         return None
-    if len(frac_bits) == 1:
-        start = frac_bits[0] - every.first
-        rows = every.rows[start:start + 1]
-    else:
-        rows = every.rows[torch.tensor(frac_bits) - every.first]
-    return Table(rows, every.ints, every.reals, dim)
+    start = frac_bits - every.first
+    return Table(every.rows[start:start + 1], every.ints, every.reals, -1)
 
 
 def fixed_table(t: FixedType, frac_bits: int, dtype: torch.dtype, relu: bool = False) -> Optional[Table]:
@@ -139,7 +140,7 @@ def fixed_table(t: FixedType, frac_bits: int, dtype: torch.dtype, relu: bool = F
     or ``None`` where the kernels do not take the format (see the module docstring) or are not built."""
     if native.library() is None:
         return None
-    return _table(t, (frac_bits,), dtype, -1, relu)
+    return _table(t, frac_bits, dtype, relu)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +168,7 @@ class NearestEven:
     @property
     def table(self) -> Table:
         """The same cast as the kernels read it."""
-        return _table(self.t, (self.frac_bits,), self.dtype, -1, self.relu)
+        return _table(self.t, self.frac_bits, self.dtype, self.relu)
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,13 +206,20 @@ def nearest_even(t: FixedType, frac_bits: int, dtype: torch.dtype) -> Optional[N
                        above=math.ldexp(t.code_max + 0.5, -frac_bits), dtype=dtype, t=t, frac_bits=frac_bits)
 
 
-def channel_table(t: FixedType, frac_bits: tuple[int, ...], dtype: torch.dtype, dim: int,
+def channel_table(t: FixedType, int_bits: torch.Tensor, dtype: torch.dtype, dim: int,
                   relu: bool = False) -> Optional[Table]:
-    """The kernels' table with one row per channel along ``dim`` (a ReLU first if ``relu``); ``None`` where the
-    kernels do not take some row's binary point or are not built."""
+    """The kernels' table for binary points per channel along ``dim``, ``int_bits`` (float, rounded half to even;
+    a ReLU first if ``relu``): every row the format takes and each channel's row, found in one native call;
+    ``None`` where the kernels do not take some channel's binary point or are not built."""
     if native.library() is None:
         return None
-    return _table(t, frac_bits, dtype, dim, relu)
+    every = _all_rows(t, dtype, relu)
+    if every is None:
+        return None
+    index = native.point_rows(int_bits, t.width, every.first, every.last - every.first + 1)
+    if index is None:
+        return None
+    return Table(every.rows, every.ints, every.reals, dim, index, range(every.first, every.last + 1))
 
 
 def _channel_view(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -37,8 +37,9 @@ namespace {
 
 using namespace qfx_cast;
 
-// Elements below which one thread does the work: a parallel region costs microseconds.
-constexpr int64_t kParallelGrain = 1 << 17;
+// Elements each thread of a team takes at least: a parallel region costs microseconds, a pass over this
+// many elements about ten.
+constexpr int64_t kParallelGrain = 1 << 15;
 // Elements per OpenMP chunk, and at most per partial sum in the tensor's dtype (then added in double).
 constexpr int64_t kChunk = 1 << 12;
 // Columns of the cast table: 2**F, 2**-F, code_min, code_max, SAT_SYM's low code, code_min * 2**-F,
@@ -73,7 +74,15 @@ struct Modes {
           big(T(reals[0])), huge(T(reals[1])), floor(T(reals[2])) {}
 };
 
-int team_size(int64_t n, int threads) { return n > kParallelGrain ? std::max(threads, 1) : 1; }
+// As many threads as the element count keeps busy (at batch 8 a 16x32x32 activation takes 4).
+int team_size(int64_t n, int threads) {
+    return int(std::max<int64_t>(1, std::min<int64_t>(threads, n / kParallelGrain)));
+}
+
+// The table row of channel c: index[c] where the rows are chosen per channel, else the one row or row c.
+inline int64_t row_of(const int32_t* index, int64_t rows, int64_t c) {
+    return index != nullptr ? index[c] : (rows == 1 ? 0 : c);
+}
 
 // Calls run(begin, end, channel) over the maximal runs of [begin, end) that share a channel.
 template <class Run>
@@ -158,12 +167,12 @@ int cast_forward_run(const T* __restrict x, T* __restrict q, int64_t n, T s, T s
 
 template <class T, int R, int O, int Rule>
 int cast_forward(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, const T* scale, const T* shift,
-                 const T* table, int64_t rows, const Modes<T>& m, int threads) {
+                 const T* table, int64_t rows, const int32_t* index, const Modes<T>& m, int threads) {
     int status = 0;
     const int team = team_size(n, threads);
     std::vector<int> seen(team, 0);
     parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
-        const Row<T> k(table + (rows == 1 ? 0 : c) * kColumns);
+        const Row<T> k(table + row_of(index, rows, c) * kColumns);
         seen[t] |= scale != nullptr ? cast_forward_run<T, R, O, Rule, true>(x + b, q + b, e - b, scale[c], shift[c], k, m)
                                     : cast_forward_run<T, R, O, Rule, false>(x + b, q + b, e - b, T(1), T(0), k, m);
     });
@@ -173,17 +182,18 @@ int cast_forward(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, c
 
 template <class T, int R>
 int forward_overflow(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, const T* scale,
-                     const T* shift, const T* table, int64_t rows, const Modes<T>& m, int threads) {
+                     const T* shift, const T* table, int64_t rows, const int32_t* index, const Modes<T>& m,
+                     int threads) {
     switch (m.overflow) {
-        case SAT: return cast_forward<T, R, SAT, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+        case SAT: return cast_forward<T, R, SAT, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, index, m, threads);
         case SAT_ZERO:
-            return cast_forward<T, R, SAT_ZERO, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+            return cast_forward<T, R, SAT_ZERO, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, index, m, threads);
         case SAT_SYM:
-            return cast_forward<T, R, SAT_SYM, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+            return cast_forward<T, R, SAT_SYM, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, index, m, threads);
         case WRAP:
             return m.word.sat_bits == 0
-                       ? cast_forward<T, R, WRAP, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads)
-                       : cast_forward<T, R, WRAP, WRAP_N>(x, q, n, channels, inner, scale, shift, table, rows, m,
+                       ? cast_forward<T, R, WRAP, PLAIN>(x, q, n, channels, inner, scale, shift, table, rows, index, m, threads)
+                       : cast_forward<T, R, WRAP, WRAP_N>(x, q, n, channels, inner, scale, shift, table, rows, index, m,
                                                           threads);
     }
     return kFallback;
@@ -191,12 +201,13 @@ int forward_overflow(const T* x, T* q, int64_t n, int64_t channels, int64_t inne
 
 template <class T>
 int cast_forward(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, const T* scale, const T* shift,
-                 const T* table, int64_t rows, const int64_t* ints, const double* reals, int threads) {
+                 const T* table, int64_t rows, const int32_t* index, const int64_t* ints, const double* reals,
+                 int threads) {
     const Modes<T> m(ints, reals);
     switch (m.rounding) {
-        case RND_CONV: return forward_overflow<T, RND_CONV>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
-        case TRN: return forward_overflow<T, TRN>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
-        case RND: return forward_overflow<T, RND>(x, q, n, channels, inner, scale, shift, table, rows, m, threads);
+        case RND_CONV: return forward_overflow<T, RND_CONV>(x, q, n, channels, inner, scale, shift, table, rows, index, m, threads);
+        case TRN: return forward_overflow<T, TRN>(x, q, n, channels, inner, scale, shift, table, rows, index, m, threads);
+        case RND: return forward_overflow<T, RND>(x, q, n, channels, inner, scale, shift, table, rows, index, m, threads);
     }
     return kFallback;
 }
@@ -246,64 +257,108 @@ Sums cast_backward_run(const T* __restrict g, const T* __restrict x, T* __restri
     return Sums{gq, gv, gx, gs};
 }
 
-// point[r] = weight[r] * (sum g*d - sum g'*r) per table row (what the binary point's gradient is made
-// of, in float); dscale[c] = sum g'*x and dshift[c] = sum g' per channel (with a scale).
+// point[p] = weight[row] * (sum g*d - sum g'*r) per binary point p (what its gradient is made of, in
+// float): one per table row, or one per channel where index chooses each channel's row; dscale[c] = sum
+// g'*x and dshift[c] = sum g' per channel (with a scale).  Returns 1 where some point is not finite.
 template <class T, int R, bool Sym>
-void cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner, const T* scale,
-                   const T* shift, const T* table, int64_t rows, const Modes<T>& m, const double* weight,
-                   float* point, T* dscale, T* dshift, int threads) {
+int cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner, const T* scale,
+                  const T* shift, const T* table, int64_t rows, const int32_t* index, const Modes<T>& m,
+                  const double* weight, float* point, T* dscale, T* dshift, int threads) {
     const int team = team_size(n, threads);
-    std::vector<double> points(team * rows, 0.0), ds(team * channels, 0.0), dsh(team * channels, 0.0);
+    const int64_t points_count = index != nullptr ? channels : rows;
+    std::vector<double> points(team * points_count, 0.0), ds(team * channels, 0.0), dsh(team * channels, 0.0);
     parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
-        const int64_t row = rows == 1 ? 0 : c;
+        const int64_t row = row_of(index, rows, c);
         const Row<T> k(table + row * kColumns);
         const Sums s = scale != nullptr
                            ? cast_backward_run<T, R, Sym, true>(g + b, x + b, grad_x + b, e - b, scale[c], shift[c], k, m)
                            : cast_backward_run<T, R, Sym, false>(g + b, x + b, grad_x + b, e - b, T(1), T(0), k, m);
-        points[t * rows + row] += s.gq - s.gv;
+        points[t * points_count + (index != nullptr ? c : row)] += s.gq - s.gv;
         ds[t * channels + c] += s.gx;
         dsh[t * channels + c] += s.g;
     });
-    std::vector<double> total(std::max(rows, channels));
-    reduce_rows(points, team, rows, total.data());
-    for (int64_t r = 0; r < rows; ++r) point[r] = float(weight[r] * total[r]);
+    std::vector<double> total(std::max(points_count, channels));
+    reduce_rows(points, team, points_count, total.data());
+    int status = 0;
+    for (int64_t p = 0; p < points_count; ++p) {
+        point[p] = float(weight[index != nullptr ? index[p] : p] * total[p]);
+        status |= !std::isfinite(point[p]);
+    }
     if (scale != nullptr) {
         reduce_rows(ds, team, channels, total.data());
         for (int64_t c = 0; c < channels; ++c) dscale[c] = T(total[c]);
         reduce_rows(dsh, team, channels, total.data());
         for (int64_t c = 0; c < channels; ++c) dshift[c] = T(total[c]);
     }
+    return status;
 }
 
 template <class T, int R>
-void backward_range(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner,
-                    const T* scale, const T* shift, const T* table, int64_t rows, const Modes<T>& m,
-                    const double* weight, float* point, T* dscale, T* dshift, int threads) {
+int backward_range(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner,
+                   const T* scale, const T* shift, const T* table, int64_t rows, const int32_t* index,
+                   const Modes<T>& m, const double* weight, float* point, T* dscale, T* dshift, int threads) {
     if (m.overflow == SAT_SYM && m.word.is_signed) {
-        cast_backward<T, R, true>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight, point,
-                                  dscale, dshift, threads);
-    } else {
-        cast_backward<T, R, false>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight, point,
-                                   dscale, dshift, threads);
+        return cast_backward<T, R, true>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, index, m,
+                                         weight, point, dscale, dshift, threads);
     }
+    return cast_backward<T, R, false>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, index, m, weight,
+                                      point, dscale, dshift, threads);
 }
 
 template <class T>
-void cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner, const T* scale,
-                   const T* shift, const T* table, int64_t rows, const int64_t* ints, const double* reals,
-                   const double* weight, float* point, T* dscale, T* dshift, int threads) {
+int cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner, const T* scale,
+                  const T* shift, const T* table, int64_t rows, const int32_t* index, const int64_t* ints,
+                  const double* reals, const double* weight, float* point, T* dscale, T* dshift, int threads) {
     const Modes<T> m(ints, reals);
     switch (m.rounding) {
         case RND_CONV:
-            return backward_range<T, RND_CONV>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight,
-                                               point, dscale, dshift, threads);
+            return backward_range<T, RND_CONV>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, index, m,
+                                               weight, point, dscale, dshift, threads);
         case TRN:
-            return backward_range<T, TRN>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight,
-                                          point, dscale, dshift, threads);
+            return backward_range<T, TRN>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, index, m,
+                                          weight, point, dscale, dshift, threads);
         case RND:
-            return backward_range<T, RND>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, m, weight,
-                                          point, dscale, dshift, threads);
+            return backward_range<T, RND>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, index, m,
+                                          weight, point, dscale, dshift, threads);
     }
+    return 0;
+}
+
+// ------------------------------------------------------------------------------- binary points
+// A learned binary point's pending move folded in: bits = clamp(bits + k * move, lo, hi) (the sum rounded
+// once in T, k * move exact), move = 0.  Returns kNotFinite, with nothing written, where some sum is not
+// finite, else kMoved where some move was not zero (and was folded), else 0 (nothing written).
+constexpr int kNotFinite = 1, kMoved = 2;
+
+template <class T>
+int fold_points(T* bits, T* move, int64_t n, double k, double lo, double hi) {
+    bool moved = false;
+    for (int64_t i = 0; i < n; ++i) {
+        if (move[i] == T(0)) continue;
+        moved = true;
+        const T step = T(k) * move[i];
+        if (!std::isfinite(T(bits[i] + step))) return kNotFinite;
+    }
+    if (!moved) return 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const T step = T(k) * move[i];
+        const T b = bits[i] + step;
+        bits[i] = b < T(lo) ? T(lo) : (b > T(hi) ? T(hi) : b);
+        move[i] = T(0);
+    }
+    return kMoved;
+}
+
+// index[i] = the table row of binary point i: F - first with F = width - round(bits[i]) (half to even, as
+// torch.round); returns 1 where some F lies outside the count rows from first (or bits[i] is NaN).
+template <class T>
+int point_rows(const T* bits, int64_t n, int64_t width, int64_t first, int64_t count, int32_t* index) {
+    for (int64_t i = 0; i < n; ++i) {
+        const double row = double(width) - double(std::nearbyint(bits[i])) - double(first);
+        if (!(row >= 0 && row < double(count))) return 1;
+        index[i] = int32_t(row);
+    }
+    return 0;
 }
 
 // ------------------------------------------------------------------------------- batch statistics
@@ -383,16 +438,25 @@ void channel_affine(const T* x, const T* z, T* y, int64_t n, int64_t channels, i
 #define QFX_FUSED_ENTRY_POINTS(T, SUFFIX)                                                                       \
     extern "C" int qfx_cast_forward_##SUFFIX(const T* x, T* q, int64_t n, int64_t channels, int64_t inner,      \
                                              const T* scale, const T* shift, const T* table, int64_t rows,     \
-                                             const int64_t* ints, const double* reals, int threads) {          \
-        return cast_forward<T>(x, q, n, channels, inner, scale, shift, table, rows, ints, reals, threads);     \
+                                             const int32_t* index, const int64_t* ints, const double* reals,   \
+                                             int threads) {                                                    \
+        return cast_forward<T>(x, q, n, channels, inner, scale, shift, table, rows, index, ints, reals,        \
+                               threads);                                                                       \
     }                                                                                                          \
-    extern "C" void qfx_cast_backward_##SUFFIX(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels,  \
-                                               int64_t inner, const T* scale, const T* shift, const T* table,  \
-                                               int64_t rows, const int64_t* ints, const double* reals,         \
-                                               const double* weight, float* point, T* dscale, T* dshift,       \
-                                               int threads) {                                                  \
-        cast_backward<T>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, ints, reals, weight,     \
-                         point, dscale, dshift, threads);                                                      \
+    extern "C" int qfx_cast_backward_##SUFFIX(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels,   \
+                                              int64_t inner, const T* scale, const T* shift, const T* table,   \
+                                              int64_t rows, const int32_t* index, const int64_t* ints,         \
+                                              const double* reals, const double* weight, float* point,         \
+                                              T* dscale, T* dshift, int threads) {                             \
+        return cast_backward<T>(g, x, grad_x, n, channels, inner, scale, shift, table, rows, index, ints,      \
+                                reals, weight, point, dscale, dshift, threads);                                \
+    }                                                                                                          \
+    extern "C" int qfx_fold_points_##SUFFIX(T* bits, T* move, int64_t n, double k, double lo, double hi) {      \
+        return fold_points<T>(bits, move, n, k, lo, hi);                                                       \
+    }                                                                                                          \
+    extern "C" int qfx_point_rows_##SUFFIX(const T* bits, int64_t n, int64_t width, int64_t first,             \
+                                           int64_t count, int32_t* index) {                                    \
+        return point_rows<T>(bits, n, width, first, count, index);                                             \
     }                                                                                                          \
     extern "C" void qfx_channel_moments_##SUFFIX(const T* x, int64_t n, int64_t channels, int64_t inner,        \
                                                  double* mean, double* var, int threads) {                     \

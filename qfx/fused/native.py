@@ -24,7 +24,8 @@ import torch
 from ..cast_native import kernel_source
 from ..cxx import compile_native
 
-__all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "channel_moments", "channel_affine"]
+__all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "fold_points", "point_rows",
+           "channel_moments", "channel_affine"]
 
 FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
 # Built for this CPU's vector instructions where the compiler knows them (qfx.cxx.compile_native): a third
@@ -32,14 +33,18 @@ FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-ma
 # rint/floor round alike at any width); -fno-trapping-math lets floor and rint vectorize (nothing here reads
 # the floating-point exception flags).
 
-_P, _N, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_P, _N, _INT, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-_SIGNATURES = {
-    "cast_forward": [_P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _INT],
-    "cast_backward": [_P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _P, _P, _P, _INT],
-    "channel_moments": [_P, _N, _N, _N, _P, _P, _INT],
-    "channel_affine": [_P, _P, _P, _N, _N, _N, _P, _P, _INT],
+_SIGNATURES = {  # name: (argument types, result type)
+    "cast_forward": ([_P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _INT], _INT),
+    "cast_backward": ([_P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _P, _P, _P, _P, _INT], _INT),
+    "fold_points": ([_P, _P, _N, _D, _D, _D], _INT),
+    "point_rows": ([_P, _N, _N, _N, _N, _P], _INT),
+    "channel_moments": ([_P, _N, _N, _N, _P, _P, _INT], None),
+    "channel_affine": ([_P, _P, _P, _N, _N, _N, _P, _P, _INT], None),
 }
+# Status bits of fold_points (kernels.cpp).
+_NOT_FINITE, _MOVED = 1, 2
 
 
 class Kernels:
@@ -47,11 +52,11 @@ class Kernels:
 
     def __init__(self, lib: ctypes.CDLL) -> None:
         self.lib = lib  # keeps the library loaded
-        for name, argtypes in _SIGNATURES.items():
+        for name, (argtypes, restype) in _SIGNATURES.items():
             entries = {}
             for dtype, suffix in _SUFFIX.items():
                 entry = getattr(lib, f"qfx_{name}_{suffix}")
-                entry.argtypes, entry.restype = argtypes, (_INT if name == "cast_forward" else None)
+                entry.argtypes, entry.restype = argtypes, restype
                 entries[dtype] = entry
             setattr(self, name, entries)
 
@@ -111,31 +116,62 @@ def cast_forward(x: torch.Tensor, table, dim: int, scale: Optional[torch.Tensor]
     q = torch.empty_like(x)
     rows = table.rows
     status = library().cast_forward[x.dtype](x.data_ptr(), q.data_ptr(), *layout(x, dim), _ptr(scale), _ptr(shift),
-                                             rows.data_ptr(), rows.shape[0], table.ints, table.reals,
-                                             torch.get_num_threads())
+                                             rows.data_ptr(), rows.shape[0], _ptr(table.index), table.ints,
+                                             table.reals, torch.get_num_threads())
     return None if status else q
 
 
 def cast_backward(grad: torch.Tensor, x: torch.Tensor, table, dim: int, scale: Optional[torch.Tensor],
                   shift: Optional[torch.Tensor], weight: torch.Tensor,
                   ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """``(dL/dx, point, dL/dscale, dL/dshift)`` of :func:`qfx.fused.cast_backward`; ``weight`` (float64) and
-    ``point`` (float32) have one entry per table row."""
+    """``(dL/dx, point, dL/dscale, dL/dshift)`` of :func:`qfx.fused.cast_backward`; ``weight`` (float64) has one
+    entry per table row, ``point`` (float32) one per binary point (per row, or per channel with an index)."""
     grad = grad.contiguous()
     grad_x = torch.empty_like(x)
     n, channels, inner = layout(x, dim)
     rows = table.rows
-    point = torch.empty(rows.shape[0], dtype=torch.float32)
+    point = torch.empty(rows.shape[0] if table.index is None else channels, dtype=torch.float32)
     per_channel = None if scale is None else torch.empty(2, channels, dtype=x.dtype)
     base = None if per_channel is None else per_channel.data_ptr()
     library().cast_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), n, channels, inner,
-                                     _ptr(scale), _ptr(shift), rows.data_ptr(), rows.shape[0], table.ints,
-                                     table.reals, weight.data_ptr(), point.data_ptr(), base,
+                                     _ptr(scale), _ptr(shift), rows.data_ptr(), rows.shape[0], _ptr(table.index),
+                                     table.ints, table.reals, weight.data_ptr(), point.data_ptr(), base,
                                      None if base is None else base + x.element_size() * channels,
                                      torch.get_num_threads())
     if per_channel is None:
         return grad_x, point, None, None
     return grad_x, point, per_channel[0], per_channel[1]
+
+
+def _takes_points(*tensors: torch.Tensor) -> bool:
+    first = tensors[0]
+    return (first.dtype in _SUFFIX and first.device.type == "cpu" and library() is not None
+            and all(t.dtype == first.dtype and t.device.type == "cpu" and t.is_contiguous() for t in tensors))
+
+
+def fold_points(bits: torch.Tensor, move: torch.Tensor, k: float, lo: int, hi: int) -> Optional[bool]:
+    """``bits = clamp(bits + k * move, lo, hi)`` and ``move = 0`` in place, in one call (nothing written where
+    ``move`` is all zero), rounding as ``torch.add(bits, move, alpha=k)`` does for a power of two ``k``: ``True``
+    if done, ``False`` (nothing written) where some ``bits + k * move`` is not finite, ``None`` where the kernels
+    do not take the tensors (contiguous CPU float32/float64 of one dtype)."""
+    if not _takes_points(bits, move):
+        return None
+    status = library().fold_points[bits.dtype](bits.data_ptr(), move.data_ptr(), bits.numel(), k, lo, hi)
+    if status & _NOT_FINITE:
+        return False
+    if status & _MOVED:
+        torch.autograd.graph.increment_version((bits, move))  # written in place: as add_ and zero_ would say
+    return True
+
+
+def point_rows(bits: torch.Tensor, width: int, first: int, count: int) -> Optional[torch.Tensor]:
+    """The table row of each binary point, ``width - round(bits) - first`` (int32), or ``None`` where some row
+    lies outside ``count`` rows or the kernels do not take ``bits``."""
+    if not _takes_points(bits):
+        return None
+    index = torch.empty(bits.numel(), dtype=torch.int32)
+    status = library().point_rows[bits.dtype](bits.data_ptr(), bits.numel(), width, first, count, index.data_ptr())
+    return None if status else index
 
 
 def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -41,6 +41,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from ..autograd import fixed_cast, fused_training_cast, learned_int_bits_cast, learned_width
 from ..format import FixedType
+from ..fused import native
 from ..khot import _KHotCast, _check_k
 
 __all__ = ["FixedQuantizer", "KHotQuantizer", "NonFiniteError", "STEP_SCALE"]
@@ -110,7 +111,10 @@ class _MoveIntBits(torch.autograd.Function):
 def _check_finite(where: str, grad: torch.Tensor) -> None:
     """:class:`NonFiniteError` naming ``where`` if ``grad`` (a binary point's gradient) holds a NaN or an infinity;
     one Python read for a single binary point, no tensor ops."""
-    finite = math.isfinite(grad.item()) if grad.numel() == 1 else bool(torch.isfinite(grad).all())
+    if grad.numel() == 1:
+        finite = math.isfinite(grad.item())
+    else:  # a finite sum has finite terms; an infinite one may come from finite terms: then each is looked at
+        finite = math.isfinite(float(grad.sum())) or bool(torch.isfinite(grad).all())
     if not finite:
         raise NonFiniteError(f"{where}: the gradient of its learned binary point or word length is not "
                              "finite (NaN or Inf in its input or in the gradient reaching it); catch "
@@ -394,8 +398,16 @@ class _BinaryPointQuantizer(nn.Module):
             move.zero_()
 
     def _fold_move(self) -> None:
-        """Fold the optimizer's pending move into ``int_bits``, clamped to ``int_bits_range``; the move becomes 0."""
+        """Fold the optimizer's pending move into ``int_bits``, clamped to ``int_bits_range``; the move becomes 0.
+
+        In training, one native call (:func:`qfx.fused.native.fold_points`) where the kernels are built."""
         move = self.int_bits_move
+        if self.training:
+            folded = native.fold_points(self.int_bits, move, STEP_SCALE, *self.int_bits_range)
+            if folded is False:
+                self._refuse_folded(torch.add(self.int_bits, move.detach(), alpha=STEP_SCALE).tolist())
+            if folded is not None:
+                return
         if move.dim() == 0:
             # One binary point: two reads and three in-place ops instead of a dozen small tensor ops.
             step = float(move.detach())
