@@ -205,3 +205,50 @@ def test_short_runs_of_large_tensors_take_pytorch_operations() -> None:
     assert native.long_runs(torch.empty(64, 16, 8, 8), 1) and native.long_runs(torch.empty(300, 4), 1)
     assert not native.long_runs(torch.empty(5000, 3), 1) and not native.long_runs(torch.empty(2000, 4, 3), 1)
     assert native.long_runs(torch.empty(64, 4096), -1)  # one binary point: a single run
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fold_points_equals_the_torch_ops(dtype) -> None:
+    """The native fold of a learned binary point's move: torch.add(bits, move, alpha=32).clamp(lo, hi), move 0."""
+    assert native.library() is not None
+    g = torch.Generator().manual_seed(12)
+    bits = (torch.randn(64, generator=g) * 6).to(dtype)
+    move = (torch.randn(64, generator=g) * 0.3).to(dtype)
+    move[::5] = 0.0
+    expected = torch.add(bits, move, alpha=32.0).clamp(-8, 16)
+    versions = bits._version, move._version
+    assert native.fold_points(bits, move, 32.0, -8, 16) is True
+    assert torch.equal(bits, expected) and not move.any()
+    assert bits._version > versions[0] and move._version > versions[1]  # written in place, as add_ would say
+    before = bits.clone(), bits._version
+    assert native.fold_points(bits, move, 32.0, -8, 16) is True  # nothing to fold: nothing written
+    assert torch.equal(bits, before[0]) and bits._version == before[1]
+    move[3] = float("inf")
+    assert native.fold_points(bits, move, 32.0, -8, 16) is False  # refused, nothing written
+    assert torch.equal(bits, before[0]) and move[3] == float("inf")
+    assert native.fold_points(bits.float() if dtype == torch.float64 else bits.double(), move, 32.0, -8, 16) is None
+
+
+def test_point_rows_round_half_to_even() -> None:
+    assert native.library() is not None
+    bits = torch.tensor([0.5, 1.5, -0.5, -2.5, 2.49, 7.0])
+    index = native.point_rows(bits, 8, -3, 20)
+    assert torch.equal(index, (8 - torch.round(bits) + 3).int())
+    assert native.point_rows(bits, 8, 2, 4) is None  # F = 8 - 7 = 1 lies before the first row
+    assert native.point_rows(torch.tensor([float("nan")]), 8, -3, 20) is None
+
+
+def test_per_channel_binary_points_moved_by_sgd_fold_like_torch() -> None:
+    """A per-channel quantizer in training folds its move natively, in eval through torch ops: the same bits."""
+    from qfx.nn.quantizers import FixedQuantizer
+
+    x = torch.randn(4, 6, 5, 5) * 3
+    quantizers = [FixedQuantizer(FixedType(8, 2), learn_int_bits=True, granularity="channel", channel_dim=1,
+                                 num_channels=6) for _ in range(2)]
+    for q in quantizers:
+        with torch.no_grad():
+            q.int_bits_move.copy_(torch.linspace(-0.2, 0.3, 6))
+    quantizers[0].train()(x)
+    quantizers[1].eval()(x)
+    assert torch.equal(quantizers[0].int_bits, quantizers[1].int_bits)
+    assert not quantizers[0].int_bits_move.any()
