@@ -1,5 +1,6 @@
 """The Verilog back end without simulators: adder graphs, cast planning, generation, naming, refusals."""
 
+import collections
 import itertools
 import re
 import shutil
@@ -216,16 +217,33 @@ def test_qfx_rtl_command_writes_a_design_and_keeps_it_without_force(tmp_path, ca
     assert "at most" in capsys.readouterr().err
 
 
-def test_no_adder_subtracts_an_unshifted_operand_from_a_shifted_one():
-    # (a << s) - b is built as -(b - (a << s)), so the adder's low s bits are b's, passed through.
+def test_shared_adders_pass_low_bits_through_and_no_row_sum_is_negated():
+    # (a << s) - b is built as -(b - (a << s)), so the adder's low s bits are b's, passed through; only an adder of
+    # one row's own tree may subtract the other way round, where that spares negating the row's whole sum.
     rng = np.random.default_rng(7)
-    matrix = rng.integers(-128, 128, size=(12, 12))
-    for share in (True, False):
-        graph = build_adder_graph(_rows(matrix), 12, share=share)
-        for adder in graph.adders:
-            assert not (adder.right.negative and adder.right.shift == 0 and adder.left.shift > 0)
-        x = rng.integers(-128, 128, size=12)
-        assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]
+    for size in (8, 12):
+        matrix = rng.integers(-128, 128, size=(size, size))
+        for share in (True, False):
+            graph = build_adder_graph(_rows(matrix), size, share=share)
+            uses = collections.Counter(t.node for a in graph.adders for t in (a.left, a.right))
+            uses.update(t.node for t in graph.outputs)
+            for k, adder in enumerate(graph.adders):
+                if adder.right.negative and adder.right.shift == 0 and adder.left.shift > 0:
+                    assert uses[size + k] == 1
+            assert not any(t.negative for t in graph.outputs)
+            x = rng.integers(-128, 128, size=size)
+            assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]
+
+
+def test_sharing_prefers_the_pattern_saving_more_luts_to_the_more_frequent_one():
+    # x0 + (x1 << 7) in three rows is 16 bits wide: it spares 2 * (8 + 8 - 16 + 1) = 2 LUTs; x2 + x3 in two rows
+    # is 9 bits wide: it spares 8 + 8 - 9 + 1 = 8 LUTs, so it is built first (x2 - x3 alike).
+    rows = [{0: 1, 1: 128}] * 3 + [{2: 1, 3: -1}] * 2
+    graph = build_adder_graph(rows, 4, input_ranges=[(-128, 127)] * 4)
+    first = graph.adders[0]
+    assert {first.left.node, first.right.node} == {2, 3} and first.left.shift == first.right.shift == 0
+    assert len(graph.adders) == 2  # each pattern built once, every row a term of it
+    assert graph.evaluate([3, -5, 7, 11]) == [3 - 640] * 3 + [7 - 11] * 2
 
 
 @pytest.mark.parametrize("top", ['x"):\n    import os; os.system("touch ran")  #', "../../evil", "module", "9lives",

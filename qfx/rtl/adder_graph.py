@@ -14,22 +14,40 @@ pairs across all rows of the layer):
 2. A pair of terms in one row, normalised for shift and sign, is a
    *pattern* ``(a, b, d, subtract)``: ``x[a] + x[b] << d`` (or ``-``), up to
    a common shift and sign.  Patterns are counted over all rows.
-3. The most frequent pattern (ties: the smallest ``|d|``, whose adder is
-   narrowest, then the smallest pattern tuple, so the result is
+3. The pattern that saves the most LUTs (below; ties: the smallest
+   ``|d|``, then the smallest pattern tuple, so the result is
    deterministic) becomes a new node computed by one adder, and every
    non-overlapping occurrence in every row is replaced by one term of that
    node.  Counts are updated incrementally for the touched rows only.
-4. Repeat while some pattern occurs at least twice; then each row sums its
-   remaining terms smallest magnitude first (Huffman order), which keeps
-   most adders narrow.
+4. Repeat while some pattern saves LUTs; then each row sums its remaining
+   terms smallest magnitude first (Huffman order), which keeps most adders
+   narrow.
 
 Every adder thus adds two terms and no row ever needs more adders than
 it had terms minus one, so sharing can only remove adders.
 
+The LUT count of the fabric's adders is what the choice in step 3
+minimises.  An adder costs one LUT per bit from its shifted operand's
+lowest bit to the highest bit of either operand (one carry chain; the
+bits below pass through, the sign bits above cost none; Yosys's LUT
+counts for ``qfx_add`` and for whole layers match this to a percent).
+Summed over a row's adder tree, that is nearly the total width of the
+terms entering the tree, minus the output's width, plus one per adder
+whose result grows by a carry bit.
+So replacing two terms of widths ``wa`` and ``wb`` by one term of the
+pattern's width ``wy`` saves about ``wa + wb - wy + 1`` LUTs in each row
+that has it, and building the pattern costs about that much once: a
+pattern found in ``count`` rows saves ``(count - 1) (wa + wb - wy + 1)``.
+Counting occurrences alone treats ``x0 + x1`` (9 bits, from two 8-bit
+inputs: saves 8 a row) like ``x0 + (x1 << 7)`` (16 bits: saves 1).
+
 Every adder passes the low bits of its unshifted operand through and adds
 only above them (see ``qfx_add``), so a difference ``(a << s) - b`` is
 built as ``-(b - (a << s))``, its sign carried by the terms that use it;
-otherwise the low ``s`` bits of ``b`` would need negating.
+otherwise the low ``s`` bits of ``b`` would need negating.  A row's last
+adder is the exception: its sum is the output, whose negation would cost
+a LUT per output bit, so it is built positive whenever one of its terms
+is or can be made so (signs pushed into the row's own adders).
 """
 
 from __future__ import annotations
@@ -38,6 +56,8 @@ import dataclasses
 import heapq
 from collections import defaultdict
 from typing import Optional, Sequence
+
+from .verilog import signed_width
 
 __all__ = ["Term", "Adder", "AdderGraph", "csd_digits", "build_adder_graph"]
 
@@ -97,6 +117,12 @@ class AdderGraph:
         return found
 
 
+def _term_range(term: Term, node_range: tuple[int, int]) -> tuple[int, int]:
+    """The range of ``±(node << shift)`` for a node within ``node_range``."""
+    low, high = node_range[0] << term.shift, node_range[1] << term.shift
+    return (-high, -low) if term.negative else (low, high)
+
+
 def _term_value(term: Term, values: list[int]) -> int:
     v = values[term.node] << term.shift
     return -v if term.negative else v
@@ -130,10 +156,15 @@ def _pattern(t1: Term, t2: Term) -> tuple[Pattern, Term, Term]:
 
 
 class _Rows:
-    """The rows' terms and the pair counts of every pattern, updated as subexpressions replace pairs."""
+    """The rows' terms and the pair counts of every pattern, updated as subexpressions replace pairs.
 
-    def __init__(self, rows: list[list[Term]]):
+    ``ranges[node]`` bounds each node's value (the inputs', then one more per
+    new node, see :meth:`add_node`): the widths that price a pattern.
+    """
+
+    def __init__(self, rows: list[list[Term]], ranges: list[tuple[int, int]]):
         self.rows = rows
+        self.ranges = ranges
         self.count: dict[Pattern, int] = defaultdict(int)
         self.where: dict[Pattern, set[int]] = defaultdict(set)
         self.heap: list[tuple[int, int, Pattern]] = []
@@ -142,19 +173,32 @@ class _Rows:
                 for t2 in terms[i + 1:]:
                     self._bump(_pattern(t1, t2)[0], r, 1)
 
+    def add_node(self, adder: Adder) -> None:
+        """Record the range of a new node computed by ``adder``."""
+        (l1, h1), (l2, h2) = (_term_range(t, self.ranges[t.node]) for t in (adder.left, adder.right))
+        self.ranges.append((l1 + l2, h1 + h2))
+
+    def saving(self, pattern: Pattern) -> int:
+        """LUTs saved by building ``pattern`` once for all its rows (see the module's docstring)."""
+        a, b, d, subtract = pattern
+        first = _term_range(Term(a, max(0, -d)), self.ranges[a])
+        second = _term_range(Term(b, max(0, d), subtract), self.ranges[b])
+        wy = signed_width(first[0] + second[0], first[1] + second[1])
+        return (self.count[pattern] - 1) * (signed_width(*self.ranges[a]) + signed_width(*self.ranges[b]) - wy + 1)
+
     def _bump(self, pattern: Pattern, row: int, step: int) -> None:
         self.count[pattern] += step
         if step > 0:
             self.where[pattern].add(row)
-            heapq.heappush(self.heap, (-self.count[pattern], abs(pattern[2]), pattern))
+            heapq.heappush(self.heap, (-self.saving(pattern), abs(pattern[2]), pattern))
 
     def best(self) -> Optional[Pattern]:
-        """The most frequent pattern if it occurs at least twice (the heap holds stale counts: skip them)."""
+        """The pattern saving the most LUTs if it saves any (the heap holds stale savings: skip them)."""
         while self.heap:
-            negative_count, _, pattern = self.heap[0]
-            current = self.count[pattern]
-            if -negative_count == current:
-                return pattern if current >= 2 else None
+            negative_saving, _, pattern = self.heap[0]
+            current = self.saving(pattern)
+            if -negative_saving == current:
+                return pattern if current > 0 else None
             heapq.heappop(self.heap)
             if current > 0:
                 heapq.heappush(self.heap, (-current, abs(pattern[2]), pattern))
@@ -198,21 +242,25 @@ class _Rows:
             self._bump(_pattern(term, other)[0], r, -1)
 
 
-def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool = True) -> AdderGraph:
+def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool = True,
+                      input_ranges: Optional[Sequence[tuple[int, int]]] = None) -> AdderGraph:
     """The adder graph computing ``y[o] = sum_i rows[o][i] * x[i]`` for ``inputs`` inputs.
 
     ``rows`` maps input index to integer coefficient (zeros may be left
     out).  ``share=False`` skips the common-subexpression elimination (one
-    adder tree per row, for comparison).
+    adder tree per row, for comparison).  ``input_ranges`` (``(min, max)``
+    per input; signed 8-bit if not given) only prices the shared patterns:
+    the graph computes the same products for any input.
     """
     terms = [[Term(i, s, n) for i in sorted(row) for s, n in csd_digits(int(row[i]))] for row in rows]
     adders: list[Adder] = []
     if share:
-        state = _Rows(terms)
+        state = _Rows(terms, list(input_ranges) if input_ranges is not None else [(-128, 127)] * inputs)
         while (pattern := state.best()) is not None:
             a, b, d, subtract = pattern
             adder, flip = _adder(Term(a, max(0, -d)), Term(b, max(0, d), subtract))
             adders.append(adder)
+            state.add_node(adder)
             state.replace(pattern, inputs + len(adders) - 1, flip)
         terms = state.rows
     size = [1] * inputs
@@ -222,43 +270,77 @@ def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool =
     return AdderGraph(inputs, adders, outputs)
 
 
-def _adder(left: Term, right: Term) -> tuple[Adder, bool]:
+def _adder(left: Term, right: Term, negate: bool = True) -> tuple[Adder, bool]:
     """The adder for ``left + right`` (``left`` positive, one of them unshifted), and whether it computes the negation.
 
-    ``(a << s) - b`` becomes ``-(b - (a << s))``: the adder then passes the
-    low ``s`` bits of ``b`` through instead of negating them.
+    ``(a << s) - b`` becomes ``-(b - (a << s))`` (unless ``negate`` is false):
+    the adder then passes the low ``s`` bits of ``b`` through instead of
+    negating them, and the term that uses it subtracts it.
     """
-    if right.negative and right.shift == 0 and left.shift > 0:
+    if negate and right.negative and right.shift == 0 and left.shift > 0:
         return Adder(Term(right.node, 0), Term(left.node, left.shift, True)), True
     return Adder(left, right), False
 
 
-def _combine(t1: Term, t2: Term, adders: list[Adder], inputs: int) -> Term:
-    """One adder for ``t1 + t2``: shifts factored out, the sign moved out when both terms are negative."""
+def _combine(t1: Term, t2: Term, adders: list[Adder], inputs: int, root: bool = False) -> Term:
+    """One adder for ``t1 + t2``: shifts factored out, the sign moved out when both terms are negative.
+
+    A negative row sum would cost a negation as wide as the output, so the
+    ``root`` of a row's tree is built positive whenever one term is.
+    """
     if t1.negative and not t2.negative:
         t1, t2 = t2, t1
     low = min(t1.shift, t2.shift)
     flip = t1.negative  # both negative: add the magnitudes, negate the result
-    adder, negated = _adder(Term(t1.node, t1.shift - low), Term(t2.node, t2.shift - low, t2.negative != flip))
+    adder, negated = _adder(Term(t1.node, t1.shift - low), Term(t2.node, t2.shift - low, t2.negative != flip),
+                            negate=not root)
     adders.append(adder)
     return Term(inputs + len(adders) - 1, low, flip != negated)
+
+
+def _negate(term: Term, adders: list[Adder], inputs: int, first: int) -> Term:
+    """``term`` as a positive term of the same value, if it is negative and one of the tree's own nodes (``first``
+    and later, each used once, by its parent) can be rebuilt as its negation; else ``term`` unchanged.
+
+    ``-(a - b)`` is ``b - a``; ``-(a + b)`` is ``(-a) - b`` when ``a`` (or ``b``) can itself be negated so.
+    """
+    k = term.node - inputs
+    if not term.negative or k < first:
+        return term
+    left, right = adders[k].left, adders[k].right
+    if right.negative:
+        adders[k] = Adder(Term(right.node, right.shift), Term(left.node, left.shift, True))
+        return Term(term.node, term.shift)
+    for one, other in ((left, right), (right, left)):
+        negated = _negate(Term(one.node, one.shift, True), adders, inputs, first)
+        if not negated.negative:
+            adders[k] = Adder(negated, Term(other.node, other.shift, True))
+            return Term(term.node, term.shift)
+    return term
 
 
 def _sum_tree(row: list[Term], adders: list[Adder], inputs: int, size: list[int]) -> Optional[Term]:
     """The row's terms summed smallest first (Huffman order), so that most adders stay narrow.
 
     ``size[node]`` bounds the node's magnitude (the sum of its absolute
-    coefficients); it grows as adders are appended.
+    coefficients); it grows as adders are appended.  The last adder's
+    terms are made positive where they can be (:func:`_negate`), so that the
+    row's sum needs no negation.
     """
     if not row:
         return None
     heap = [(size[t.node] << t.shift, k, t) for k, t in enumerate(sorted(row))]
     heapq.heapify(heap)
-    order = len(heap)
+    order, first = len(heap), len(adders)
     while len(heap) > 1:
         m1, _, t1 = heapq.heappop(heap)
         m2, _, t2 = heapq.heappop(heap)
-        term = _combine(t1, t2, adders, inputs)
+        root = not heap
+        if root and t1.negative and t2.negative:
+            t1 = _negate(t1, adders, inputs, first)
+            if t1.negative:
+                t2 = _negate(t2, adders, inputs, first)
+        term = _combine(t1, t2, adders, inputs, root)
         size.append((m1 + m2) >> term.shift)
         heapq.heappush(heap, (m1 + m2, order, term))
         order += 1

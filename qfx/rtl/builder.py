@@ -104,7 +104,7 @@ class Builder:
 
     def products(self, rows: Sequence[dict[int, int]], inputs: Sequence[Element]) -> list[Element]:
         """``sum_i rows[o][i] * inputs[i]`` for every row, as a shared adder graph."""
-        graph = build_adder_graph(rows, len(inputs))
+        graph = build_adder_graph(rows, len(inputs), input_ranges=[(low, high) for _, low, high in inputs])
         ranges = graph.ranges([(low, high) for _, low, high in inputs])
         names = [name for name, _, _ in inputs]
         for k, adder in enumerate(graph.adders):

@@ -7,10 +7,7 @@ __all__ = ["signed_width", "literal", "mask", "bits"]
 
 def signed_width(low: int, high: int) -> int:
     """Bits of the narrowest two's complement word holding every integer in ``[low, high]`` (at least 1)."""
-    width = 1
-    while low < -(1 << (width - 1)) or high > (1 << (width - 1)) - 1:
-        width += 1
-    return width
+    return 1 + max(max(high, 0).bit_length(), max(-1 - low, 0).bit_length())
 
 
 def literal(value: int, width: int) -> str:
