@@ -3,7 +3,7 @@
     qfx hls net.json --board ultra96v2 -o net_hls [--io stream] [--force]
     qfx csim net_hls
     qfx build net_hls [--cosim] [--export]
-    qfx report net_hls [--synth]
+    qfx report net_hls [--synth [-j N] [--whole] [--no-cache]]
     qfx rtl ...                  (the RTL back end, qfx.rtl.command)
 
 Each command prints its progress to stderr and its result to stdout, and
@@ -154,7 +154,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
             return 2
         board_name = args.board or (load_manifest(directory)["board"] if (directory / "qfx.json").is_file()
                                     else "ultra96v2")
-        print(rtl.synth_report(directory, load_board(board_name)))
+        options = {"route": "whole"} if args.whole else {}
+        if args.jobs is not None:
+            options["jobs"] = args.jobs
+        if args.no_cache:
+            options["cache"] = False
+        print(rtl.synth_report(directory, load_board(board_name), **options))
         return 0
     print(format_report(directory, load_board(args.board) if args.board else None), end="")
     return 0
@@ -223,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("directory", type=pathlib.Path, help="a project written by qfx hls (or qfx rtl with --synth)")
     report.add_argument("--synth", action="store_true", help="the RTL back end's Yosys synthesis report")
     report.add_argument("--board", choices=board_names(), help="compare with this board's resources")
+    report.add_argument("-j", "--jobs", metavar="N", type=_count, default=None,
+                        help="--synth: Yosys processes at once (default: one per core, fewer where memory is short)")
+    report.add_argument("--whole", action="store_true",
+                        help="--synth: the total from the whole top flattened (slow on large designs) instead of "
+                             "each module alone summed over its instances")
+    report.add_argument("--no-cache", action="store_true",
+                        help="--synth: synthesise every module again instead of reusing the cached counts")
     report.set_defaults(run=_cmd_report)
 
     rtl_help = "generate Verilog from a saved IR graph (the RTL back end)"

@@ -154,7 +154,7 @@ def test_rtl_delegates_to_its_command_module(monkeypatch: pytest.MonkeyPatch, tm
     command = types.ModuleType("qfx.rtl.command")
     command.add_arguments = lambda parser: parser.add_argument("--depth", type=int)
     command.main = lambda args: seen.setdefault("depth", args.depth) and 0
-    command.synth_report = lambda directory, board: f"synth of {directory.name} on {board.part}"
+    command.synth_report = lambda directory, board, **options: f"synth of {directory.name} on {board.part}"
     monkeypatch.setitem(sys.modules, "qfx.rtl", types.ModuleType("qfx.rtl"))
     monkeypatch.setitem(sys.modules, "qfx.rtl.command", command)
     assert cli.main(["rtl", "--depth", "3"]) == 0

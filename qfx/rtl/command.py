@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-from typing import Any
+import sys
+from typing import Any, Optional
 
 
 from ..files import existing_file, load_array
@@ -92,12 +93,17 @@ def parse_parallel(items: list[str]) -> dict[str, int]:
     return found
 
 
-def synth_report(directory: pathlib.Path, board: Any) -> str:
+def synth_report(directory: pathlib.Path, board: Any, route: str = "modules", jobs: Optional[int] = None,
+                 cache: bool = True) -> str:
     """``qfx report --synth DIR``: Yosys per layer and in total, as a table with the share of ``board``.
 
     ``board`` is a board record (attributes ``lut``, ``ff``, ``dsp``; ``name``
     if present) or a dict with those keys (flat or under ``resources``, as in
-    a board TOML).  Raises :class:`~qfx.rtl.synth.YosysMissing` when Yosys is
-    not installed.
+    a board TOML).  ``route``, ``jobs`` and ``cache`` as in
+    :func:`qfx.rtl.synth.synthesize`; progress goes to stderr, a line as
+    each module starts and ends.  Raises :class:`~qfx.rtl.synth.YosysMissing`
+    when Yosys is not installed.
     """
-    return format_resources(synthesize(directory), board)
+    found = synthesize(directory, route=route, jobs=jobs, cache=cache,
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    return format_resources(found, board, route=route)

