@@ -165,6 +165,7 @@ class _Rows:
     def __init__(self, rows: list[list[Term]], ranges: list[tuple[int, int]]):
         self.rows = rows
         self.ranges = ranges
+        self.per_row: dict[Pattern, int] = {}  #: LUTs a pattern saves in each row after the first
         self.count: dict[Pattern, int] = defaultdict(int)
         self.where: dict[Pattern, set[int]] = defaultdict(set)
         self.heap: list[tuple[int, int, Pattern]] = []
@@ -180,11 +181,14 @@ class _Rows:
 
     def saving(self, pattern: Pattern) -> int:
         """LUTs saved by building ``pattern`` once for all its rows (see the module's docstring)."""
-        a, b, d, subtract = pattern
-        first = _term_range(Term(a, max(0, -d)), self.ranges[a])
-        second = _term_range(Term(b, max(0, d), subtract), self.ranges[b])
-        wy = signed_width(first[0] + second[0], first[1] + second[1])
-        return (self.count[pattern] - 1) * (signed_width(*self.ranges[a]) + signed_width(*self.ranges[b]) - wy + 1)
+        per_row = self.per_row.get(pattern)
+        if per_row is None:
+            a, b, d, subtract = pattern
+            first = _term_range(Term(a, max(0, -d)), self.ranges[a])
+            second = _term_range(Term(b, max(0, d), subtract), self.ranges[b])
+            wy = signed_width(first[0] + second[0], first[1] + second[1])
+            per_row = self.per_row[pattern] = signed_width(*self.ranges[a]) + signed_width(*self.ranges[b]) - wy + 1
+        return (self.count[pattern] - 1) * per_row
 
     def _bump(self, pattern: Pattern, row: int, step: int) -> None:
         self.count[pattern] += step
