@@ -73,6 +73,8 @@ def synthesize(directory: "os.PathLike | str", per_layer: bool = True, *, route:
     design = read_design(directory)
     boxes = {m: design.source(m) for m in design.layers}
     top = [ADDER, design.source(design.top)]
+    if len(design.layers) <= 1 and not per_layer:
+        route = "whole"  # the one layer in its place is the whole top: one run instead of two
     runs: dict[str, tuple[list[str], str, Mapping[str, str]]] = {}
     if route == "whole":
         runs[_WHOLE] = (design.sources, design.top, {})
@@ -99,7 +101,7 @@ _WHOLE = "(whole)"
 
 def _what(name: str, top: str) -> str:
     """A run's name in progress lines and errors."""
-    return f"{top} (whole)" if name == _WHOLE else f"{top} (its own cells)" if name == top else f"{name} (in {top})"
+    return f"the whole {top}" if name == _WHOLE else f"{top}'s own cells" if name == top else f"{name} in {top}"
 
 
 def _run_all(directory: pathlib.Path, runs: Mapping[str, tuple[list[str], str, Mapping[str, str]]], jobs: int,
