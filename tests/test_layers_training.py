@@ -267,3 +267,31 @@ def test_global_pool_refits_its_divisor_per_input_size() -> None:
     given = QAdaptiveAvgPool2d(1, cfg=LayerQConfig(divisor=FixedType(12, 0, signed=False)))
     given(torch.zeros(1, 1, 4, 4))
     assert given.formats()["divisor"] == FixedType(12, 0, signed=False)  # an explicit format is kept
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_fold_node_equals_the_torch_ops(dtype, affine) -> None:
+    """scale = gamma / sqrt(var + eps), shift = beta - mean * scale as one node: the values of the PyTorch ops,
+    bit for bit, and their gradients to rounding."""
+    from qfx.nn.batchnorm import _FoldStatistics
+
+    g = torch.Generator().manual_seed(3)
+    mean = torch.randn(16, generator=g, dtype=dtype, requires_grad=True)
+    var = (torch.rand(16, generator=g, dtype=dtype) + 0.1).requires_grad_()
+    gamma = torch.randn(16, generator=g, requires_grad=True) if affine else None
+    beta = torch.randn(16, generator=g, requires_grad=True) if affine else None
+    leaves = (mean, var) + ((gamma, beta) if affine else ())
+    upstream = torch.randn(16, generator=g, dtype=dtype), torch.randn(16, generator=g, dtype=dtype)
+    scale, shift = _FoldStatistics.apply(mean, var, gamma, beta, 1e-5)
+    (scale * upstream[0] + shift * upstream[1]).sum().backward()
+    got = [t.grad for t in leaves]
+    for t in leaves:
+        t.grad = None
+    r = 1 / torch.sqrt(var + 1e-5)
+    scale_ref = gamma.to(dtype) * r if affine else r
+    shift_ref = beta.to(dtype) - mean * scale_ref if affine else -mean * scale_ref
+    assert torch.equal(scale, scale_ref) and torch.equal(shift, shift_ref)
+    (scale_ref * upstream[0] + shift_ref * upstream[1]).sum().backward()
+    for a, t in zip(got, leaves):
+        torch.testing.assert_close(a, t.grad, rtol=1e-5, atol=1e-6)

@@ -74,6 +74,41 @@ class _BatchStatistics(torch.autograd.Function):
         return fused.channel_affine(x, slope.contiguous(), offset.contiguous(), grad_x)
 
 
+class _FoldStatistics(torch.autograd.Function):
+    """Forward: ``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mean * scale`` per channel, rounding as
+    the PyTorch ops of :meth:`_QBatchNorm._fold` do (``1 / sqrt(var + eps)``, then times ``gamma``); without
+    ``gamma`` or ``beta`` (``affine=False``) ``scale = 1 / sqrt(var + eps)`` and ``shift = -mean * scale``.
+
+    Backward, with ``r = 1 / sqrt(var + eps)`` and ``g_scale' = dL/dscale - dL/dshift * mean`` (the scale
+    reaches the loss also through the shift): ``dL/dbeta = dL/dshift``, ``dL/dmean = -dL/dshift * scale``,
+    ``dL/dgamma = g_scale' * r``, ``dL/dvar = -g_scale' * gamma * r**3 / 2``.
+
+    Why one node: training folds the statistics every step in every BatchNorm, and the seven small
+    operations it takes cost, as autograd nodes, more than the arithmetic itself.
+    """
+
+    @staticmethod
+    def forward(ctx, mean: torch.Tensor, var: torch.Tensor, gamma: Optional[torch.Tensor],
+                beta: Optional[torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        r = 1 / torch.sqrt(var + eps)
+        scale = r if gamma is None else gamma.to(mean.dtype) * r
+        shift = -mean * scale if beta is None else beta.to(mean.dtype) - mean * scale
+        ctx.save_for_backward(mean, scale, r, gamma)
+        ctx.beta_dtype = None if beta is None else beta.dtype
+        return scale, shift
+
+    @staticmethod
+    def backward(ctx, grad_scale: torch.Tensor, grad_shift: torch.Tensor):
+        mean, scale, r, gamma = ctx.saved_tensors
+        grad_scale = grad_scale - grad_shift * mean
+        grad_mean = -grad_shift * scale
+        grad_gamma = None if gamma is None else (grad_scale * r).to(gamma.dtype)
+        slope = r if gamma is None else gamma.to(r.dtype) * r
+        grad_var = grad_scale * slope * r * r * -0.5
+        grad_beta = None if ctx.beta_dtype is None else grad_shift.to(ctx.beta_dtype)
+        return grad_mean, grad_var, grad_gamma, grad_beta, None
+
+
 class _QBatchNorm(QuantizedLayer):
     """Parameters, running statistics and numerics shared by the 1-d and 2-d layers."""
 
@@ -156,7 +191,7 @@ class _QBatchNorm(QuantizedLayer):
         view = (1, self.num_features) + (1,) * (x.dim() - 2)
         if self.training:
             mean, var, x = self._batch_statistics(x)
-            scale, shift = self._fold(mean, var)
+            scale, shift = _FoldStatistics.apply(mean, var, self.weight, self.bias, self.eps)
             s, sh = cast(self.scale_quantizer, scale), cast(self.shift_quantizer, shift)
             return cast_output(self.output_quantizer, x, x.dtype, exact=False, scale=s, shift=sh)
         scale, shift = self.folded()
