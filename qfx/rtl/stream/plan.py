@@ -194,8 +194,10 @@ def multipliers_per_lane(node: Node, channels: int) -> int:
 #: rest to line buffers, per-pixel stages and control.
 LUT_BUDGET = 45000
 #: Estimated LUTs of one CSD digit of a shift-add product: ``"rom"``, its shift read from a ROM (a shifter and an
-#: adder); ``"fixed"``, a digit of a constant weight (a layer whose ROM is one word: a fixed shift and an adder).
-LUTS_PER_DIGIT = {"rom": 130, "fixed": 12}
+#: adder; Yosys on the whole 2-hot ResNet-8 of ``benchmarks/bench_rtl_stream.py``, 16x16: 29,487 LUT with 338 digit
+#: slots, 35,628 with 440, 60 a slot more, 9,000 for the rest); ``"fixed"``, a digit of a constant weight (a layer
+#: whose ROM is one word: a fixed shift and an adder).
+LUTS_PER_DIGIT = {"rom": 64, "fixed": 12}
 
 
 @functools.lru_cache(maxsize=None)
