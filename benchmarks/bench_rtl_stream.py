@@ -16,7 +16,7 @@ unrolled back end refuses is reported with its reason.  Each generated
 design is simulated with Verilator under cocotb (its own test: every
 vector at full rate with the cycles per sample checked, then again under
 random gaps and backpressure) and synthesised by Yosys
-(``synth_xilinx -family xcup``, each layer in its place in the top, as ``qfx report --synth``).  Simulation time per
+(``synth_xilinx -family xcup``, the whole top).  Simulation time per
 sample is the test's wall time over the samples it streams (twice the
 vectors), median of ``--repeats`` runs, interleaved between designs.
 

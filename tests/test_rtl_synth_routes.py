@@ -17,7 +17,8 @@ from qfx.rtl.stream import generate_stream
 from qfx.rtl.synth import synthesize
 from qfx.rtl.yosys import Abort
 
-#: How far the modules route's LUT count may lie from the whole top's (it loses optimisation across two layers' ports).
+#: How far the modules route's LUT count may lie from the whole top's on this small design (it loses optimisation
+#: across layers: 17-26% more LUT on the digits CNN).
 LUT_TOLERANCE = 0.05
 
 
@@ -39,7 +40,7 @@ def routed(tmp_path_factory):
     lines = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("QFX_CACHE_DIR", str(root / "cache"))
-        found = synthesize(design, jobs=2, progress=lines.append)
+        found = synthesize(design, route="modules", jobs=2, progress=lines.append)
     return design, root / "cache", found, lines
 
 
@@ -65,7 +66,7 @@ def test_a_rerun_synthesises_only_the_layer_that_changed(routed, monkeypatch):
     design, cache, found, _ = routed
     monkeypatch.setenv("QFX_CACHE_DIR", str(cache))
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("Yosys ran for an unchanged design"))
-    again = synthesize(design)
+    again = synthesize(design, route="modules")
     assert all(again[k].cached for k in again if k != "total")
     assert {k: dataclasses.replace(r, seconds=0, cached=False) for k, r in again.items()} == \
         {k: dataclasses.replace(r, seconds=0, cached=False) for k, r in found.items()}
@@ -73,7 +74,7 @@ def test_a_rerun_synthesises_only_the_layer_that_changed(routed, monkeypatch):
     monkeypatch.setenv("QFX_CACHE_DIR", str(cache))
     with open(design / "rtl" / "two_stages_relu.v", "a") as f:
         f.write("// a change inside the layer\n")
-    changed = synthesize(design)
+    changed = synthesize(design, route="modules")
     assert [k for k in changed if k != "total" and not changed[k].cached] == ["two_stages_relu"]
     assert changed["total"].lut == found["total"].lut
 
@@ -94,7 +95,7 @@ def test_the_failing_layer_is_named(routed, tmp_path):
     (design / "rtl" / "two_stages_conv.v").write_text((design / "rtl" / "two_stages_conv.v").read_text()
                                                       .replace("endmodule", "endmodul", 1))
     with pytest.raises(RuntimeError, match=r"Yosys failed on two_stages_conv in two_stages \("):
-        synthesize(design, per_layer=False, jobs=1, cache=False)
+        synthesize(design, per_layer=False, route="modules", jobs=1, cache=False)
 
 
 def test_a_failure_stops_the_other_yosys_processes(tmp_path):
@@ -116,8 +117,8 @@ def test_report_synth_passes_jobs_route_and_cache(tmp_path, monkeypatch, capsys)
     from qfx.rtl import command
     seen = {}
     monkeypatch.setattr(command, "synth_report", lambda directory, board, **options: seen.update(options) or "ok")
-    assert cli.main(["report", str(tmp_path), "--synth", "-j", "3", "--whole", "--no-cache"]) == 0
-    assert seen == {"route": "whole", "jobs": 3, "cache": False}
+    assert cli.main(["report", str(tmp_path), "--synth", "-j", "3", "--route", "modules", "--no-cache"]) == 0
+    assert seen == {"route": "modules", "jobs": 3, "cache": False}
     assert cli.main(["report", str(tmp_path), "--synth", "-j", "0"]) == 2
     with pytest.raises(ValueError, match="route 'flat'"):
         synth.synthesize(tmp_path, route="flat")

@@ -93,7 +93,7 @@ def parse_parallel(items: list[str]) -> dict[str, int]:
     return found
 
 
-def synth_report(directory: pathlib.Path, board: Any, route: str = "modules", jobs: Optional[int] = None,
+def synth_report(directory: pathlib.Path, board: Any, route: str = "whole", jobs: Optional[int] = None,
                  cache: bool = True) -> str:
     """``qfx report --synth DIR``: Yosys per layer and in total, as a table with the share of ``board``.
 

@@ -16,13 +16,14 @@ CARRY_NOTE = ("CARRY8 = CARRY8 cells + CARRY4 cells / 2 (UltraScale+ has CARRY8,
 #: The report's last line, by route: how the rows and the total were found.
 ROUTE_NOTES = {
     "modules": "each layer's row: what it adds in its place in the top (the other layers black boxes); the top's "
-               "row: its own cells; total: their sum (no optimisation across two layers' ports); LUT includes LUTRAM",
-    "whole": "each layer's row: what it adds in its place in the top (the other layers black boxes); total: the "
-             "whole top flattened as one netlist; LUT includes LUTRAM",
+               "row: its own cells; total: their sum, an upper bound (no optimisation across layers); LUT includes "
+               "LUTRAM",
+    "whole": "each layer's row: what it adds in its place in the top (the other layers black boxes), the top's row "
+             "its own cells; total: the whole top flattened as one netlist; LUT includes LUTRAM",
 }
 
 
-def format_resources(found: Mapping[str, Resources], board: Any, board_name: str = "", route: str = "modules") -> str:
+def format_resources(found: Mapping[str, Resources], board: Any, board_name: str = "", route: str = "whole") -> str:
     """A plain-text table: one row per layer and the total, with the total's share of ``board``; ``route``
     (:data:`qfx.rtl.synth.ROUTES`) says how ``found`` was synthesised, in the last line.
 

