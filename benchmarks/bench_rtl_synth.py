@@ -6,7 +6,8 @@ trained briefly and quantized by PTQ (``benchmarks/bench_rtl_stream.py``'s
 ``digits_graphs``), and a small unrolled design (dense 16->16, ReLU, dense
 16->10, 2-hot weights).  For each design, interleaved:
 
-* ``whole``: ``synthesize(route="whole")``, one Yosys process over the flat top;
+* ``whole``: ``synthesize(route="whole", per_layer=False)``, one Yosys process over the flat top;
+* ``report``: what ``qfx report --synth`` runs, the whole top beside the layers' runs, ``--jobs`` at once;
 * ``serial``: ``route="modules"`` with one Yosys process at a time;
 * ``parallel``: ``route="modules"`` with ``--jobs`` processes;
 * ``rerun``: the parallel route again after one layer's file changed (a
@@ -18,7 +19,7 @@ to the whole route's, and the totals with their difference from the whole
 route's (LUT includes LUTRAM).
 
     python benchmarks/bench_rtl_synth.py [--jobs N] [--epochs 3] [--designs digits,digits-khot,unrolled]
-                                         [--routes whole,serial,parallel,rerun] [--keep DIR]
+                                         [--routes whole,report,serial,parallel,rerun] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from qfx.rtl.design import read_design  # noqa: E402
 from qfx.rtl.stream import generate_stream  # noqa: E402
 from qfx.rtl.synth import default_jobs, synthesize  # noqa: E402
 
-ROUTES = ("whole", "serial", "parallel", "rerun")
+ROUTES = ("whole", "report", "serial", "parallel", "rerun")
 
 
 def unrolled_graph() -> Graph:
@@ -97,16 +98,17 @@ def main() -> int:
                 with open(folder / design.source(design.layers[0]), "a") as f:
                     f.write(f"// changed {time.time()}\n")
             start = time.perf_counter()
-            result = synthesize(folder, per_layer=route != "whole", route="whole" if route == "whole" else "modules",
+            flat = route in ("whole", "report")
+            result = synthesize(folder, per_layer=route != "whole", route="whole" if flat else "modules",
                                 jobs=1 if route == "serial" else args.jobs, cache=route in ("parallel", "rerun"))
             wall = time.perf_counter() - start
-            redone = sum(not r.cached for key, r in result.items() if key != "total") if route != "whole" else 1
+            redone = sum(not r.cached for key, r in result.items() if key != "total") + flat
             found[route] = (wall, result["total"], redone)
             print(f"{name} {route}: {wall:.0f} s, {redone} runs not cached (load {load()})", flush=True)
         for route, (wall, r, redone) in found.items():
             rows.append((name, route, wall, r, redone, found.get("whole")))
-    print(f"\n{'design':<12} {'route':<9} {'wall s':>7} {'x whole':>8} {'LUT':>7} {'dLUT %':>7} {'FF':>6} {'CARRY4':>7} "
-          f"{'DSP':>5} {'LUTRAM':>7} {'BRAM18eq':>8} {'redone':>6}")
+    print(f"\n{'design':<12} {'route':<9} {'wall s':>7} {'x whole':>8} {'LUT':>7} {'dLUT %':>7} {'FF':>6} "
+          f"{'CARRY4':>7} {'DSP':>5} {'LUTRAM':>7} {'BRAM18eq':>8} {'redone':>6}")
     for name, route, wall, r, redone, whole in rows:
         ratio = f"{wall / whole[0]:.2f}" if whole else "-"
         delta = f"{100 * (r.lut - whole[1].lut) / whole[1].lut:+.1f}" if whole else "-"
