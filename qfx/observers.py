@@ -313,6 +313,41 @@ def calibrate_constants(model: nn.Module, observer: Callable[..., Observer] = No
                 _fit(layer.shift_quantizer, layer.shift, observer, f"{name}.shift")
 
 
+class _BatchFolds:
+    """The scale and shift a BatchNorm that has never tracked statistics will use in training, from the data.
+
+    Such a layer's running statistics are the initial mean 0 and variance 1, so the eval fold that
+    :func:`calibrate_constants` fits its ``scale``/``shift`` formats to is ``gamma`` and ``beta`` alone
+    (a shift of all zeros gets the smallest binary point).  Training folds the batch's statistics
+    instead, and would then saturate the shift from the first step, leaving ``beta`` without a
+    gradient.  A forward pre-hook records, for every calibration batch, the fold of that batch's mean
+    and biased variance; :meth:`refit` fits both formats to the eval fold and every batch's fold.
+    """
+
+    def __init__(self, layer: _QBatchNorm) -> None:
+        self.layer = layer
+        self.folds: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @staticmethod
+    def untracked(layer: nn.Module) -> bool:
+        return isinstance(layer, _QBatchNorm) and int(layer.num_batches_tracked) == 0
+
+    def hook(self, module: nn.Module, args: tuple) -> None:
+        x = args[0].detach().double()
+        dims = [d for d in range(x.dim()) if d != 1]
+        if x.numel() // x.shape[1] >= 2:  # a single value per channel forms no batch statistics
+            self.folds.append(self.layer._fold(x.mean(dims), x.var(dims, unbiased=False)))
+
+    def refit(self, observer: Callable[..., Observer], name: str) -> None:
+        if not self.folds:
+            return
+        scale, shift = self.layer.folded()
+        scales = torch.stack([scale] + [f[0] for f in self.folds], dim=1)
+        shifts = torch.stack([shift] + [f[1] for f in self.folds], dim=1)
+        _fit(self.layer.scale_quantizer, scales, observer, f"{name}.scale")
+        _fit(self.layer.shift_quantizer, shifts, observer, f"{name}.shift")
+
+
 def _default_input_fn(batch: Any) -> tuple:
     if isinstance(batch, torch.Tensor):
         return (batch,)
@@ -343,7 +378,11 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *,
     1. With ``constants=True``, weights, biases and BatchNorm scales and
        shifts get their binary points from the tensors themselves
        (:func:`calibrate_constants` with ``constant_observer``, default
-       :class:`MSEObserver`), per channel where their quantizer is.
+       :class:`MSEObserver`), per channel where their quantizer is.  A
+       BatchNorm that has never tracked statistics (``num_batches_tracked``
+       is 0: an untrained model, QAT from scratch) has its scale and shift
+       fitted in step 2 to the folds of the calibration batches' own
+       statistics as well, which is what training will use.
     2. Every activation quantizer (``output_quantizer``, ``accum_quantizer``, a table's
        ``table_quantizer``)
        gets an observer (``observer()``, default :class:`MSEObserver`; pass
@@ -382,18 +421,22 @@ def calibrate(model: nn.Module, batches: Iterable[Any], *,
     input_fn = input_fn or _default_input_fn
     if iter(batches) is batches:
         batches = list(batches)
+    constant_observer = constant_observer or MSEObserver
     if constants:
         calibrate_constants(model, constant_observer)
+    folds = {name: _BatchFolds(layer) for name, layer in model.named_modules()
+             if constants and _BatchFolds.untracked(layer)}
     quantizers = _activation_quantizers(model)
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
             if _walkable(model, quantizers):
-                _calibrate_graph(model, batches, observer, input_fn, progress)
+                _calibrate_graph(model, batches, observer, input_fn, progress, folds, constant_observer)
             else:
                 max_passes = len(quantizers) + 1 if max_passes is None else int(max_passes)
-                _calibrate_by_passes(model, quantizers, batches, observer, input_fn, max_passes, progress)
+                _calibrate_by_passes(model, quantizers, batches, observer, input_fn, max_passes, progress, folds,
+                                     constant_observer)
     finally:
         for m, training in modes.items():
             m.training = training
@@ -443,8 +486,10 @@ def _fit_observed(quantizer: Quantizer, obs: Observer, name: str) -> None:
 
 
 def _calibrate_graph(model: fx.GraphModule, batches: list, observer: Callable[[], Observer],
-                     input_fn: Callable[[Any], tuple], progress: bool) -> None:
-    """Fit the activation quantizers node by node, every batch through a node before the next one runs."""
+                     input_fn: Callable[[Any], tuple], progress: bool, folds: dict[str, _BatchFolds],
+                     constant_observer: Callable[..., Observer]) -> None:
+    """Fit the activation quantizers node by node, every batch through a node before the next one runs
+    (an untracked BatchNorm's scale and shift first, to its batches' folds)."""
     interpreters = []
     for batch in batches:
         interpreter = fx.Interpreter(model, garbage_collect_values=False)
@@ -462,6 +507,13 @@ def _calibrate_graph(model: fx.GraphModule, batches: list, observer: Callable[[]
     for index, node in enumerate(_progress(nodes, progress, "calibrate")):
         if node.op == "call_module" and isinstance(model.get_submodule(node.target), QuantizedLayer):
             layer = model.get_submodule(node.target)
+            if node.target in folds:
+                handle = layer.register_forward_pre_hook(folds[node.target].hook)
+                try:
+                    run(node)
+                finally:
+                    handle.remove()
+                folds.pop(node.target).refit(constant_observer, node.target)
             for q in _layer_quantizers(layer):
                 obs = observer()
                 handle = q.register_forward_pre_hook(_watch(obs), with_kwargs=True)
@@ -483,11 +535,14 @@ def _calibrate_graph(model: fx.GraphModule, batches: list, observer: Callable[[]
 
 def _calibrate_by_passes(model: nn.Module, quantizers: dict[str, Quantizer], batches: list,
                          observer: Callable[[], Observer], input_fn: Callable[[Any], tuple], max_passes: int,
-                         progress: bool) -> None:
-    """Whole-model passes until no binary point moves (see :func:`calibrate`)."""
+                         progress: bool, folds: dict[str, _BatchFolds],
+                         constant_observer: Callable[..., Observer]) -> None:
+    """Whole-model passes until no binary point moves (see :func:`calibrate`); an untracked
+    BatchNorm's scale and shift are refitted to the folds of the first pass's batches."""
     observers = {name: observer() for name in quantizers}
     handles = [q.register_forward_pre_hook(_watch(observers[name]), with_kwargs=True)
                for name, q in quantizers.items()]
+    fold_handles = [fold.layer.register_forward_pre_hook(fold.hook) for fold in folds.values()]
     try:
         for index in range(max(max_passes, 1)):
             for obs in observers.values():
@@ -495,6 +550,12 @@ def _calibrate_by_passes(model: nn.Module, quantizers: dict[str, Quantizer], bat
             for batch in _progress(batches, progress, f"calibrate pass {index + 1}"):
                 model(*input_fn(batch))
             changed = False
+            for handle in fold_handles:
+                handle.remove()
+            for name, fold in folds.items():
+                fold.refit(constant_observer, name)
+                changed = changed or bool(fold.folds)
+            fold_handles, folds = [], {}
             for name, q in quantizers.items():
                 obs = observers[name]
                 if obs.low is None:
@@ -509,7 +570,7 @@ def _calibrate_by_passes(model: nn.Module, quantizers: dict[str, Quantizer], bat
             if not changed:
                 break
     finally:
-        for handle in handles:
+        for handle in handles + fold_handles:
             handle.remove()
 
 

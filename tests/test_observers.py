@@ -333,3 +333,57 @@ def test_calibrate_sees_what_a_relu_casts():
     assert formats["1.output"] == qfx.FixedType(8, fit_int_bits(FixedQuantizer("ap_ufixed<8,3>"), 0.0,
                                                                   model(x).max()).int().item(), signed=False,
                                                 rounding="RND_CONV", overflow="SAT")
+
+
+def _untrained_conv_bn(tracked: bool) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 3))
+    with torch.no_grad():
+        model[0].bias.copy_(torch.linspace(-3, 3, 6))  # batch means far from the initial running mean 0
+    x = torch.randn(16, 3, 6, 6)
+    if tracked:
+        model.train()
+        with torch.no_grad():
+            model(x)
+    model.eval()
+    return model, x
+
+
+def _representable(quantizer, values: torch.Tensor) -> torch.Tensor:
+    """Per channel (dim 0), whether ap_fixed<W, I> holds every value without saturating."""
+    width = quantizer.base_type.width
+    bits = quantizer.effective_int_bits().double()
+    high = 2.0 ** (bits - 1) - 2.0 ** (bits - width)
+    low = -(2.0 ** (bits - 1))
+    return ((values >= low[:, None]) & (values <= high[:, None])).all(dim=1)
+
+
+@pytest.mark.parametrize("route", ["graph walk", "passes"])
+def test_calibrate_fits_an_untracked_batchnorm_to_the_statistics_training_uses(route):
+    model, x = _untrained_conv_bn(tracked=False)
+    q = quantize_model(model, QConfig(activation=8, learn_int_bits=True))
+    target = q if route == "graph walk" else nn.Sequential(q)  # not a GraphModule: whole-model passes
+    qfx.calibrate(target, [x[:8], x[8:]], constant_observer=MinMaxObserver)
+    bn = q.get_submodule("1")
+    seen = []
+    bn.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().double()))
+    q.train()
+    loss = q(x[:8]).square().sum() + q(x[8:]).square().sum()
+    loss.backward()
+    shifts = []
+    for t in seen:  # the folds training uses, from torch's own reductions
+        mean, var = t.mean((0, 2, 3)), t.var((0, 2, 3), unbiased=False)
+        scale = bn.weight.detach().double() / torch.sqrt(var + bn.eps)
+        shifts.append(bn.bias.detach().double() - mean * scale)
+    assert bool(_representable(bn.shift_quantizer, torch.stack(shifts, dim=1)).all())
+    assert bool((bn.bias.grad != 0).all())  # a saturated shift would leave beta without a gradient
+
+
+def test_calibrate_keeps_a_tracked_batchnorm_on_its_running_statistics():
+    model, x = _untrained_conv_bn(tracked=True)
+    q = quantize_model(model, QConfig(activation=8))
+    qfx.calibrate(q, [x], constant_observer=MinMaxObserver)
+    bn = q.get_submodule("1")
+    scale, shift = bn.folded()
+    for quantizer, value in ((bn.scale_quantizer, scale), (bn.shift_quantizer, shift)):
+        assert torch.equal(quantizer.effective_int_bits(), fit_int_bits(quantizer, value, value))
