@@ -50,6 +50,26 @@ def test_adder_graph_equals_the_integer_matrix_product(shape, low, high, share):
         assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]
 
 
+def test_adder_graph_ends_on_one_constant_repeated_in_disjoint_rows():
+    # An average pool's rows: each channel sums its own 9 inputs times one constant.  Patterns across two
+    # inputs of a row occur once; a pattern's count falling below two must leave it saving nothing.
+    constant = 58254  # 2**19 / 9, rounded
+    matrix = np.zeros((4, 36), dtype=object)
+    for c in range(4):
+        matrix[c, 9 * c: 9 * c + 9] = constant
+    signal = __import__("signal")
+    signal.signal(signal.SIGALRM, lambda *args: pytest.fail("build_adder_graph did not finish"))
+    signal.alarm(30)
+    try:
+        graph = build_adder_graph(_rows(matrix), 36)
+    finally:
+        signal.alarm(0)
+    x = np.random.default_rng(0).integers(-128, 128, size=36).astype(object)
+    assert graph.evaluate(x) == [int(v) for v in matrix @ x]
+    used = {t.node for a in graph.adders for t in (a.left, a.right)} | {t.node for t in graph.outputs if t}
+    assert all(graph.inputs + k in used for k in range(len(graph.adders)))  # no adder built for nothing
+
+
 def test_sharing_removes_adders_and_khot_weights_stay_within_k_minus_one_each():
     rng = np.random.default_rng(3)
     matrix = rng.integers(-128, 128, size=(16, 16))

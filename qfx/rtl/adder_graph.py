@@ -180,7 +180,11 @@ class _Rows:
         self.ranges.append((l1 + l2, h1 + h2))
 
     def saving(self, pattern: Pattern) -> int:
-        """LUTs saved by building ``pattern`` once for all its rows (see the module's docstring)."""
+        """LUTs saved by building ``pattern`` once for all its rows (see the module's docstring); none
+        unless it occurs twice (a pattern whose shift is wider than its operands saves a negative amount
+        a row, which no count below two may turn positive)."""
+        if self.count[pattern] < 2:
+            return 0
         per_row = self.per_row.get(pattern)
         if per_row is None:
             a, b, d, subtract = pattern
