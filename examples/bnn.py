@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         dsp = "-" if r["dsp"] is None else str(r["dsp"])
         ops = "-" if r["bit_ops"] is None else f"{r['bit_ops']:,.0f}"
         print(f"{r['row']:<24} {100 * r['accuracy']:8.2f}% {ops:>12} {lut:>12} {dsp:>16}")
-    print(f"\nelement-wise LUT/DSP48E2: Yosys synth_xilinx -family xcup of the RTL back end's BatchNorm and RPReLU "
-          f"layers, one pixel each (all channels in parallel)" if synth else
+    print("\nelement-wise LUT/DSP48E2: Yosys synth_xilinx -family xcup of the RTL back end's BatchNorm and RPReLU "
+          "layers, one pixel each (all channels in parallel)" if synth else
           "\nelement-wise LUT/DSP48E2: not counted (--no-synth or no yosys)")
     print(f"chosen row (QAT {low}-bit K-hot K=1) in the C++ emulator on all {len(y_te)} test images: "
           f"{mismatches} mismatching codes, accuracy {100 * emulated_acc:.2f}%"

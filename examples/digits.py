@@ -269,7 +269,6 @@ def plot(path: pathlib.Path, metrics: dict) -> None:
     ax1.legend(fontsize=8)
 
     rows = metrics["results"]
-    labels = [r["config"] for r in rows]
     x = range(len(rows))
     ax2.plot(x, [100 * metrics["float_acc"]] * len(rows), "k--", label="float")
     ax2.plot(x, [100 * r["ptq_acc"] for r in rows], "o-", label="PTQ")
