@@ -149,8 +149,9 @@ def test_two_concurrent_writes_one_wins_the_other_refuses(tmp_path: pathlib.Path
 
 # ------------------------------------------------------ signals, crashes
 _SLOW_WRITER = """
-import pathlib, sys, time
+import pathlib, signal, sys, time
 from qfx.render import writer
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started in the background
 real = writer._write_file
 def slow(destination, text):
     print("staging", flush=True)
