@@ -272,3 +272,14 @@ def ap_fixed_code(x: Rational, width: int, int_bits: int, signed: bool = True, r
     v = scaled(x, width - int_bits)
     code = round_code(v, rounding)
     return overflow_code(code, dropped_lead_bit(v, width), width, signed, overflow, sat_bits)
+
+
+def to_float32(values) -> list[float]:
+    """Python floats rounded to float32 (kept as exact Python floats); values beyond float32's range are dropped."""
+    rounded = []
+    for v in values:
+        try:
+            rounded.append(struct.unpack("<f", struct.pack("<f", v))[0])
+        except OverflowError:  # rounds beyond float32's largest finite value
+            pass
+    return rounded
