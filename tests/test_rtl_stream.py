@@ -51,6 +51,13 @@ def test_parallel_knob_and_its_refusals():
         plan_schedule(graph, {"nope": 1})
     with pytest.raises(RTLError, match="node 'r1'.*parallelism is 4"):
         plan_schedule(graph, {"r1": 2})
+    # c2: 6 output channels, a 3x3 window; 2 channels a step in 3 tap groups (its rows) is 3 x 3 steps a pixel
+    grouped = plan_schedule(graph, {"c2": (2, 3)}).stage("c2")
+    assert (grouped.parallel, grouped.fold, grouped.groups, grouped.cycles) == (2, 3, 3, 16 * 9)
+    with pytest.raises(RTLError, match="node 'c2'.*tap groups 2 must be a divisor of its window's 9 taps"):
+        plan_schedule(graph, {"c2": (6, 2)})
+    with pytest.raises(RTLError, match="node 'd'.*tap groups 3 apply to convolutions only"):
+        plan_schedule(graph, {"d": (1, 3)})
 
 
 def test_default_parallelism_keeps_the_multipliers_within_the_dsp_budget():
@@ -194,12 +201,15 @@ def test_qfx_rtl_arch_stream_with_a_parallel_knob(tmp_path):
     graph = tmp_path / "net.json"
     qfx.ir.save(stream_cnn1d(), graph)
     out = tmp_path / "design"
-    assert cli.main(["rtl", str(graph), "-o", str(out), "--arch", "stream", "--parallel", "c2=1",
+    assert cli.main(["rtl", str(graph), "-o", str(out), "--arch", "stream", "--parallel", "c2=1:3",
                      "--vectors", "3"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["arch"] == "stream"
-    assert {layer["node"]: layer["fold"] for layer in manifest["layers"]}["node 'c2' (conv1d)"] == 4
+    c2 = {layer["node"]: layer for layer in manifest["layers"]}["node 'c2' (conv1d)"]
+    assert (c2["fold"], c2["groups"]) == (4, 3)
+    simulate(out, "icarus")
     assert len(json.loads((out / "tb" / "vectors.json").read_text())["inputs"]["s_axis"]) == 3
-    for bad in (["--parallel", "c2"], ["--parallel", "c2=3"], ["--pipeline", "1"]):
+    for bad in (["--parallel", "c2"], ["--parallel", "c2=3"], ["--parallel", "c2=1:2"], ["--parallel", "c2=1:3:1"],
+                ["--pipeline", "1"]):
         assert cli.main(["rtl", str(graph), "-o", str(tmp_path / "other"), "--arch", "stream", *bad]) == 2
     assert cli.main(["rtl", str(graph), "-o", str(tmp_path / "other"), "--parallel", "c2=1"]) == 2

@@ -31,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", metavar="N", type=int, default=0,
                         help="register stages between layers (0: combinational between the input and output "
                              "registers; latency is N + 2 cycles); --arch unrolled only")
-    parser.add_argument("--parallel", metavar="NODE=P", action="append", default=[],
-                        help="--arch stream: output channels node NODE computes per cycle (a divisor of its output "
-                             "channels; repeatable); default: balanced so that no layer is the bottleneck")
+    parser.add_argument("--parallel", metavar="NODE=P[:G]", action="append", default=[],
+                        help="--arch stream: output channels node NODE computes per step (a divisor of its output "
+                             "channels), and for a convolution the G tap groups its window is split into, one a "
+                             "step (a divisor of its taps; default 1); repeatable; default: balanced so that no "
+                             "layer is the bottleneck")
     parser.add_argument("--dsp-budget", metavar="N", type=int, default=DSP_BUDGET,
                         help=f"--arch stream: the default parallelism keeps multipliers within N DSP48E2 (default "
                              f"{DSP_BUDGET}, the Ultra96-V2's)")
@@ -82,14 +84,15 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_parallel(items: list[str]) -> dict[str, int]:
-    """``["conv1=4", "fc=2"]`` as ``{"conv1": 4, "fc": 2}``; :class:`RTLError` naming a malformed item."""
+def parse_parallel(items: list[str]) -> "dict[str, int | tuple[int, int]]":
+    """``["conv1=4:3", "fc=2"]`` as ``{"conv1": (4, 3), "fc": 2}``; :class:`RTLError` naming a malformed item."""
     found = {}
     for item in items:
         name, equals, value = item.rpartition("=")
-        if not equals or not name or not value.isdigit():
-            raise RTLError(f"--parallel {item!r:.80}: expected NODE=P with P a positive integer")
-        found[name] = int(value)
+        numbers = value.split(":")
+        if not equals or not name or len(numbers) > 2 or not all(n.isdigit() for n in numbers):
+            raise RTLError(f"--parallel {item!r:.80}: expected NODE=P or NODE=P:G with P and G positive integers")
+        found[name] = int(numbers[0]) if len(numbers) == 1 else (int(numbers[0]), int(numbers[1]))
     return found
 
 

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import pathlib
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from ...render import environment, write_project
 from ...render.escape import VERILOG_KEYWORDS, verilog_ident
 from ..generate import SIMULATION_OUTPUTS, random_codes
 from ..layers import RTLError
-from .plan import DSP_BUDGET, LUT_BUDGET, Layout, Schedule, plan_schedule
+from .plan import DSP_BUDGET, LUT_BUDGET, Layout, Parallel, Schedule, plan_schedule
 from .stages import COUNTER, StageModule, build_stage
 
 __all__ = ["StreamDesign", "Port", "plan_stream_design", "render_stream", "generate_stream", "STREAM_VECTORS"]
@@ -164,7 +164,7 @@ def _fifo_depths(graph: Graph, operands, ancestors: dict[str, set[str]], capacit
             for k in operands]
 
 
-def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = None, top: Optional[str] = None,
+def plan_stream_design(graph: Graph, parallel: Optional[Parallel] = None, top: Optional[str] = None,
                        dsp_budget: int = DSP_BUDGET, lut_budget: int = LUT_BUDGET) -> StreamDesign:
     """Schedule and build every stage of ``graph``; :class:`RTLError` names the node of anything unsupported."""
     graph.check()
@@ -223,7 +223,7 @@ def plan_stream_design(graph: Graph, parallel: Optional[Mapping[str, int]] = Non
 _TEMPLATES = {"map": "map", "join": "add", "resample": "resample", "window": "window", "dense": "dense", "gap": "gap"}
 
 
-def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
+def render_stream(graph: Graph, parallel: Optional[Parallel] = None,
                   inputs: "Optional[np.ndarray | Sequence[np.ndarray]]" = None, top: Optional[str] = None,
                   vectors: int = STREAM_VECTORS, seed: int = 0, dsp_budget: int = DSP_BUDGET,
                   lut_budget: int = LUT_BUDGET) -> dict[str, str]:
@@ -272,7 +272,7 @@ def render_stream(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
     return files
 
 
-def generate_stream(graph: Graph, directory: "os.PathLike | str", parallel: Optional[Mapping[str, int]] = None,
+def generate_stream(graph: Graph, directory: "os.PathLike | str", parallel: Optional[Parallel] = None,
                     inputs: "Optional[np.ndarray | Sequence[np.ndarray]]" = None, top: Optional[str] = None,
                     force: bool = False, vectors: int = STREAM_VECTORS, dsp_budget: int = DSP_BUDGET,
                     lut_budget: int = LUT_BUDGET) -> pathlib.Path:

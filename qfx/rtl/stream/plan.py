@@ -23,8 +23,9 @@ The pipeline's cycles per sample are the largest stage's.  The default
 folds each layer as far as it can without becoming slower than the
 slowest stage unfolded, so no layer is the bottleneck, preferring tap
 groups to channel groups at equal steps (fewer line-buffer read ports, a
-narrower output register); a user's ``parallel={node: P}`` overrides it
-(``P`` must divide ``C_out``; no tap groups).  Layers whose weights need
+narrower output register); a user's ``parallel={node: P}`` or
+``{node: (P, G)}`` overrides it (``P`` must divide ``C_out``, ``G`` the
+window's taps; ``G`` is 1 when not given).  Layers whose weights need
 multipliers (more than :data:`~qfx.rtl.stream.lanes.SHIFT_ADD_DIGITS` CSD
 digits) use ``P`` times their taps per step in DSP48E2; while the default
 folds ask for more than ``dsp_budget`` (the Ultra96-V2's 360), the layer
@@ -50,8 +51,10 @@ from ..layers import RTLError
 from .lanes import SHIFT_ADD_DIGITS
 
 __all__ = ["Layout", "StagePlan", "Schedule", "plan_schedule", "natural_layout", "MAP_OPS", "STREAM_OPS",
-           "CONV_OPS", "check_stream_graph", "shift_add_luts", "tap_groups", "LUT_BUDGET"]
+           "CONV_OPS", "check_stream_graph", "shift_add_luts", "tap_groups", "LUT_BUDGET", "Parallel"]
 
+#: A user's parallelism per node name: ``P`` output channels per step, or ``(P, G)`` with ``G`` tap groups.
+Parallel = Mapping[str, "int | tuple[int, int]"]
 #: Ops applied to each pixel on its own (a per-pixel combinational layer and one register).
 MAP_OPS = ("relu", "relu6", "leaky_relu", "scale_shift", "prelu", "table", "clamp", "sign", "thermometer")
 #: Elementwise ops whose constants are one scalar: they accept a stream in any layout.
@@ -246,9 +249,9 @@ def _options(c_out: int, groups: list[int]) -> list[tuple[int, int]]:
                   key=lambda o: (o[0] * o[1], -o[1]))
 
 
-def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
+def plan_schedule(graph: Graph, parallel: Optional[Parallel] = None,
                   dsp_budget: int = DSP_BUDGET, lut_budget: int = LUT_BUDGET) -> Schedule:
-    """The streaming schedule of ``graph`` (checked), with ``parallel`` the user's P per node name."""
+    """The streaming schedule of ``graph`` (checked), with ``parallel`` the user's P or (P, G) per node name."""
     check_stream_graph(graph)
     parallel = dict(parallel or {})
     names = {node.name for node in graph.nodes}
@@ -288,11 +291,7 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
         if kind in ("window", "dense") and node.op not in ("maxpool2d", "avgpool2d"):
             c_out = out.channels
             if node.name in parallel:
-                p = parallel[node.name]
-                if isinstance(p, bool) or not isinstance(p, int) or p < 1 or c_out % p:
-                    raise RTLError(f"{node.describe()}: parallelism {p!r} must be a divisor of its {c_out} output "
-                                   "channels")
-                fold = (c_out // p, 1)
+                fold = _user_fold(node, c_out, parallel[node.name])
             else:
                 options[node.name] = _options(c_out, tap_groups(node))
                 fold = max((o for o in options[node.name] if _cycles(kind, inp, out, *o) <= unfolded),
@@ -327,6 +326,20 @@ def plan_schedule(graph: Graph, parallel: Optional[Mapping[str, int]] = None,
     for node, stage in zip(graph.nodes, stages):
         ready[node.name] = max(ready[i] for i in node.inputs) + stage.latency
     return Schedule(stages, layouts, max(fed + [s.cycles for s in stages]), max(ready[y] for y in graph.outputs))
+
+
+def _user_fold(node: Node, c_out: int, choice) -> tuple[int, int]:
+    """(fold, tap groups) of a user's ``P`` or ``(P, G)`` for a convolution or dense ``node``; :class:`RTLError` if
+    ``P`` does not divide its output channels or ``G`` its window's taps."""
+    p, g = choice if isinstance(choice, tuple) and len(choice) == 2 else (choice, 1)
+    if isinstance(p, bool) or not isinstance(p, int) or p < 1 or c_out % p:
+        raise RTLError(f"{node.describe()}: parallelism {p!r} must be a divisor of its {c_out} output channels")
+    if isinstance(g, bool) or not isinstance(g, int) or g not in tap_groups(node):
+        if node.op not in CONV_OPS:
+            raise RTLError(f"{node.describe()}: tap groups {g!r} apply to convolutions only")
+        raise RTLError(f"{node.describe()}: tap groups {g!r} must be a divisor of its window's "
+                       f"{max(tap_groups(node))} taps")
+    return c_out // p, g
 
 
 def _fit(folds: dict[str, tuple[int, int]], options: Mapping[str, list[tuple[int, int]]], cost, cycles,
