@@ -21,7 +21,8 @@ from .functional import (FixedLike, cast_codes, cast_values, in_range_grad, satu
                          tensor_argument)
 from .khot import khot_cast_codes
 
-__all__ = ["quantize", "fixed_cast", "learned_int_bits_cast", "fused_training_cast", "learned_width"]
+__all__ = ["quantize", "fixed_cast", "learned_int_bits_cast", "fused_training_cast", "fused_pair_cast",
+           "learned_width"]
 
 _LN2 = math.log(2.0)
 
@@ -335,6 +336,85 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
     if move is None:
         move, move_factor = int_bits, 1.0
     return _FusedCast.apply(x, scale, shift, move, p, frac_bits, q, kernels, move_factor, check)
+
+
+class _FusedPair(torch.autograd.Function):
+    """Forward ``q1 = Q1(v)`` and ``q2 = Q2(max(q1, 0))`` (``v`` as in :class:`_FusedCast`): a cast, then a ReLU
+    and a second cast, both outputs computed already (``fused.pair_forward``).
+
+    Backward: what :class:`_FusedCast` gives each cast, chained: ``dL/dq1 = dL/dq1' + dL/dq2 * in2(q1) *
+    (q1 > 0)`` (``dL/dq1'`` where ``q1`` also reaches the loss another way), then ``dL/dx``, ``dL/dscale``,
+    ``dL/dshift`` and the first binary point's gradient from ``dL/dq1``, the second's from ``dL/dq2``; each
+    binary point's gradient goes to its ``target`` times its ``factor`` and through its ``check``.  Only
+    ``x`` (and the scale and shift) are saved: ``q1`` is recomputed, so it is freed once the ReLU has
+    read it.
+
+    Why: a BatchNorm or a residual sum followed by a ReLU would otherwise be two autograd nodes and two
+    passes each way over memory, and keep ``q1`` alive until the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor],
+                target1: torch.Tensor, target2: torch.Tensor, casts: tuple, q1: torch.Tensor,
+                q2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, scale, shift)
+        ctx.casts, ctx.shapes = casts, (target1.shape, target2.shape)
+        return q1, q2
+
+    @staticmethod
+    def backward(ctx, grad1: Optional[torch.Tensor], grad2: Optional[torch.Tensor]):
+        x, scale, shift = ctx.saved_tensors
+        (p1, frac1, factor1, check1), (p2, frac2, factor2, check2) = ctx.casts
+        if grad2 is None and grad1 is None:
+            return None, None, None, None, None, None, None, None
+        if grad2 is None:  # q2 unused: the first cast's backward alone
+            grad_x, point1, grad_scale, grad_shift = fused.cast_backward(
+                grad1, x, None, p1, scale, shift, _point_weights(frac1, factor1), True)
+            point2 = None
+        else:
+            grad_x, point1, point2, grad_scale, grad_shift = fused.pair_backward(
+                grad1, grad2, x, p1, p2, scale, shift, _point_weights(frac1, factor1),
+                _point_weights(frac2, factor2))
+        grads = []
+        for point, needed, shape, check in ((point1, ctx.needs_input_grad[3], ctx.shapes[0], check1),
+                                            (point2, ctx.needs_input_grad[4], ctx.shapes[1], check2)):
+            point = point.view(shape) if needed and point is not None else None
+            if point is not None and check is not None:
+                check(point)
+            grads.append(point)
+        return grad_x, grad_scale, grad_shift, grads[0], grads[1], None, None, None
+
+
+def fused_pair_cast(x: torch.Tensor, first: tuple, second: tuple, scale: Optional[torch.Tensor] = None,
+                    shift: Optional[torch.Tensor] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """Training-mode ``q1 = Q1(x * scale + shift)`` (or ``Q1(x)``) and ``q2 = Q2(max(q1, 0))`` in one fused pass each
+    way (see :class:`_FusedPair`), or ``None`` where the native kernels do not take ``x``, a format or a value.
+
+    ``first`` and ``second`` are each ``(t, int_bits, target, factor, check)``: the format, its one binary
+    point (0-d, rounded half to even), the tensor that receives the binary point's gradient times ``factor``
+    (``int_bits`` itself, or the parameter that moves it, as ``move`` in :func:`fused_training_cast`) and
+    the function that gets to see that gradient first (or ``None``).  ``scale`` and ``shift`` (together, one
+    per channel of dimension 1) are cast to ``x``'s dtype.  Values equal the two casts of
+    :func:`fused_training_cast` one after the other (the second with ``relu=True``), bit for bit, and so do
+    the input gradients; the second binary point's gradient sums the same terms in another order.
+    """
+    if scale is not None:
+        scale, shift = scale.to(x.dtype), shift.to(x.dtype)
+    if not fused.kernels_take(x, scale, shift):
+        return None
+    casts, tables = [], []
+    for (t, bits, target, factor, check), relu in ((first, False), (second, True)):
+        frac_bits = t.width - round(float(bits.detach()))
+        p = fused.fixed_table(t, frac_bits, x.dtype, relu)
+        if p is None:
+            return None
+        casts.append((p, frac_bits, factor, check))
+        tables.append(p)
+    computed = fused.pair_forward(x.detach(), tables[0], tables[1], _detached(scale), _detached(shift))
+    if computed is None:
+        return None
+    return _FusedPair.apply(x, scale, shift, first[2], second[2], tuple(casts), *computed)
 
 
 class _LearnedWidth(torch.autograd.Function):

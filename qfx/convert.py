@@ -472,6 +472,7 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
     graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
+    _pair_relus(gm)
     gm.train(model.training)
     for name, module in gm.named_modules():  # errors in training name the quantizer's module path
         if hasattr(module, "int_bits_range"):
@@ -482,6 +483,24 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
         record_shapes(gm, example_input)
         _refuse_token_wise_dense(gm)
     return gm
+
+
+def _pair_relus(gm: fx.GraphModule) -> None:
+    """Pair each BatchNorm or residual add whose output, at every call, only one ReLU reads with that ReLU
+    (:meth:`QuantizedLayer.pair_with_relu`): training then casts both outputs in one pass each way."""
+    modules = dict(gm.named_modules())
+    readers: dict[nn.Module, set] = {}
+    for node in gm.graph.nodes:
+        producer = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(producer, (QBatchNorm1d, QBatchNorm2d, QAdd)):
+            continue
+        users = list(node.users)
+        relu = modules.get(users[0].target) if len(users) == 1 and users[0].op == "call_module" else None
+        qualifies = isinstance(relu, QReLU) and users[0].args == (node,) and not users[0].kwargs
+        readers.setdefault(producer, set()).add(relu if qualifies else None)
+    for producer, relus in readers.items():
+        if len(relus) == 1 and None not in relus:
+            producer.pair_with_relu(relus.pop())
 
 
 def _refuse_token_wise_dense(gm: fx.GraphModule) -> None:

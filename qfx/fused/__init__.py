@@ -36,6 +36,9 @@ and per-channel tables need the kernels: their callers fall back to the
 exact cast, as they do where the kernel meets a value it leaves to that cast
 (outside ``AP_SAT``: a NaN, an infinity, or ``|r * 2**F|`` so large that
 the exact cast folds it first; :func:`cast_forward` returns ``None``).
+:func:`pair_forward` and :func:`pair_backward` are two such casts in a row
+with a ReLU between them, ``q2 = Q2(max(Q1(v), 0))`` (a BatchNorm's or a
+sum's output cast, then a ReLU's), in one pass each way; kernels only.
 :func:`batch_moments` and :func:`channel_affine` are BatchNorm's batch
 statistics and their backward pass, on the same terms.
 """
@@ -55,7 +58,7 @@ from ..functional import _EXPONENT_RANGE, mantissa_bits
 from . import native
 
 __all__ = ["NearestEven", "Table", "nearest_even", "fixed_table", "channel_table", "kernels_take", "cast_forward",
-           "cast_backward", "batch_moments", "channel_affine"]
+           "cast_backward", "pair_forward", "pair_backward", "batch_moments", "channel_affine"]
 
 # The modes the kernels take, numbered as in qfx/cast_modes.h.
 _ROUNDING = {Rounding.RND: 0, Rounding.RND_CONV: 4, Rounding.TRN: 5}
@@ -287,6 +290,35 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union
         return kept, point, None, None
     dims = [0] + list(range(2, x.dim()))
     return kept * _channel_view(x, scale), point, (kept * x).sum(dims), kept.sum(dims)
+
+
+def pair_forward(x: torch.Tensor, first: Table, second: Table, scale: Optional[torch.Tensor] = None,
+                 shift: Optional[torch.Tensor] = None) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(q1, q2)`` with ``q1 = Q1(v)`` (``v`` as in :func:`cast_forward`) and ``q2 = Q2(max(q1, 0))``, one
+    read of ``x`` and one write of each; ``None`` where a kernel leaves a value to the exact cast.
+
+    ``first`` is one row (or one per channel of dimension 1, without an index), ``second`` one row built
+    for a ReLU first (:func:`fixed_table` with ``relu=True``).  The values equal the two casts done one after
+    the other.  The caller checked :func:`kernels_take`.
+    """
+    return native.pair_forward(x, first, second, scale, shift)
+
+
+def pair_backward(grad1: Optional[torch.Tensor], grad2: torch.Tensor, x: torch.Tensor, first: Table,
+                  second: Table, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], weight1: torch.Tensor,
+                  weight2: torch.Tensor):
+    """``(dL/dx, point1, point2, dL/dscale, dL/dshift)`` for :func:`pair_forward` from ``grad2 = dL/dq2`` and
+    ``grad1 = dL/dq1`` (``None`` where ``q1`` reaches the loss only through ``q2``).
+
+    ``q1`` is recomputed from ``x`` run by run; ``dL/dq1 = grad1 + grad2 * in2 * (q1 > 0)`` and everything
+    else as :func:`cast_backward` gives it for each cast (``point1`` one entry per row of ``first``,
+    ``point2`` one), the input gradient bit for bit, the sums of the second cast in another order.
+    """
+    if grad1 is not None and (grad1.dtype != x.dtype or grad1.device != x.device):
+        grad1 = grad1.to(x)
+    if grad2.dtype != x.dtype or grad2.device != x.device:
+        grad2 = grad2.to(x)
+    return native.pair_backward(grad1, grad2, x, first, second, scale, shift, weight1, weight2)
 
 
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

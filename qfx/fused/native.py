@@ -24,8 +24,8 @@ import torch
 from ..cast_native import kernel_source
 from ..cxx import compile_native
 
-__all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "fold_points", "point_rows",
-           "channel_moments", "channel_affine"]
+__all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "pair_forward",
+           "pair_backward", "fold_points", "point_rows", "channel_moments", "channel_affine"]
 
 FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
 # Built for this CPU's vector instructions where the compiler knows them (qfx.cxx.compile_native): a third
@@ -38,6 +38,9 @@ _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _SIGNATURES = {  # name: (argument types, result type)
     "cast_forward": ([_P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _INT], _INT),
     "cast_backward": ([_P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _P, _P, _P, _P, _INT], _INT),
+    "pair_forward": ([_P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _P, _P, _INT], _INT),
+    "pair_backward": ([_P, _P, _P, _P, _N, _N, _N, _P, _P, _P, _N, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _INT],
+                      _INT),
     "fold_points": ([_P, _P, _N, _D, _D, _D], _INT),
     "point_rows": ([_P, _N, _N, _N, _N, _P], _INT),
     "channel_moments": ([_P, _N, _N, _N, _P, _P, _INT], None),
@@ -141,6 +144,45 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, table, dim: int, scale: O
     if per_channel is None:
         return grad_x, point, None, None
     return grad_x, point, per_channel[0], per_channel[1]
+
+
+def pair_forward(x: torch.Tensor, first, second, scale: Optional[torch.Tensor],
+                 shift: Optional[torch.Tensor]) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """``(q1, q2)`` of :func:`qfx.fused.pair_forward`: ``first`` one row or one per channel (dimension 1, with a
+    scale), ``second`` one row; ``None`` where a kernel leaves a value to the exact cast."""
+    q1, q2 = torch.empty_like(x), torch.empty_like(x)
+    status = library().pair_forward[x.dtype](x.data_ptr(), q1.data_ptr(), q2.data_ptr(), *_pair_layout(x, first, scale),
+                                             _ptr(scale), _ptr(shift), first.rows.data_ptr(), first.rows.shape[0],
+                                             first.ints, first.reals, second.rows.data_ptr(), second.ints,
+                                             second.reals, torch.get_num_threads())
+    return None if status else (q1, q2)
+
+
+def pair_backward(grad1: Optional[torch.Tensor], grad2: torch.Tensor, x: torch.Tensor, first, second,
+                  scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], weight1: torch.Tensor,
+                  weight2: torch.Tensor):
+    """``(dL/dx, point1, point2, dL/dscale, dL/dshift)`` of :func:`qfx.fused.pair_backward`."""
+    grad2 = grad2.contiguous()
+    grad1 = None if grad1 is None else grad1.contiguous()
+    grad_x = torch.empty_like(x)
+    n, channels, inner = _pair_layout(x, first, scale)
+    point1 = torch.empty(first.rows.shape[0], dtype=torch.float32)
+    point2 = torch.empty(1, dtype=torch.float32)
+    per_channel = None if scale is None else torch.empty(2, channels, dtype=x.dtype)
+    base = None if per_channel is None else per_channel.data_ptr()
+    library().pair_backward[x.dtype](_ptr(grad1), grad2.data_ptr(), x.data_ptr(), grad_x.data_ptr(), n, channels,
+                                     inner, _ptr(scale), _ptr(shift), first.rows.data_ptr(), first.rows.shape[0],
+                                     first.ints, first.reals, second.rows.data_ptr(), second.ints, second.reals,
+                                     weight1.data_ptr(), weight2.data_ptr(), point1.data_ptr(), point2.data_ptr(),
+                                     base, None if base is None else base + x.element_size() * channels,
+                                     torch.get_num_threads())
+    if per_channel is None:
+        return grad_x, point1, point2, None, None
+    return grad_x, point1, point2, per_channel[0], per_channel[1]
+
+
+def _pair_layout(x: torch.Tensor, first, scale: Optional[torch.Tensor]) -> tuple[int, int, int]:
+    return layout(x, 1 if scale is not None else first.dim)
 
 
 def _takes_points(*tensors: torch.Tensor) -> bool:

@@ -193,6 +193,9 @@ class _QBatchNorm(QuantizedLayer):
             mean, var, x = self._batch_statistics(x)
             scale, shift = _FoldStatistics.apply(mean, var, self.weight, self.bias, self.eps)
             s, sh = cast(self.scale_quantizer, scale), cast(self.shift_quantizer, shift)
+            paired = self._cast_output_then_relu(x, s, sh)
+            if paired is not None:
+                return paired
             return cast_output(self.output_quantizer, x, x.dtype, exact=False, scale=s, shift=sh)
         scale, shift = self.folded()
         s, sh = cast(self.scale_quantizer, scale), cast(self.shift_quantizer, shift)

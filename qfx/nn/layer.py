@@ -11,11 +11,12 @@ use is absent or ``None``.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import nn
 
+from ..autograd import fused_pair_cast
 from ..format import FixedType
 from .exact import Quantizer, cast
 
@@ -68,6 +69,32 @@ class QuantizedLayer(nn.Module):
     def constants(self) -> dict[str, FixedConstant]:
         """The quantized constants (weights, biases, BN scale and shift, ...) as values, codes and formats."""
         return {}
+
+    #: The ReLU layer that alone reads this layer's output, where :meth:`pair_with_relu` named one.
+    then_relu: Optional["QuantizedLayer"] = None
+
+    def pair_with_relu(self, relu: "QuantizedLayer") -> None:
+        """Let training cast this layer's output and ``relu``'s in one fused pass each way: ``relu``
+        (a :class:`~qfx.nn.QReLU`) is the only reader of this layer's output (``qfx.quantize_model`` checks).
+        Not a submodule: held outside ``_modules``, so ``state_dict`` and ``named_modules`` are unchanged."""
+        object.__setattr__(self, "then_relu", relu)
+
+    def _cast_output_then_relu(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None,
+                               shift: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """Training: this layer's output ``Q(x * scale + shift)`` (or ``Q(x)``) with the paired ReLU's output
+        computed in the same pass and handed to it (:func:`qfx.autograd.fused_pair_cast`); ``None`` where the
+        two casts must run one after the other."""
+        relu = self.then_relu
+        if relu is None or not relu.training:
+            return None
+        first = self.output_quantizer.training_operand(x)
+        second = None if first is None else relu.output_quantizer.training_operand(x)
+        pair = None if second is None else fused_pair_cast(x, first, second, scale, shift)
+        if pair is None:
+            return None
+        q1, q2 = pair
+        q1._qfx_relu_output = (id(relu), q1._version, q2)  # taken by relu.forward; dies with q1
+        return q1
 
     def describe(self) -> str:
         """The layer's class and shape, e.g. ``QLinear(64 -> 10)``, for error messages."""

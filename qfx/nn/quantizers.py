@@ -41,6 +41,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from ..autograd import fixed_cast, fused_training_cast, learned_int_bits_cast, learned_width
 from ..format import FixedType
+from ..functional import mantissa_bits
 from ..fused import native
 from ..khot import _KHotCast, _check_k
 
@@ -379,6 +380,21 @@ class _BinaryPointQuantizer(nn.Module):
             return learned_int_bits_cast(x, int_bits, t, view, khot=self._khot, training=self.training)
         frac = t.width - (int_bits if view is None else int_bits.view(view))
         return self._fixed_forward(x, frac, t)
+
+    def training_operand(self, x: torch.Tensor) -> Optional[tuple]:
+        """This quantizer's training cast of ``x`` as :func:`qfx.autograd.fused_pair_cast` takes it, ``(format,
+        binary point, gradient target, factor, check)``, with the pending move folded in (as :meth:`forward`
+        folds it); ``None`` where only :meth:`forward` casts it: eval mode, binary points per channel, K-hot,
+        a learned word length, a format wider than ``x``'s dtype holds, or hooks that must see the call."""
+        if (not self.training or self.granularity != "tensor" or self._khot is not None or self.learns_width
+                or self._forward_hooks or self._forward_pre_hooks or x.dtype not in (torch.float32, torch.float64)
+                or self.base_type.width > mantissa_bits(x.dtype)):
+            return None
+        if self.learn_int_bits:
+            self._fold_move()
+            return self.base_type, self.int_bits, self.int_bits_move, 1.0 / STEP_SCALE, self._check_gradient
+        bits = self.effective_int_bits()
+        return self.base_type, bits, bits, 1.0, None
 
     def _check_gradient(self, grad: torch.Tensor) -> None:
         """Refuse a non-finite gradient of the binary point (see :class:`_MoveIntBits`)."""

@@ -1,0 +1,158 @@
+"""Two training casts in a row with a ReLU between them (qfx.autograd.fused_pair_cast), and the pairing of a
+BatchNorm's or a sum's output with the ReLU that reads it: the values equal the exact cast's, the input
+gradients equal the two fused casts' one after the other, the binary points' gradients up to summation order."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import qfx
+from qfx.autograd import fused_pair_cast, fused_training_cast
+from qfx.format import FixedType
+from qfx.functional import cast_codes
+from qfx.fused import native
+
+MODES = [("RND_CONV", "SAT"), ("TRN", "WRAP"), ("RND", "SAT_SYM"), ("RND_CONV", "SAT_ZERO"), ("TRN", "SAT")]
+
+
+@pytest.fixture(autouse=True)
+def _kernels() -> None:
+    assert native.library() is not None, "the fused kernels did not build (is g++ installed?)"
+
+
+def _exact(v: torch.Tensor, t: FixedType, int_bits: int) -> torch.Tensor:
+    codes, _ = cast_codes(v, t, t.width - int_bits)
+    return codes * 2.0 ** (int_bits - t.width)
+
+
+def _operands(modes, dtype):
+    """The two casts' (format, binary point, gradient target, factor, check), each binary point learned."""
+    first_t = FixedType(8, 2, rounding=modes[0], overflow=modes[1])
+    second_t = FixedType(6, 1, signed=False, rounding=modes[0], overflow=modes[1])
+    first = torch.tensor(2.0, requires_grad=True)
+    second = torch.tensor(1.0, requires_grad=True)
+    return (first_t, first, first, 1.0, None), (second_t, second, second, 1.0, None)
+
+
+@pytest.mark.parametrize("modes", MODES)
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reads", ["second", "both", "first"])
+def test_pair_equals_the_two_casts(modes, affine: bool, dtype: torch.dtype, reads: str) -> None:
+    g = torch.Generator().manual_seed(3)
+    x0 = (torch.randn(4, 6, 40, 30, generator=g, dtype=dtype) * 3).round(decimals=2)  # ties too
+    scale = (torch.rand(6, generator=g, dtype=dtype) + 0.5) if affine else None
+    shift = torch.randn(6, generator=g, dtype=dtype) if affine else None
+    weights = torch.randn(2, *x0.shape, generator=g, dtype=dtype)
+    grads = []
+    for paired in (True, False):
+        x = x0.clone().requires_grad_(True)
+        s = None if scale is None else scale.clone().requires_grad_(True)
+        sh = None if shift is None else shift.clone().requires_grad_(True)
+        first, second = _operands(modes, dtype)
+        if paired:
+            q1, q2 = fused_pair_cast(x, first, second, s, sh)
+        else:
+            q1 = fused_training_cast(x, first[0], first[1], scale=s, shift=sh)
+            q2 = fused_training_cast(q1, second[0], second[1], relu=True)
+        v = x0 if scale is None else x0 * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        assert torch.equal(q1, _exact(v, first[0], 2))
+        assert torch.equal(q2, _exact(torch.relu(q1), second[0], 1))
+        loss = {"second": (q2 * weights[1]).sum(), "first": (q1 * weights[0]).sum(),
+                "both": (q1 * weights[0]).sum() + (q2 * weights[1]).sum()}[reads]
+        loss.backward()
+        grads.append([x.grad, None if s is None else s.grad, None if sh is None else sh.grad, first[1].grad,
+                      second[1].grad])
+    paired, separate = grads
+    assert torch.equal(paired[0], separate[0])
+    for a, b in zip(paired[1:3], separate[1:3]):  # per-channel sums: the same runs, the same order
+        assert (a is None and b is None) or torch.equal(a, b)
+    # A binary point's gradient is a difference of two sums of float partial sums (per run in the tensor's
+    # dtype): another order of the runs moves it by the cancelled terms' rounding.
+    tolerance = 1e-3 if dtype == torch.float32 else 1e-9
+    for a, b in zip(paired[3:], separate[3:]):
+        assert (a is None) == (b is None)
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=tolerance, atol=tolerance)
+
+
+def test_pair_declines_what_the_kernels_leave_to_the_exact_cast() -> None:
+    first, second = _operands(("TRN", "WRAP"), torch.float32)
+    x = torch.tensor([1.0, float("nan")] * 3000)
+    assert fused_pair_cast(x, first, second) is None
+    assert fused_pair_cast(x.view(2, 3000).t(), first, second) is None  # not contiguous
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(8)
+        self.bn3 = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn(self.conv(x)))
+        shortcut = out
+        out = F.relu(self.bn2(self.conv2(out)) + shortcut)
+        return self.bn3(out) + out  # neither bn3 nor this sum feeds a ReLU: no pair
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 16, 16)
+    model = qfx.quantize_model(_Block(), qfx.QConfig(weight=8, activation=8, learn_int_bits=True), example_input=x)
+    qfx.calibrate(model, [x])
+    return model.train()
+
+
+def _step(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    model.zero_grad(set_to_none=True)
+    out = model(x)
+    (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+    return out, {name: p.grad for name, p in model.named_parameters()}
+
+
+def test_quantize_model_pairs_batchnorm_and_add_with_their_relu_and_trains_alike() -> None:
+    model = _model()
+    paired = {name for name, m in model.named_modules() if getattr(m, "then_relu", None) is not None}
+    assert paired == {"bn", "add"}
+    assert model.bn.then_relu is model.relu and "then_relu" not in dict(model.named_modules())
+    assert set(model.state_dict()) == set(copy.deepcopy(model).state_dict())
+    separate = copy.deepcopy(model)
+    for name in paired:
+        separate.get_submodule(name).pair_with_relu(None)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    for _ in range(2):  # the second step folds the moves the optimizer left
+        out, grads = _step(model, x)
+        out_ref, grads_ref = _step(separate, x)
+        assert torch.equal(out, out_ref)
+        for name, grad in grads_ref.items():
+            if name.endswith("int_bits_move"):
+                torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-7)
+            else:
+                assert torch.equal(grads[name], grad), name
+        for m in (model, separate):
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.sub_(0.01 * p.grad)
+
+
+def test_hooks_on_the_relu_and_its_quantizer_see_their_calls() -> None:
+    model = _model()
+    seen, cast = [], []
+    model.relu.register_forward_hook(lambda module, args, out: seen.append((args[0], out)))
+    x = torch.randn(4, 3, 16, 16)
+    model(x)
+    (bn_out, relu_out), = seen  # the ReLU handed its output by the BatchNorm
+    q = model.relu.output_quantizer
+    assert torch.equal(relu_out, _exact(torch.relu(bn_out.detach()), q.base_type, int(q.int_bits)))
+    q.register_forward_pre_hook(lambda module, args: cast.append(args[0]))  # as calibration's observers do
+    model(x)
+    assert len(cast) == 1 and torch.equal(cast[0], seen[-1][0])  # then the two cast one after the other
