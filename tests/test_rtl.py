@@ -40,11 +40,12 @@ def test_csd_never_has_more_digits_than_binary():
 @pytest.mark.parametrize("shape, low, high", [((8, 8), -128, 128), ((5, 13), -3, 4), ((16, 3), -1000, 1000),
                                               ((1, 1), 5, 6), ((6, 6), 0, 1)])
 @pytest.mark.parametrize("share", [True, False])
-def test_adder_graph_equals_the_integer_matrix_product(shape, low, high, share):
+@pytest.mark.parametrize("ternary", [False, True])
+def test_adder_graph_equals_the_integer_matrix_product(shape, low, high, share, ternary):
     rng = np.random.default_rng(shape[0] * 31 + shape[1])
     matrix = rng.integers(low, high, size=shape)
     matrix[rng.random(shape) < 0.2] = 0  # some zeros, possibly whole rows
-    graph = build_adder_graph(_rows(matrix), shape[1], share=share)
+    graph = build_adder_graph(_rows(matrix), shape[1], share=share, ternary=ternary)
     for _ in range(20):
         x = rng.integers(-(1 << 20), 1 << 20, size=shape[1])
         assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]
@@ -147,7 +148,8 @@ def _odd_names_graph() -> Graph:
 def test_names_are_sanitised_into_unique_verilog_identifiers():
     files = render(_odd_names_graph(), pipeline=3)
     modules = re.findall(r"^module (\S+) ", "".join(_verilog(files).values()), flags=re.M)
-    assert len(modules) == len(set(m.lower() for m in modules)) == 6
+    # four layers, the top, qfx_add, qfx_add3 and the models of LUT6_2 and CARRY8
+    assert len(modules) == len(set(m.lower() for m in modules)) == 9
     assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", m) for m in modules)
     assert "my_net_v2" in modules
 
@@ -253,6 +255,24 @@ def test_shared_adders_pass_low_bits_through_and_no_row_sum_is_negated():
             assert not any(t.negative for t in graph.outputs)
             x = rng.integers(-128, 128, size=size)
             assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]
+
+
+def test_ternary_adders_keep_what_qfx_add3_needs_and_no_row_sum_is_negated():
+    # qfx_add3 passes its lowest-shifted term's low bits through (so that term is negative only where the chain starts
+    # at its shift) and takes the +1 of at most two subtracted terms; a row's last adder sums to the row's value.
+    rng = np.random.default_rng(11)
+    for size in (8, 16):
+        matrix = rng.integers(-128, 128, size=(size, size))
+        graph = build_adder_graph(_rows(matrix), size, ternary=True)
+        ternary = [a for a in graph.adders if a.third is not None]
+        assert len(ternary) > len(graph.adders) / 2
+        for adder in ternary:
+            assert adder.left.shift <= min(adder.right.shift, adder.third.shift) and adder.left.shift == 0
+            assert sum(t.negative for t in adder.terms) <= 2
+            assert not adder.left.negative or adder.low == adder.left.shift
+        assert not any(t.negative for t in graph.outputs)
+        x = rng.integers(-128, 128, size=size)
+        assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]
 
 
 def test_sharing_prefers_the_pattern_saving_more_luts_to_the_more_frequent_one():

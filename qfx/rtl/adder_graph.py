@@ -48,6 +48,19 @@ otherwise the low ``s`` bits of ``b`` would need negating.  A row's last
 adder is the exception: its sum is the output, whose negation would cost
 a LUT per output bit, so it is built positive whenever one of its terms
 is or can be made so (signs pushed into the row's own adders).
+
+Ternary adders (``ternary=True``, ``qfx_add3``): on UltraScale+ one
+LUT6_2 per bit (the carry-save sum and carry of three bits) and the CARRY8
+chain add three terms for the LUTs of one two-term adder, so each row sums
+its terms three at a time (an even count first adds its two smallest with
+a two-term adder): about ``(n - 1) / 2`` adders instead of ``n - 1``.  Any
+two of the three terms may be subtracted (the inversion is in the LUT,
+the +1s enter as the chain's carry-in and the carry-save carry of its
+first bit), except the one with the lowest shift, whose low bits pass
+through: if it is negative, the adder sums the negated terms and its user
+subtracts the result.  Sharing keeps its pricing: measured with Yosys,
+pricing a row's saving at half (a term costs about half an adder in a
+ternary tree) gave more LUTs, not fewer.
 """
 
 from __future__ import annotations
@@ -73,10 +86,27 @@ class Term:
 
 @dataclasses.dataclass(frozen=True)
 class Adder:
-    """``left + right`` (each a shifted, signed node); ``left`` is never negative."""
+    """``left + right`` (each a shifted, signed node); ``left`` is never negative.
+
+    With a ``third`` term it is a ternary adder ``left + right + third``
+    (``qfx_add3``): ``left`` has the lowest shift, at most two terms are
+    negative, and ``left`` is negative only if the carry chain starts at its
+    shift (:attr:`low`).
+    """
 
     left: Term
     right: Term
+    third: Optional[Term] = None
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        return (self.left, self.right) if self.third is None else (self.left, self.right, self.third)
+
+    @property
+    def low(self) -> int:
+        """A ternary adder's first bit on the carry chain: the bits below it are ``left``'s alone, passed through
+        (none when ``left`` is negative: its low bits would need negating)."""
+        return self.left.shift if self.left.negative else min(self.right.shift, self.third.shift)
 
 
 @dataclasses.dataclass
@@ -91,7 +121,7 @@ class AdderGraph:
         """The outputs for integer inputs ``x`` (the definition the hardware implements)."""
         values = [int(v) for v in x]
         for adder in self.adders:
-            values.append(_term_value(adder.left, values) + _term_value(adder.right, values))
+            values.append(sum(_term_value(t, values) for t in adder.terms))
         return [0 if t is None else _term_value(t, values) for t in self.outputs]
 
     def ranges(self, input_ranges: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -104,7 +134,7 @@ class AdderGraph:
         coefficients: list[dict[int, int]] = [{i: 1} for i in range(self.inputs)]
         for adder in self.adders:
             combined: dict[int, int] = defaultdict(int)
-            for term in (adder.left, adder.right):
+            for term in adder.terms:
                 sign = -1 if term.negative else 1
                 for i, c in coefficients[term.node].items():
                     combined[i] += sign * (c << term.shift)
@@ -146,6 +176,7 @@ def csd_digits(value: int) -> list[tuple[int, bool]]:
 
 
 Pattern = tuple[int, int, int, bool]
+SHARE_COST = {False: 1, True: 1}
 
 
 def _pattern(t1: Term, t2: Term) -> tuple[Pattern, Term, Term]:
@@ -162,9 +193,10 @@ class _Rows:
     new node, see :meth:`add_node`): the widths that price a pattern.
     """
 
-    def __init__(self, rows: list[list[Term]], ranges: list[tuple[int, int]]):
+    def __init__(self, rows: list[list[Term]], ranges: list[tuple[int, int]], cost: int = 1):
         self.rows = rows
         self.ranges = ranges
+        self.cost = cost  #: rows' savings that building the pattern costs (see :func:`build_adder_graph`)
         self.per_row: dict[Pattern, int] = {}  #: LUTs a pattern saves in each row after the first
         self.count: dict[Pattern, int] = defaultdict(int)
         self.where: dict[Pattern, set[int]] = defaultdict(set)
@@ -175,7 +207,7 @@ class _Rows:
                     self._bump(_pattern(t1, t2)[0], r, 1)
 
     def add_node(self, adder: Adder) -> None:
-        """Record the range of a new node computed by ``adder``."""
+        """Record the range of a new node computed by ``adder`` (a two-term one)."""
         (l1, h1), (l2, h2) = (_term_range(t, self.ranges[t.node]) for t in (adder.left, adder.right))
         self.ranges.append((l1 + l2, h1 + h2))
 
@@ -183,7 +215,7 @@ class _Rows:
         """LUTs saved by building ``pattern`` once for all its rows (see the module's docstring); none
         unless it occurs twice (a pattern whose shift is wider than its operands saves a negative amount
         a row, which no count below two may turn positive)."""
-        if self.count[pattern] < 2:
+        if self.count[pattern] <= self.cost:
             return 0
         per_row = self.per_row.get(pattern)
         if per_row is None:
@@ -192,7 +224,7 @@ class _Rows:
             second = _term_range(Term(b, max(0, d), subtract), self.ranges[b])
             wy = signed_width(first[0] + second[0], first[1] + second[1])
             per_row = self.per_row[pattern] = signed_width(*self.ranges[a]) + signed_width(*self.ranges[b]) - wy + 1
-        return (self.count[pattern] - 1) * per_row
+        return (self.count[pattern] - self.cost) * per_row
 
     def _bump(self, pattern: Pattern, row: int, step: int) -> None:
         self.count[pattern] += step
@@ -251,7 +283,7 @@ class _Rows:
 
 
 def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool = True,
-                      input_ranges: Optional[Sequence[tuple[int, int]]] = None) -> AdderGraph:
+                      input_ranges: Optional[Sequence[tuple[int, int]]] = None, ternary: bool = False) -> AdderGraph:
     """The adder graph computing ``y[o] = sum_i rows[o][i] * x[i]`` for ``inputs`` inputs.
 
     ``rows`` maps input index to integer coefficient (zeros may be left
@@ -263,7 +295,8 @@ def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool =
     terms = [[Term(i, s, n) for i in sorted(row) for s, n in csd_digits(int(row[i]))] for row in rows]
     adders: list[Adder] = []
     if share:
-        state = _Rows(terms, list(input_ranges) if input_ranges is not None else [(-128, 127)] * inputs)
+        state = _Rows(terms, list(input_ranges) if input_ranges is not None else [(-128, 127)] * inputs,
+                      SHARE_COST[ternary])
         while (pattern := state.best()) is not None:
             a, b, d, subtract = pattern
             adder, flip = _adder(Term(a, max(0, -d)), Term(b, max(0, d), subtract))
@@ -274,7 +307,7 @@ def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool =
     size = [1] * inputs
     for adder in adders:
         size.append((size[adder.left.node] << adder.left.shift) + (size[adder.right.node] << adder.right.shift))
-    outputs = [_sum_tree(row, adders, inputs, size) for row in terms]
+    outputs = [(_sum_tree3 if ternary else _sum_tree)(row, adders, inputs, size) for row in terms]
     return AdderGraph(inputs, adders, outputs)
 
 
@@ -353,3 +386,63 @@ def _sum_tree(row: list[Term], adders: list[Adder], inputs: int, size: list[int]
         heapq.heappush(heap, (m1 + m2, order, term))
         order += 1
     return heap[0][2]
+
+
+def _combine3(terms: list[Term], adders: list[Adder], inputs: int, root: bool = False) -> Term:
+    """One ternary adder for the sum of three terms, shifts factored out.
+
+    The term with the lowest shift passes its low bits through, so it must
+    not be negative: if it is (or all three are), the adder sums the
+    negated terms and the result is negated.  The ``root`` of a row's tree
+    is built positive unless all three terms are negative: its chain then
+    starts at the lowest term's shift instead.
+    """
+    terms = sorted(terms, key=lambda t: (t.shift, t.negative))
+    low = terms[0].shift
+    negatives = sum(t.negative for t in terms)
+    strict = terms[0].shift < terms[1].shift
+    flip = negatives == 3 or (strict and terms[0].negative and not root)
+    adders.append(Adder(*(Term(t.node, t.shift - low, t.negative != flip) for t in terms)))
+    return Term(inputs + len(adders) - 1, low, flip)
+
+
+def _sum_tree3(row: list[Term], adders: list[Adder], inputs: int, size: list[int]) -> Optional[Term]:
+    """The row's terms summed by ternary adders, smallest first (Huffman order, three at a time); an even count
+    first adds its two smallest terms with a two-term adder."""
+    if not row:
+        return None
+    heap = [(size[t.node] << t.shift, k, t) for k, t in enumerate(sorted(row))]
+    heapq.heapify(heap)
+    order, first = len(heap), len(adders)
+    while len(heap) > 1:
+        group = [heapq.heappop(heap) for _ in range(2 if len(heap) % 2 == 0 else 3)]
+        root = not heap
+        terms = [t for _, _, t in group]
+        if root and len(terms) == 3 and all(t.negative for t in terms):
+            terms = _negate3(terms, adders, inputs, first)
+        term = _combine(*terms, adders, inputs, root) if len(terms) == 2 else _combine3(terms, adders, inputs, root)
+        magnitude = sum(m for m, _, _ in group)
+        size.append(magnitude >> term.shift)
+        heapq.heappush(heap, (magnitude, order, term))
+        order += 1
+    return heap[0][2]
+
+
+def _negate3(terms: list[Term], adders: list[Adder], inputs: int, first: int) -> list[Term]:
+    """Three negative terms of a row's last adder with one made positive where a ternary adder of the row's own tree
+    (``first`` and later, each used once) can be rebuilt as its negation (its terms' signs flipped; at most two
+    negative, its chain then starting at its lowest term's shift if that one is negative): the cheapest such."""
+    best, best_cost = None, None
+    for j, term in enumerate(terms):
+        k = term.node - inputs
+        if k < first or adders[k].third is None or not any(t.negative for t in adders[k].terms):
+            continue
+        flipped = Adder(*(Term(t.node, t.shift, not t.negative) for t in adders[k].terms))
+        cost = adders[k].low - flipped.low  # LUTs the chain grows by at its low end
+        if best_cost is None or cost < best_cost:
+            best, best_cost = (j, k, flipped), cost
+    if best is None:
+        return terms
+    j, k, flipped = best
+    adders[k] = flipped
+    return [Term(t.node, t.shift) if i == j else t for i, t in enumerate(terms)]

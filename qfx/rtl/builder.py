@@ -38,7 +38,9 @@ class Wire:
 
 @dataclasses.dataclass(frozen=True)
 class AdderInstance:
-    """``y = (a <<< a_shift) +/- (b <<< b_shift)`` as one ``qfx_add`` instance (kept as its own hierarchy)."""
+    """``y = (a <<< a_shift) +/- (b <<< b_shift)`` as one ``qfx_add`` instance; with an operand ``c``,
+    ``y = ±(a <<< a_shift) ± (b <<< b_shift) ± (c <<< c_shift)`` as one ``qfx_add3`` (``negate``: bit 0 for a,
+    1 for b, 2 for c; its carry chain starts at bit ``low``)."""
 
     name: str
     a: str
@@ -50,6 +52,11 @@ class AdderInstance:
     b_shift: int
     subtract: bool
     y_width: int
+    c: str = ""
+    c_width: int = 0
+    c_shift: int = 0
+    negate: int = 0
+    low: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +91,9 @@ Element = tuple[str, int, int]  # wire name, lowest and highest code
 class Builder:
     """Collects a module's wires, adders and casts; every wire's width comes from its exact range."""
 
-    def __init__(self, module: LayerModule):
+    def __init__(self, module: LayerModule, ternary: bool = False):
         self.module = module
+        self.ternary = ternary  #: sum rows with ``qfx_add3`` ternary adders (UltraScale+ LUT6_2 and CARRY8)
 
     def wire(self, name: str, low: int, high: int, expr: Optional[str]) -> Element:
         self.module.wires.append(Wire(name, signed_width(low, high), expr))
@@ -104,7 +112,8 @@ class Builder:
 
     def products(self, rows: Sequence[dict[int, int]], inputs: Sequence[Element]) -> list[Element]:
         """``sum_i rows[o][i] * inputs[i]`` for every row, as a shared adder graph."""
-        graph = build_adder_graph(rows, len(inputs), input_ranges=[(low, high) for _, low, high in inputs])
+        graph = build_adder_graph(rows, len(inputs), input_ranges=[(low, high) for _, low, high in inputs],
+                                  ternary=self.ternary)
         ranges = graph.ranges([(low, high) for _, low, high in inputs])
         names = [name for name, _, _ in inputs]
         for k, adder in enumerate(graph.adders):
@@ -113,10 +122,14 @@ class Builder:
             low, high = ranges[node]
             self.wire(name, low, high, None)
             names.append(name)
-            left, right = adder.left, adder.right
+            left, right, third = adder.left, adder.right, adder.third
+            extra = {} if third is None else dict(
+                c=names[third.node], c_width=signed_width(*ranges[third.node]), c_shift=third.shift,
+                negate=sum(t.negative << j for j, t in enumerate(adder.terms)), low=adder.low)
             self.module.adders.append(AdderInstance(
                 f"u_a{k}", names[left.node], names[right.node], name, signed_width(*ranges[left.node]),
-                signed_width(*ranges[right.node]), left.shift, right.shift, right.negative, signed_width(low, high)))
+                signed_width(*ranges[right.node]), left.shift, right.shift, right.negative, signed_width(low, high),
+                **extra))
         sums = []
         for o, term in enumerate(graph.outputs):
             if term is None:

@@ -7,7 +7,9 @@ files:
 =========================  ====================================================================
 ``rtl/<top>.v``            the top: input registers, layers, pipeline registers, output registers
 ``rtl/<top>_<layer>.v``    one combinational module per layer
-``rtl/qfx_add.v``          the two-operand shift-add every constant product is built from
+``rtl/qfx_add.v``          the shift-adds every constant product is built from: ``qfx_add`` (two
+                           operands) and, unless ``ternary=False``, ``qfx_add3`` (three, of UltraScale+
+                           LUT6_2 and CARRY8 cells, with their models for simulation)
 ``manifest.json``          top, latency, port formats, layers and sources (read by the tests)
 ``tb/vectors.json``        input codes and the IR interpreter's output codes for them, by port
 ``tb/test_<top>.py``       the cocotb test: drives every vector back to back, checks every bit
@@ -43,6 +45,8 @@ from .layers import LayerModule, RTLError, check_supported, lower_node
 __all__ = ["Design", "Port", "plan_design", "render", "generate", "random_codes"]
 
 DEFAULT_VECTORS = 256
+#: Modules of ``rtl/qfx_add.v`` (the two primitives' models for simulation only): no top may take their names.
+ADDER_MODULES = frozenset({"qfx_add", "qfx_add3", "LUT6_2", "CARRY8"})
 #: What simulating a design adds to its folder (``--force`` may replace these with the design).
 SIMULATION_OUTPUTS = ("sim_build", "tb/__pycache__", ".pytest_cache")
 
@@ -174,8 +178,13 @@ def _boundaries(layers: int, pipeline: int, graph: str) -> list[int]:
     return [(j + 1) * layers // (pipeline + 1) - 1 for j in range(pipeline)]
 
 
-def plan_design(graph: Graph, pipeline: int = 0, top: Optional[str] = None) -> Design:
+def plan_design(graph: Graph, pipeline: int = 0, top: Optional[str] = None, ternary: bool = True) -> Design:
     """Lower every node of ``graph`` and plan the top module with ``pipeline`` register stages between layers.
+
+    ``ternary`` sums constant products with ``qfx_add3`` ternary adders
+    (UltraScale+ LUT6_2 and CARRY8 instances: three terms for the LUTs of
+    one two-term adder); ``False`` keeps to ``qfx_add``, plain Verilog
+    for any fabric.
 
     Raises :class:`~qfx.rtl.layers.RTLError` naming the node for an op or
     a size the Verilog back end does not support.
@@ -190,11 +199,12 @@ def plan_design(graph: Graph, pipeline: int = 0, top: Optional[str] = None) -> D
             raise RTLError(f"--top {top!r:.80}: the top module's name must be a Verilog identifier (letters, "
                            "digits and _, not starting with a digit, at most 80 characters, not a keyword)") \
                 from error
-        if top == "qfx_add":
-            raise RTLError("--top qfx_add: the name is taken by qfx's adder module; choose another")
-    top = top or c_identifier(graph.name or "qfx_top", set(names.values()) | VERILOG_KEYWORDS)
+        if top in ADDER_MODULES:
+            raise RTLError(f"--top {top}: the name is taken by qfx's adder modules; choose another")
+    top = top or c_identifier(graph.name or "qfx_top", set(names.values()) | VERILOG_KEYWORDS | ADDER_MODULES)
     values = graph.values()
-    layers = [lower_node(node, [values[i] for i in node.inputs], f"{top}_{names[node.name]}") for node in graph.nodes]
+    layers = [lower_node(node, [values[i] for i in node.inputs], f"{top}_{names[node.name]}", ternary)
+              for node in graph.nodes]
     cuts = set(_boundaries(len(layers), pipeline, graph.name))
     last_use = {}
     for k, node in enumerate(graph.nodes):
@@ -248,15 +258,16 @@ def _rows(codes: np.ndarray) -> list[list[int]]:
 
 
 def render(graph: Graph, pipeline: int = 0, inputs: "Optional[np.ndarray | list[np.ndarray]]" = None,
-           top: Optional[str] = None) -> dict[str, str]:
+           top: Optional[str] = None, ternary: bool = True) -> dict[str, str]:
     """Every file of the design of ``graph``, ``{relative path: text}``.
 
     ``inputs`` are input codes for the test vectors: one batch-first array
     per graph input (a single array for a graph with one input), e.g.
     ``qfx.ir.input_codes(x, graph.inputs[0].type)`` of real data; by
-    default :data:`DEFAULT_VECTORS` random vectors.
+    default :data:`DEFAULT_VECTORS` random vectors.  ``ternary``: see
+    :func:`plan_design`.
     """
-    design = plan_design(graph, pipeline, top)
+    design = plan_design(graph, pipeline, top, ternary)
     arrays = random_codes(graph) if inputs is None else [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
     arrays = [np.asarray(a) for a in arrays]
     if len(arrays) != len(graph.inputs) or len({len(a) for a in arrays}) > 1:
@@ -271,17 +282,18 @@ def render(graph: Graph, pipeline: int = 0, inputs: "Optional[np.ndarray | list[
                "outputs": {port.name: _rows(codes[port.tensor]) for port in design.outputs}}
     env = environment()
     files = {f"rtl/{layer.name}.v": env.get_template("rtl/layer.v.j2").render(layer=layer) for layer in design.layers}
-    files["rtl/qfx_add.v"] = env.get_template("rtl/qfx_add.v.j2").render()
+    files["rtl/qfx_add.v"] = env.get_template("rtl/qfx_add.v.j2").render(ternary=ternary)
     files[f"rtl/{design.top}.v"] = env.get_template("rtl/top.v.j2").render(design=design)
     files["manifest.json"] = json.dumps(design.manifest(), indent=2, sort_keys=True) + "\n"
     files["tb/vectors.json"] = json.dumps(vectors, separators=(",", ":")) + "\n"
     files[f"tb/test_{design.top}.py"] = env.get_template("rtl/cocotb_test.py.j2").render(design=design)
     files["tb/runner.py"] = env.get_template("rtl/runner.py.j2").render(design=design)
-    files["README.md"] = env.get_template("rtl/README.md.j2").render(design=design)
+    files["README.md"] = env.get_template("rtl/README.md.j2").render(design=design, ternary=ternary)
     return files
 
 
 def generate(graph: Graph, directory: "os.PathLike | str", pipeline: int = 0, inputs: Optional[np.ndarray] = None,
-             top: Optional[str] = None, force: bool = False) -> pathlib.Path:
+             top: Optional[str] = None, force: bool = False, ternary: bool = True) -> pathlib.Path:
     """Write the design of ``graph`` into ``directory`` (see :func:`render`); returns the folder."""
-    return write_project(render(graph, pipeline, inputs, top), directory, force=force, outputs=SIMULATION_OUTPUTS)
+    return write_project(render(graph, pipeline, inputs, top, ternary), directory, force=force,
+                         outputs=SIMULATION_OUTPUTS)

@@ -303,11 +303,12 @@ def check_supported(node: Node) -> None:
                            "convolutions (use the HLS back end for this network, or shrink the layer)")
 
 
-def lower_node(node: Node, inputs: list[Value], module_name: str) -> LayerModule:
-    """The Verilog module of ``node`` (whose input tensors are ``inputs``), called ``module_name``."""
+def lower_node(node: Node, inputs: list[Value], module_name: str, ternary: bool = False) -> LayerModule:
+    """The Verilog module of ``node`` (whose input tensors are ``inputs``), called ``module_name``; ``ternary``
+    sums constant products with ``qfx_add3`` ternary adders (UltraScale+ primitives) where three terms meet."""
     check_supported(node)
     module = LayerModule(module_name, node.describe(), node.op, [], 0)
-    b = Builder(module)
+    b = Builder(module, ternary)
     if node.op == "flatten":
         b.unpack(0, inputs[0])
         module.wires.clear()  # the codes pass through unchanged
