@@ -22,7 +22,7 @@ from .functional import (FixedLike, cast_codes, cast_values, in_range_grad, satu
 from .khot import khot_cast_codes
 
 __all__ = ["quantize", "fixed_cast", "learned_int_bits_cast", "fused_training_cast", "fused_pair_cast",
-           "learned_width"]
+           "point_weights", "learned_width"]
 
 _LN2 = math.log(2.0)
 
@@ -260,7 +260,7 @@ class _FusedCast(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         x, q, scale, shift = ctx.saved_tensors
         grad_x, grad_i, grad_scale, grad_shift = fused.cast_backward(
-            grad, x, q, ctx.p, scale, shift, _point_weights(ctx.frac, ctx.factor), ctx.kernels)
+            grad, x, q, ctx.p, scale, shift, point_weights(ctx.frac, ctx.factor), ctx.kernels)
         grad_i = grad_i.view(ctx.target_shape) if ctx.needs_input_grad[3] else None
         if grad_i is not None and ctx.check is not None:
             ctx.check(grad_i)
@@ -268,9 +268,9 @@ class _FusedCast(torch.autograd.Function):
 
 
 @functools.lru_cache(maxsize=4096)
-def _point_weights(frac_bits: Union[int, range], factor: float = 1.0) -> torch.Tensor:
+def point_weights(frac_bits: Union[int, range], factor: float = 1.0) -> torch.Tensor:
     """``factor * ln 2 / step**1.5`` per binary point (float64; one, or one per row of a per-channel
-    :class:`qfx.fused.Table`): turns the sums of :class:`_FusedCast` into gradients."""
+    :class:`qfx.fused.Table`): turns the sums of :func:`qfx.fused.cast_backward` into gradients."""
     fracs = (frac_bits,) if isinstance(frac_bits, int) else frac_bits
     return torch.tensor([_point_weight(f, factor) for f in fracs], dtype=torch.float64)
 
@@ -370,12 +370,12 @@ class _FusedPair(torch.autograd.Function):
             return None, None, None, None, None, None, None, None
         if grad2 is None:  # q2 unused: the first cast's backward alone
             grad_x, point1, grad_scale, grad_shift = fused.cast_backward(
-                grad1, x, None, p1, scale, shift, _point_weights(frac1, factor1), True)
+                grad1, x, None, p1, scale, shift, point_weights(frac1, factor1), True)
             point2 = None
         else:
             grad_x, point1, point2, grad_scale, grad_shift = fused.pair_backward(
-                grad1, grad2, x, p1, p2, scale, shift, _point_weights(frac1, factor1),
-                _point_weights(frac2, factor2))
+                grad1, grad2, x, p1, p2, scale, shift, point_weights(frac1, factor1),
+                point_weights(frac2, factor2))
         grads = []
         for point, needed, shape, check in ((point1, ctx.needs_input_grad[3], ctx.shapes[0], check1),
                                             (point2, ctx.needs_input_grad[4], ctx.shapes[1], check2)):
@@ -405,6 +405,8 @@ def fused_pair_cast(x: torch.Tensor, first: tuple, second: tuple, scale: Optiona
         return None
     casts, tables = [], []
     for (t, bits, target, factor, check), relu in ((first, False), (second, True)):
+        if bits.dim() != 0:
+            return None
         frac_bits = t.width - round(float(bits.detach()))
         p = fused.fixed_table(t, frac_bits, x.dtype, relu)
         if p is None:

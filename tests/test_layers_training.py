@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -295,3 +296,35 @@ def test_batchnorm_fold_node_equals_the_torch_ops(dtype, affine) -> None:
     (scale_ref * upstream[0] + shift_ref * upstream[1]).sum().backward()
     for a, t in zip(got, leaves):
         torch.testing.assert_close(a, t.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("learn", [True, False])
+@pytest.mark.parametrize("overflow", ["SAT", "WRAP"])
+def test_batchnorm_fold_and_casts_as_one_node_train_like_the_separate_casts(learn: bool, overflow: str) -> None:
+    """The fold with the scale and shift casts in the same node gives the values and gradients of the fold
+    followed by the two quantizers' own casts, bit for bit, step after step (moves folded in between)."""
+    cfg = LayerQConfig(scale=FixedType(8, 3, rounding="RND_CONV", overflow=overflow),
+                       shift=FixedType(8, 2, rounding="RND_CONV", overflow=overflow),
+                       learn_int_bits=learn)
+    torch.manual_seed(4)
+    fast = QBatchNorm2d(6, cfg=cfg).train()
+    with torch.no_grad():
+        fast.weight.uniform_(0.5, 4.0)
+        fast.bias.uniform_(-3.0, 3.0)
+    slow = copy.deepcopy(fast)
+    slow._fold_and_cast = lambda mean, var: None  # the separate nodes
+    x = torch.randn(4, 6, 5, 7) * 2
+    for _ in range(3):
+        results = []
+        for layer in (fast, slow):
+            layer.zero_grad(set_to_none=True)
+            out = layer(x)
+            (out * torch.linspace(-2, 1, out.numel()).view_as(out)).sum().backward()
+            results.append((out, {n: p.grad for n, p in layer.named_parameters()}))
+            with torch.no_grad():
+                for n, p in layer.named_parameters():
+                    p.sub_((1e-4 if n.endswith("move") else 0.05) * p.grad)
+        (out, grads), (out_ref, grads_ref) = results
+        assert torch.equal(out, out_ref)
+        assert grads.keys() == grads_ref.keys() and all(torch.equal(grads[n], grads_ref[n]) for n in grads)
+        assert fast._fold_and_cast(x.mean((0, 2, 3)), x.var((0, 2, 3))) is not None  # the one node was taken

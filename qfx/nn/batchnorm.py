@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .. import fused
+from ..autograd import point_weights
 from .config import LayerQConfig, make_quantizer
 from .exact import as_float, cast, cast_output, compact, exact_add, exact_dtype
 from .layer import FixedConstant, QuantizedLayer, fixed_constant
@@ -74,39 +75,72 @@ class _BatchStatistics(torch.autograd.Function):
         return fused.channel_affine(x, slope.contiguous(), offset.contiguous(), grad_x)
 
 
+def _fold_values(mean: torch.Tensor, var: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(scale, shift, r)`` of :class:`_FoldStatistics`, ``r = 1 / sqrt(var + eps)``."""
+    r = 1 / torch.sqrt(var + eps)
+    scale = r if gamma is None else gamma.to(mean.dtype) * r
+    shift = -mean * scale if beta is None else beta.to(mean.dtype) - mean * scale
+    return scale, shift, r
+
+
 class _FoldStatistics(torch.autograd.Function):
     """Forward: ``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mean * scale`` per channel, rounding as
     the PyTorch ops of :meth:`_QBatchNorm._fold` do (``1 / sqrt(var + eps)``, then times ``gamma``); without
     ``gamma`` or ``beta`` (``affine=False``) ``scale = 1 / sqrt(var + eps)`` and ``shift = -mean * scale``.
+    With ``casts`` (see :meth:`_QBatchNorm._fold_and_cast`), ``Qs(scale)`` and ``Qsh(shift)`` instead: the
+    training casts of the two per-channel quantizers, done already.
 
     Backward, with ``r = 1 / sqrt(var + eps)`` and ``g_scale' = dL/dscale - dL/dshift * mean`` (the scale
     reaches the loss also through the shift): ``dL/dbeta = dL/dshift``, ``dL/dmean = -dL/dshift * scale``,
-    ``dL/dgamma = g_scale' * r``, ``dL/dvar = -g_scale' * gamma * r**3 / 2``.
+    ``dL/dgamma = g_scale' * r``, ``dL/dvar = -g_scale' * gamma * r**3 / 2``.  With ``casts``, ``dL/dscale``
+    and ``dL/dshift`` first come through the casts (:func:`qfx.fused.cast_backward`, as the quantizers'
+    own casts give them), whose binary points' gradients go to ``target_scale`` and ``target_shift``.
 
     Why one node: training folds the statistics every step in every BatchNorm, and the seven small
-    operations it takes cost, as autograd nodes, more than the arithmetic itself.
+    operations it takes, and the two casts after them, cost, as autograd nodes, more than the arithmetic
+    itself.
     """
 
     @staticmethod
     def forward(ctx, mean: torch.Tensor, var: torch.Tensor, gamma: Optional[torch.Tensor],
-                beta: Optional[torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        r = 1 / torch.sqrt(var + eps)
-        scale = r if gamma is None else gamma.to(mean.dtype) * r
-        shift = -mean * scale if beta is None else beta.to(mean.dtype) - mean * scale
-        ctx.save_for_backward(mean, scale, r, gamma)
+                beta: Optional[torch.Tensor], eps: float, target_scale: Optional[torch.Tensor] = None,
+                target_shift: Optional[torch.Tensor] = None, casts: Optional[tuple] = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if casts is None:
+            scale, shift, r = _fold_values(mean, var, gamma, beta, eps)
+        else:
+            (scale, shift, r), casts = casts
+        ctx.save_for_backward(mean, scale, shift, r, gamma)
         ctx.beta_dtype = None if beta is None else beta.dtype
-        return scale, shift
+        ctx.casts = casts
+        if casts is None:
+            return scale, shift
+        ctx.target_shapes = (target_scale.shape, target_shift.shape)
+        return casts[0][3], casts[1][3]
 
     @staticmethod
     def backward(ctx, grad_scale: torch.Tensor, grad_shift: torch.Tensor):
-        mean, scale, r, gamma = ctx.saved_tensors
+        mean, scale, shift, r, gamma = ctx.saved_tensors
+        points = [None, None]
+        if ctx.casts is not None:
+            grads = []
+            for i, (value, grad, (p, weight, check, _)) in enumerate(zip((scale, shift), (grad_scale, grad_shift),
+                                                                        ctx.casts)):
+                grad, point, _, _ = fused.cast_backward(grad, value, None, p, None, None, weight, True)
+                if ctx.needs_input_grad[5 + i]:
+                    points[i] = point.view(ctx.target_shapes[i])
+                    if check is not None:
+                        check(points[i])
+                grads.append(grad)
+            grad_scale, grad_shift = grads
         grad_scale = grad_scale - grad_shift * mean
         grad_mean = -grad_shift * scale
         grad_gamma = None if gamma is None else (grad_scale * r).to(gamma.dtype)
         slope = r if gamma is None else gamma.to(r.dtype) * r
         grad_var = grad_scale * slope * r * r * -0.5
         grad_beta = None if ctx.beta_dtype is None else grad_shift.to(ctx.beta_dtype)
-        return grad_mean, grad_var, grad_gamma, grad_beta, None
+        return grad_mean, grad_var, grad_gamma, grad_beta, None, points[0], points[1], None
 
 
 class _QBatchNorm(QuantizedLayer):
@@ -180,6 +214,26 @@ class _QBatchNorm(QuantizedLayer):
             self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
         return mean, var, x
 
+    def _fold_and_cast(self, mean: torch.Tensor, var: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """Training: ``Qs(scale)`` and ``Qsh(shift)`` from the batch statistics as one autograd node
+        (:class:`_FoldStatistics` with its casts), or ``None`` where the quantizers' own casts must run: the
+        native kernels do not take the format or the values, or a quantizer is K-hot, learns its word length
+        or has hooks."""
+        operands = [q.training_operand(mean) for q in (self.scale_quantizer, self.shift_quantizer)]
+        if None in operands or not fused.native.applies(mean):
+            return None
+        with torch.no_grad():
+            values = _fold_values(mean, var, self.weight, self.bias, self.eps)
+        casts = []
+        for value, (t, bits, _, factor, check) in zip(values, operands):
+            p = fused.channel_table(t, bits, value.dtype, 0) if bits.shape == value.shape else None
+            q = None if p is None else fused.cast_forward(value, p)
+            if q is None:
+                return None
+            casts.append((p, point_weights(p.fracs, factor), check, q))
+        return _FoldStatistics.apply(mean, var, self.weight, self.bias, self.eps, operands[0][2], operands[1][2],
+                                     (values, tuple(casts)))
+
     def compute_dtype(self) -> torch.dtype:
         """The dtype eval mode multiplies in (float32 or float64); ``ValueError`` beyond 53 bits."""
         terms = [("input_width", self.input_width), ("scale width", self.scale_quantizer.base_type.width)]
@@ -191,8 +245,11 @@ class _QBatchNorm(QuantizedLayer):
         view = (1, self.num_features) + (1,) * (x.dim() - 2)
         if self.training:
             mean, var, x = self._batch_statistics(x)
-            scale, shift = _FoldStatistics.apply(mean, var, self.weight, self.bias, self.eps)
-            s, sh = cast(self.scale_quantizer, scale), cast(self.shift_quantizer, shift)
+            folded = self._fold_and_cast(mean, var)
+            if folded is None:
+                scale, shift = _FoldStatistics.apply(mean, var, self.weight, self.bias, self.eps)
+                folded = cast(self.scale_quantizer, scale), cast(self.shift_quantizer, shift)
+            s, sh = folded
             paired = self._cast_output_then_relu(x, s, sh)
             if paired is not None:
                 return paired

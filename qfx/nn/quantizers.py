@@ -384,9 +384,11 @@ class _BinaryPointQuantizer(nn.Module):
     def training_operand(self, x: torch.Tensor) -> Optional[tuple]:
         """This quantizer's training cast of ``x`` as :func:`qfx.autograd.fused_pair_cast` takes it, ``(format,
         binary point, gradient target, factor, check)``, with the pending move folded in (as :meth:`forward`
-        folds it); ``None`` where only :meth:`forward` casts it: eval mode, binary points per channel, K-hot,
-        a learned word length, a format wider than ``x``'s dtype holds, or hooks that must see the call."""
-        if (not self.training or self.granularity != "tensor" or self._khot is not None or self.learns_width
+        folds it; the binary point 0-d, or one per channel); ``None`` where only :meth:`forward` casts it: eval
+        mode, K-hot, a learned word length, a format wider than ``x``'s dtype holds, a per-channel quantizer not
+        yet sized, or hooks that must see the call."""
+        if (not self.training or isinstance(self.int_bits, UninitializedBuffer) or self._khot is not None
+                or self.learns_width
                 or self._forward_hooks or self._forward_pre_hooks or x.dtype not in (torch.float32, torch.float64)
                 or self.base_type.width > mantissa_bits(x.dtype)):
             return None
