@@ -5,6 +5,8 @@ gradients equal the two fused casts' one after the other, the binary points' gra
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 
 import pytest
 import torch
@@ -156,3 +158,20 @@ def test_hooks_on_the_relu_and_its_quantizer_see_their_calls() -> None:
     q.register_forward_pre_hook(lambda module, args: cast.append(args[0]))  # as calibration's observers do
     model(x)
     assert len(cast) == 1 and torch.equal(cast[0], seen[-1][0])  # then the two cast one after the other
+
+
+def test_a_training_step_frees_its_graph() -> None:
+    model = _model()
+    out = model(torch.randn(4, 3, 16, 16))
+    nodes, seen, kinds = [out.grad_fn], [], set()
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, torch.autograd.function.BackwardCFunction):  # a custom node: its ctx
+            seen.append(weakref.ref(node))
+            kinds.add(type(node).__name__)
+        nodes += [n for n, _ in node.next_functions if n is not None]
+    assert {"_FusedPairBackward", "_FoldStatisticsBackward"} <= kinds
+    out.sum().backward()
+    del out, node
+    gc.collect()
+    assert all(alive() is None for alive in seen)

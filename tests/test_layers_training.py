@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import copy
+import gc
 import math
+import weakref
 
 import pytest
 import torch
@@ -328,3 +330,21 @@ def test_batchnorm_fold_and_casts_as_one_node_train_like_the_separate_casts(lear
         assert torch.equal(out, out_ref)
         assert grads.keys() == grads_ref.keys() and all(torch.equal(grads[n], grads_ref[n]) for n in grads)
         assert fast._fold_and_cast(x.mean((0, 2, 3)), x.var((0, 2, 3))) is not None  # the one node was taken
+
+
+def test_batchnorm_training_step_frees_its_graph() -> None:
+    """Nothing of a step outlives it: no autograd node holds its own outputs (a cycle that is never freed)."""
+    layer = QBatchNorm2d(6, cfg=LayerQConfig(learn_int_bits=True)).train()
+    x = torch.randn(4, 6, 5, 7)
+    assert layer._fold_and_cast(x.mean((0, 2, 3)), x.var((0, 2, 3))) is not None  # the one-node path
+    out = layer(x)
+    nodes, seen = [out.grad_fn], []
+    while nodes:  # every node of the step's graph
+        node = nodes.pop()
+        if isinstance(node, torch.autograd.function.BackwardCFunction):  # a custom node: its ctx
+            seen.append(weakref.ref(node))
+        nodes += [n for n, _ in node.next_functions if n is not None]
+    out.sum().backward()
+    del out, node
+    gc.collect()
+    assert len(seen) >= 3 and all(alive() is None for alive in seen)

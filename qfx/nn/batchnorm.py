@@ -113,9 +113,11 @@ class _FoldStatistics(torch.autograd.Function):
             (scale, shift, r), casts = casts
         ctx.save_for_backward(mean, scale, shift, r, gamma)
         ctx.beta_dtype = None if beta is None else beta.dtype
-        ctx.casts = casts
         if casts is None:
+            ctx.casts = None
             return scale, shift
+        # The outputs stay out of ctx: a node holding its own outputs would never be freed.
+        ctx.casts = tuple(cast[:3] for cast in casts)
         ctx.target_shapes = (target_scale.shape, target_shift.shape)
         return casts[0][3], casts[1][3]
 
@@ -125,7 +127,7 @@ class _FoldStatistics(torch.autograd.Function):
         points = [None, None]
         if ctx.casts is not None:
             grads = []
-            for i, (value, grad, (p, weight, check, _)) in enumerate(zip((scale, shift), (grad_scale, grad_shift),
+            for i, (value, grad, (p, weight, check)) in enumerate(zip((scale, shift), (grad_scale, grad_shift),
                                                                         ctx.casts)):
                 grad, point, _, _ = fused.cast_backward(grad, value, None, p, None, None, weight, True)
                 if ctx.needs_input_grad[5 + i]:
