@@ -40,8 +40,9 @@ model in turn (round-robin, so a change in machine load hits them all
 alike).  The table gives the median wall time per step and the ratios
 qfx/float, qfx/compiled and qfx/brevitas, and the same for the process's CPU time
 (``time.process_time``, all threads summed), which other processes on a
-shared machine disturb much less than the wall time; the load average is
-printed with the table.
+shared machine disturb much less than the wall time, and the minor page
+faults per step (memory the allocator handed back to the system between
+steps and touched again); the load average is printed with the table.
 
 Memory: each model is also trained for a few steps in a fresh subprocess
 of its own, which reports its peak resident set size (``VmHWM`` of
@@ -66,6 +67,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -225,13 +227,16 @@ def time_batch(batch: int, variants: list[str], args: argparse.Namespace) -> Non
             steps[v]()
     times: dict[str, list[float]] = {v: [] for v in variants}
     cpu: dict[str, list[float]] = {v: [] for v in variants}
+    faults: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(args.repeats):
         for v in variants:
             start, start_cpu = time.perf_counter(), time.process_time()
+            start_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             for _ in range(args.steps):
                 steps[v]()
             times[v].append((time.perf_counter() - start) / args.steps)
             cpu[v].append((time.process_time() - start_cpu) / args.steps)
+            faults[v].append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start_faults) / args.steps)
         log(f"batch {batch}, repeat {r + 1}/{args.repeats}: "
             + ", ".join(f"{v} {1e3 * times[v][-1]:.1f} ms" for v in variants))
     memory = {} if args.no_memory else {v: measure_memory(v, batch, args) for v in variants if v != "compiled"}
@@ -246,7 +251,7 @@ def time_batch(batch: int, variants: list[str], args: argparse.Namespace) -> Non
         from qfx.fused import native
         print("qfx casts: " + ("fused native kernels" if native.library() is not None else "PyTorch fallback"))
     header = (f"{'model':<9} {'median ms/step':>14} {'min':>8} {'max':>8} {'vs float':>8} "
-              f"{'CPU ms/step':>11} {'vs float':>8}")
+              f"{'CPU ms/step':>11} {'vs float':>8} {'faults/step':>11}")
     if memory:
         header += f" {'peak RSS MiB':>12} {'training growth MiB':>19}"
     print(header)
@@ -255,7 +260,8 @@ def time_batch(batch: int, variants: list[str], args: argparse.Namespace) -> Non
         line = (f"{v:<9} {1e3 * median[v]:14.1f} {1e3 * min(times[v]):8.1f} {1e3 * max(times[v]):8.1f} "
                 f"{median[v] / median['float'] if 'float' in median else float('nan'):7.2f}x "
                 f"{1e3 * median_cpu[v]:11.1f} "
-                f"{median_cpu[v] / median_cpu['float'] if 'float' in median_cpu else float('nan'):7.2f}x")
+                f"{median_cpu[v] / median_cpu['float'] if 'float' in median_cpu else float('nan'):7.2f}x "
+                f"{statistics.median(faults[v]):11.0f}")
         if v in memory:
             line += f" {memory[v]['peak_rss'] / 2**20:12.0f} {memory[v]['training_growth'] / 2**20:19.0f}"
         print(line)

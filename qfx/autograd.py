@@ -252,7 +252,8 @@ class _FusedCast(torch.autograd.Function):
                 frac_bits: Union[int, range], q: torch.Tensor, kernels: bool, factor: float,
                 check: Optional[Callable[[torch.Tensor], None]]) -> torch.Tensor:
         ctx.save_for_backward(x, q, scale, shift)
-        ctx.p, ctx.frac, ctx.target_shape, ctx.kernels = p, frac_bits, target.shape, kernels
+        # A tuple: view() parses a torch.Size several times slower.
+        ctx.p, ctx.frac, ctx.target_shape, ctx.kernels = p, frac_bits, tuple(target.shape), kernels
         ctx.factor, ctx.check = factor, check
         return q
 
@@ -359,7 +360,7 @@ class _FusedPair(torch.autograd.Function):
                 q2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, scale, shift)
-        ctx.casts, ctx.shapes = casts, (target1.shape, target2.shape)
+        ctx.casts, ctx.shapes = casts, (tuple(target1.shape), tuple(target2.shape))
         return q1, q2
 
     @staticmethod

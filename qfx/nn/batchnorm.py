@@ -118,7 +118,7 @@ class _FoldStatistics(torch.autograd.Function):
             return scale, shift
         # The outputs stay out of ctx: a node holding its own outputs would never be freed.
         ctx.casts = tuple(cast[:3] for cast in casts)
-        ctx.target_shapes = (target_scale.shape, target_shift.shape)
+        ctx.target_shapes = (tuple(target_scale.shape), tuple(target_shift.shape))
         return casts[0][3], casts[1][3]
 
     @staticmethod
