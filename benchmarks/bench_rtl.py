@@ -1,18 +1,20 @@
 """Constant matrix-vector products on the Ultra96-V2 fabric: `*`, qfx shift-add, qfx K-hot, and da4ml.
 
 For random signed 8-bit constant matrices (8x8, 16x16, 32x32) and signed
-8-bit inputs, four combinational designs of ``y = M x`` are synthesised
+8-bit inputs, five combinational designs of ``y = M x`` are synthesised
 with the same Yosys command (``synth_xilinx -family xcup -flatten
 -noiopad``):
 
 (a) plain Verilog with ``*`` on the constants (Yosys maps them to DSPs);
 (b) qfx: the dense layer's module from ``qfx.rtl`` (CSD digits, shared
-    subexpressions, one ``qfx_add`` per adder);
+    subexpressions, row sums by ``qfx_add3`` ternary adders of LUT6_2 and
+    CARRY8 cells, the generator's default);
 (c) qfx with the matrix projected to 2-hot codes (at most two CSD digits);
 (d) da4ml (peer tool, PyPI ``da4ml``): the product traced through its
     fixed-point front end (``FixedVariableArrayInput``, ``@``,
     ``comb_trace``) into one combinational ``CombLogic``, written by its
     Verilog generator ``comb_logic_gen``.
+(e) qfx with two-term adders only (``qfx_add``, ``ternary=False``);
 
 Before a design's synthesis numbers count, it is simulated with Icarus
 Verilog on random input vectors and its outputs compared with numpy's exact
@@ -20,10 +22,11 @@ Verilog on random input vectors and its outputs compared with numpy's exact
 INVALID with the reason, is not synthesised, and is not used as the LUT
 reference (its ratio column then reads n/a).
 
-Prints LUT, CARRY4/CARRY8, FF, DSP48E2, the synthesis wall seconds and
-Yosys's CPU seconds (user + system of the child process, which other load
-on the machine disturbs far less than wall time) per design, and the LUT
-and CPU-time ratios of each to da4ml.  Usage::
+Prints LUT (LUT6_2 counted as one), CARRY4/CARRY8, FF, DSP48E2, the
+synthesis wall seconds and Yosys's CPU seconds (user + system of the child
+process, which other load on the machine disturbs far less than wall time;
+never taken from qfx's Yosys cache) per design, and the LUT and CPU-time
+ratios of each to da4ml.  Usage::
 
     python benchmarks/bench_rtl.py [--sizes 8 16 32] [--timeout 1800] [--vectors 200] [--keep DIR]
 """
@@ -112,8 +115,8 @@ def multiplier_design(matrix: np.ndarray, folder: pathlib.Path) -> Design:
     return Design(["mult.v"], "mult_top", matrix, [OutputField(w, True)] * n_out)
 
 
-def qfx_design(matrix: np.ndarray, folder: pathlib.Path, name: str) -> Design:
-    """(b)/(c): a one-layer graph (integer formats, exact output) through qfx.rtl; the layer module alone.
+def qfx_design(matrix: np.ndarray, folder: pathlib.Path, name: str, ternary: bool = True) -> Design:
+    """(b)/(c)/(e): a one-layer graph (integer formats, exact output) through qfx.rtl; the layer module alone.
 
     Its output format ``FixedType(w, w)`` has no fractional bits, so each
     ``w``-bit signed code is the output value itself.
@@ -124,7 +127,7 @@ def qfx_design(matrix: np.ndarray, folder: pathlib.Path, name: str) -> Design:
     dense = Node("y", "dense", ("x",), Value("y", (n_out,), FixedType(w, w)),
                  constants={"weight": Constant(matrix, (FixedType(8, 8),))})
     graph = Graph(name, [x], [dense], ["y"]).check()
-    generate(graph, folder / name, inputs=np.zeros((1, n_in), dtype=np.int64), force=True)
+    generate(graph, folder / name, inputs=np.zeros((1, n_in), dtype=np.int64), force=True, ternary=ternary)
     return Design([f"{name}/rtl/qfx_add.v", f"{name}/rtl/{name}_y.v"], f"{name}_y", matrix,
                   [OutputField(w, True)] * n_out)
 
@@ -225,7 +228,7 @@ endmodule
 
 
 def run(sizes: list[int], timeout: float, vectors: int, keep: pathlib.Path | None) -> None:
-    """Generate, check and synthesise the four designs per size; print one table row per design."""
+    """Generate, check and synthesise the five designs per size; print one table row per design."""
     root = keep or pathlib.Path(tempfile.mkdtemp(prefix="bench_rtl_"))
     print(f"Yosys: read_verilog ...; {SYNTH_COMMAND} -top TOP; stat   (work folder {root})")
     print(f"Each design is first simulated (iverilog) on {vectors} random inputs against numpy's M x.")
@@ -240,11 +243,13 @@ def run(sizes: list[int], timeout: float, vectors: int, keep: pathlib.Path | Non
         designs = {"(a) * on constants": multiplier_design(matrix, folder),
                    "(b) qfx shift-add": qfx_design(matrix, folder, f"qfx_{n}"),
                    "(c) qfx 2-hot": qfx_design(khot(matrix, 2), folder, f"qfx_khot_{n}"),
-                   "(d) da4ml": da4ml_design(matrix, folder)}
+                   "(d) da4ml": da4ml_design(matrix, folder),
+                   "(e) qfx 2-term adders": qfx_design(matrix, folder, f"qfx_two_{n}", ternary=False)}
         # A string result says why there are no numbers: the design failed its check, or Yosys timed out.
         results: dict[str, Resources | str] = {}
         cpu: dict[str, float] = {}
-        for label in ["(d) da4ml", "(a) * on constants", "(b) qfx shift-add", "(c) qfx 2-hot"]:
+        for label in ["(d) da4ml", "(a) * on constants", "(b) qfx shift-add", "(c) qfx 2-hot",
+                      "(e) qfx 2-term adders"]:
             design = designs[label]
             failure = check_design(design, folder, vectors, seed=n)
             if failure:
@@ -252,7 +257,7 @@ def run(sizes: list[int], timeout: float, vectors: int, keep: pathlib.Path | Non
                 continue
             try:
                 before = _child_cpu_seconds()
-                results[label] = synthesize_verilog(design.sources, design.top, folder, timeout=timeout)
+                results[label] = synthesize_verilog(design.sources, design.top, folder, timeout=timeout, cache=False)
                 cpu[label] = _child_cpu_seconds() - before
             except TimeoutError as error:
                 results[label] = f"not finished: {error}"

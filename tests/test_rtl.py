@@ -13,6 +13,7 @@ import qfx.ir
 from qfx.format import FixedType
 from qfx.ir import Constant, Graph, Node, Value
 from qfx.rtl import RTLError, build_adder_graph, csd_digits, generate, render
+from qfx.rtl.adder_graph import Adder, Term
 from qfx.rtl.casts import plan_cast
 from qfx.render import write_project
 from rtl_graphs import every_mode_graph, softmax_graph
@@ -269,10 +270,21 @@ def test_ternary_adders_keep_what_qfx_add3_needs_and_no_row_sum_is_negated():
         for adder in ternary:
             assert adder.left.shift <= min(adder.right.shift, adder.third.shift) and adder.left.shift == 0
             assert sum(t.negative for t in adder.terms) <= 2
-            assert not adder.left.negative or adder.low == adder.left.shift
         assert not any(t.negative for t in graph.outputs)
         x = rng.integers(-128, 128, size=size)
         assert graph.evaluate(x) == [int(v) for v in matrix.astype(object) @ x.astype(object)]
+
+
+def test_a_shared_pair_left_with_one_use_merges_into_its_user_as_one_ternary_adder():
+    # Sharing builds x0 - (x1 << 2) (in every row), then that plus (x2 << 4): the first pair is used only by the
+    # second, so the two become one qfx_add3 (the LUTs of one adder instead of two).
+    rows = [{0: 1, 1: -4, 2: 16}] * 3
+    two = build_adder_graph(rows, 3)
+    assert [len(a.terms) for a in two.adders] == [2, 2]
+    graph = build_adder_graph(rows, 3, ternary=True)
+    assert graph.adders == [Adder(Term(0, 0), Term(1, 2, True), Term(2, 4))]
+    assert graph.outputs == [Term(3, 0)] * 3
+    assert graph.evaluate([5, 7, -3]) == [5 - 28 - 48] * 3
 
 
 def test_sharing_prefers_the_pattern_saving_more_luts_to_the_more_frequent_one():

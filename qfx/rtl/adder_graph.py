@@ -308,7 +308,10 @@ def build_adder_graph(rows: Sequence[dict[int, int]], inputs: int, share: bool =
     for adder in adders:
         size.append((size[adder.left.node] << adder.left.shift) + (size[adder.right.node] << adder.right.shift))
     outputs = [(_sum_tree3 if ternary else _sum_tree)(row, adders, inputs, size) for row in terms]
-    return AdderGraph(inputs, adders, outputs)
+    graph = AdderGraph(inputs, adders, outputs)
+    if ternary:
+        graph = _fuse(graph, list(input_ranges) if input_ranges is not None else [(-128, 127)] * inputs)
+    return graph
 
 
 def _adder(left: Term, right: Term, negate: bool = True) -> tuple[Adder, bool]:
@@ -446,3 +449,57 @@ def _negate3(terms: list[Term], adders: list[Adder], inputs: int, first: int) ->
     j, k, flipped = best
     adders[k] = flipped
     return [Term(t.node, t.shift) if i == j else t for i, t in enumerate(terms)]
+
+
+def _luts(adder: Adder, width: int) -> int:
+    """The LUTs of ``adder`` with a ``width``-bit result: one per bit from where the carry chain starts."""
+    if adder.third is not None:
+        return width - adder.low
+    shifts = sorted(t.shift for t in adder.terms)
+    return width - shifts[1] if shifts[0] == 0 else width
+
+
+def _fuse(graph: AdderGraph, input_ranges: list[tuple[int, int]]) -> AdderGraph:
+    """Each two-term adder used only by one other two-term adder merged into it, a ternary adder, where that saves
+    LUTs (a shared pattern whose occurrences later patterns took over, left with one use).
+
+    The merged adder computes the same value, so its users are unchanged;
+    it must keep to what ``qfx_add3`` takes (at most two terms negative,
+    the lowest-shifted one only where the chain starts at it).
+    """
+    inputs, adders = graph.inputs, list(graph.adders)
+    uses: dict[int, int] = defaultdict(int)
+    for term in [t for a in adders for t in a.terms] + [t for t in graph.outputs if t is not None]:
+        uses[term.node] += 1
+    width = [signed_width(*r) for r in graph.ranges(input_ranges)]
+    dead: set[int] = set()
+    for q, adder in enumerate(adders):
+        if adder.third is not None:
+            continue
+        for j, term in enumerate(adder.terms):
+            p = term.node - inputs
+            if p < 0 or p in dead or uses[term.node] != 1 or adders[p].third is not None:
+                continue
+            other = adder.terms[1 - j]
+            inner = [Term(t.node, t.shift + term.shift, t.negative != term.negative) for t in adders[p].terms]
+            merged = sorted([other] + inner, key=lambda t: (t.shift, t.negative))
+            if sum(t.negative for t in merged) > 2:
+                continue
+            fused = Adder(*merged)
+            if _luts(fused, width[inputs + q]) < _luts(adders[p], width[term.node]) + _luts(adder, width[inputs + q]):
+                adders[q] = fused
+                dead.add(p)
+                break
+    if not dead:
+        return graph
+    renumber, kept = {i: i for i in range(inputs)}, []
+    for k, adder in enumerate(adders):
+        if k not in dead:
+            renumber[inputs + k] = inputs + len(kept)
+            kept.append(adder)
+
+    def moved(t: Term) -> Term:
+        return Term(renumber[t.node], t.shift, t.negative)
+
+    return AdderGraph(inputs, [Adder(*(moved(t) for t in a.terms)) for a in kept],
+                      [None if t is None else moved(t) for t in graph.outputs])

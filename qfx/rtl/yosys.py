@@ -2,7 +2,8 @@
 
 Each module is synthesised with ``synth_xilinx -family xcup -flatten
 -noiopad``.  Counts: LUT1-6 and LUT6_2 (instantiated by ``qfx_add3``: one
-LUT, both outputs used) summed as LUT, every FD* flip-flop as FF, CARRY4/CARRY8 carry cells (Yosys 0.23 maps UltraScale+ carry logic to
+LUT, both outputs used) summed as LUT, every FD* flip-flop as FF,
+CARRY4/CARRY8 carry cells (Yosys 0.23 maps UltraScale+ carry logic to
 CARRY4; the report gives CARRY8 as CARRY4 / 2, see :attr:`Resources.carry`),
 DSP48E2, block RAM and the LUTs used as distributed RAM.  Modules read as
 black boxes (``read_verilog -lib``) stay cells of their own type, not
@@ -124,7 +125,8 @@ _LUTRAM_LUTS = {"RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RA
 
 def count_resources(counts: Mapping[str, int], seconds: float = 0.0) -> Resources:
     """:class:`Resources` from the cell counts of :func:`parse_stat`: LUT1-6 and LUT6_2 summed, every FD* a
-    flip-flop, distributed RAM and shift registers as the LUTs they occupy (counted in ``lut`` and in ``lutram``), block RAM."""
+    flip-flop, distributed RAM and shift registers as the LUTs they occupy (counted in ``lut`` and in
+    ``lutram``), block RAM."""
     lutram = sum(n * _LUTRAM_LUTS[cell] for cell, n in counts.items() if cell in _LUTRAM_LUTS)
     lut = sum(n for cell, n in counts.items() if re.fullmatch(r"LUT[1-6]|LUT6_2", cell)) + lutram
     ff = sum(n for cell, n in counts.items() if re.fullmatch(r"FD[A-Z]*", cell))
