@@ -1,6 +1,6 @@
 """Fully unrolled against streaming Verilog for whole CNNs: size, Verilator build, simulation, Yosys, throughput.
 
-Two networks:
+Three networks:
 
 * the digits CNN of ``make demo`` (``examples/digits.py``: conv 1->16, BN,
   ReLU, maxpool, conv 16->32, BN, ReLU, avgpool, linear 128->10), trained
@@ -9,7 +9,11 @@ Two networks:
 * a ResNet-8-style CNN (a stem conv, three residual stages of 8/16/32
   channels, the last two strided with a 1x1 shortcut, global average
   pooling, linear) on ``--size`` x ``--size`` RGB inputs, untrained, with
-  2-hot weights (multiplier-free), calibrated on random images.
+  2-hot weights (multiplier-free), calibrated on random images;
+* a 1-d CNN on 40-sample signals of 2 channels (three conv1d layers of 16
+  channels, kernel 3, each with BatchNorm and ReLU, max pooling by 2 after
+  the first two, global average pooling, linear 16->4), untrained, with
+  2-hot weights, calibrated on random signals.
 
 For each, both architectures of ``qfx rtl`` are generated; a design the
 unrolled back end refuses is reported with its reason.  Each generated
@@ -20,7 +24,8 @@ random gaps and backpressure) and synthesised by Yosys
 sample is the test's wall time over the samples it streams (twice the
 vectors), median of ``--repeats`` runs, interleaved between designs.
 
-    python benchmarks/bench_rtl_stream.py [--size 16] [--vectors 8] [--repeats 1] [--epochs 3] [--keep DIR]
+    python benchmarks/bench_rtl_stream.py [--nets digits,resnet8,cnn1d] [--arch unrolled,stream] [--size 16]
+        [--vectors 8] [--repeats 1] [--epochs 3] [--no-synth] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -107,6 +112,33 @@ def resnet_graph(size: int):
     return qfx.export(qm, x[:8], name="resnet8"), x
 
 
+class CNN1d(nn.Module):
+    def __init__(self, width: int = 16):
+        super().__init__()
+        layers, cin = [], 2
+        for i in range(3):
+            layers += [nn.Conv1d(cin, width, 3, padding=1, bias=False), nn.BatchNorm1d(width), nn.ReLU()]
+            layers += [nn.MaxPool1d(2)] if i < 2 else []
+            cin = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(width, 4)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def cnn1d_graph():
+    torch.manual_seed(0)
+    model = CNN1d().eval()
+    x = torch.randn(64, 2, 40)
+    config = qfx.QConfig(weight=8, activation=8, input=8, scale=8, shift=8, bias=16, multiplier_free="khot:2")
+    qm = qfx.quantize_model(model, config, example_input=x[:8])
+    qfx.calibrate(qm, [x])
+    qm.eval()
+    return qfx.export(qm, x[:8], name="cnn1d"), x
+
+
 def verilator_run(design: pathlib.Path, build: pathlib.Path, rebuild: bool) -> tuple[float, float]:
     """(build seconds, test seconds) of the design's cocotb test on Verilator."""
     from cocotb_tools.runner import get_runner
@@ -130,6 +162,9 @@ def verilator_run(design: pathlib.Path, build: pathlib.Path, rebuild: bool) -> t
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nets", default="digits,resnet8,cnn1d",
+                        help="comma-separated networks among digits (both weight kinds), resnet8, cnn1d (default all)")
+    parser.add_argument("--arch", default="unrolled,stream", help="comma-separated architectures (default both)")
     parser.add_argument("--size", type=int, default=16, help="ResNet-8 input height and width (default 16)")
     parser.add_argument("--vectors", type=int, default=8, help="test vectors per design (default 8)")
     parser.add_argument("--repeats", type=int, default=1, help="simulation runs per design (median; default 1)")
@@ -140,11 +175,17 @@ def main() -> int:
     work = args.keep or pathlib.Path(tempfile.mkdtemp(prefix="bench-rtl-stream-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
-    nets = dict(digits_graphs(args.epochs), resnet8=resnet_graph(args.size))
+    chosen = args.nets.split(",")
+    unknown = set(chosen) - {"digits", "resnet8", "cnn1d"} or set(args.arch.split(",")) - {"unrolled", "stream"}
+    if unknown:
+        parser.error(f"unknown network or architecture: {', '.join(sorted(unknown))}")
+    nets = dict(digits_graphs(args.epochs) if "digits" in chosen else {})
+    nets.update({"resnet8": resnet_graph(args.size)} if "resnet8" in chosen else {})
+    nets.update({"cnn1d": cnn1d_graph()} if "cnn1d" in chosen else {})
     rows, designs = {}, {}
     for name, (graph, x) in nets.items():
         codes = qfx.ir.input_codes(x[:args.vectors].numpy(), graph.inputs[0].type)
-        for arch in ("unrolled", "stream"):
+        for arch in args.arch.split(","):
             folder = work / f"{name}_{arch}"
             shutil.rmtree(folder, ignore_errors=True)
             try:
@@ -170,8 +211,9 @@ def main() -> int:
         for key, folder in designs.items():
             rows[key]["synth"] = synthesize(folder, per_layer=False)["total"]
             r = rows[key]["synth"]
-            print(f"synthesised {key} in {r.seconds:.0f} s: {r.lut} LUT ({r.lutram} LUTRAM), {r.ff} FF, "
-                  f"{r.carry:g} CARRY8, {2 * r.bram36 + r.bram18} BRAM18, {r.dsp} DSP48E2", flush=True)
+            cached = " (cached: the first run's time)" if r.cached else ""
+            print(f"synthesised {key} in {r.seconds:.0f} s{cached}: {r.lut} LUT ({r.lutram} LUTRAM), {r.ff} FF, {r.carry:g} CARRY8, {2 * r.bram36 + r.bram18} "
+                  f"BRAM18, {r.dsp} DSP48E2", flush=True)
     print()
     print(f"{'network':<11} {'arch':<9} {'Verilog KB':>10} {'build s':>8} {'sim ms/sample':>13} {'LUT':>7} {'FF':>7} "
           f"{'CARRY8':>7} {'LUTRAM':>7} {'BRAM18eq':>8} {'DSP':>5} {'cycles/sample':>13} {'Yosys s':>8}")
