@@ -22,7 +22,7 @@ from .functional import (FixedLike, cast_codes, cast_values, in_range_grad, satu
 from .khot import khot_cast_codes
 
 __all__ = ["quantize", "fixed_cast", "learned_int_bits_cast", "fused_training_cast", "fused_pair_cast",
-           "point_weights", "learned_width"]
+           "fused_cast_moments", "point_weights", "learned_width"]
 
 _LN2 = math.log(2.0)
 
@@ -418,6 +418,66 @@ def fused_pair_cast(x: torch.Tensor, first: tuple, second: tuple, scale: Optiona
     if computed is None:
         return None
     return _FusedPair.apply(x, scale, shift, first[2], second[2], tuple(casts), *computed)
+
+
+class _CastMoments(torch.autograd.Function):
+    """Forward ``q = Q(x)`` (one binary point) and the per-channel (dimension 1) ``mean`` and biased ``var`` of
+    ``q``, all computed already (``fused.cast_moments``): a layer's output cast and the batch statistics of the
+    BatchNorm that reads it.
+
+    Backward: ``dL/dq' = dL/dq + (dL/dmean + 2 * dL/dvar * (q - mean)) / n`` (``n`` the values per channel: the
+    gradient of the statistics, as :class:`qfx.nn.batchnorm._BatchStatistics` forms it), then the cast's
+    (:class:`_FusedCast`) with ``dL/dq'``; the binary point's gradient goes to ``target`` times ``factor``
+    and through ``check``.  Only ``x`` and ``mean`` are saved; ``q`` is recomputed.
+
+    Why: the output cast and the statistics would otherwise be two nodes and two passes each way.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, target: torch.Tensor, cast: tuple, q: torch.Tensor, mean: torch.Tensor,
+                var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, mean)
+        ctx.cast, ctx.shape, ctx.n = cast, tuple(target.shape), x.numel() // mean.numel()
+        return q, mean, var
+
+    @staticmethod
+    def backward(ctx, grad_q: Optional[torch.Tensor], grad_mean: Optional[torch.Tensor],
+                 grad_var: Optional[torch.Tensor]):
+        x, mean = ctx.saved_tensors
+        p, frac_bits, factor, check = ctx.cast
+        if grad_q is None and grad_mean is None and grad_var is None:
+            return None, None, None, None, None, None
+        grad_q = torch.zeros_like(x) if grad_q is None else grad_q
+        grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
+        grad_var = torch.zeros_like(mean) if grad_var is None else grad_var
+        slope = grad_var * (2 / ctx.n)
+        offset = grad_mean / ctx.n - slope * mean
+        grad_x, point = fused.cast_moments_backward(grad_q, x, p, slope, offset, point_weights(frac_bits, factor))
+        point = point.view(ctx.shape) if ctx.needs_input_grad[1] else None
+        if point is not None and check is not None:
+            check(point)
+        return grad_x, point, None, None, None, None
+
+
+def fused_cast_moments(x: torch.Tensor, cast: tuple) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Training-mode ``q = Q(x)`` with the per-channel (dimension 1) mean and biased variance of ``q`` in one fused
+    pass each way (see :class:`_CastMoments`), or ``None`` where the native kernels do not take ``x``, the
+    format or a value.
+
+    ``cast`` is ``(t, int_bits, target, factor, check)`` as in :func:`fused_pair_cast`, one binary point.
+    Values equal :func:`fused_training_cast` followed by :func:`qfx.fused.batch_moments`, bit for bit, and so
+    does the input gradient; the binary point's gradient sums the same terms in another order.
+    """
+    t, bits, target, factor, check = cast
+    if bits.dim() != 0 or x.dim() < 2 or not fused.kernels_take(x) or not fused.native.long_runs(x, 1):
+        return None
+    frac_bits = t.width - round(float(bits.detach()))
+    p = fused.fixed_table(t, frac_bits, x.dtype)
+    computed = None if p is None else fused.cast_moments(x.detach(), p)
+    if computed is None:
+        return None
+    return _CastMoments.apply(x, target, (p, frac_bits, factor, check), *computed)
 
 
 class _LearnedWidth(torch.autograd.Function):

@@ -25,6 +25,7 @@ import ctypes
 import functools
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -80,9 +81,10 @@ _MODES_HEADER = Path(__file__).resolve().parent / "cast_modes.h"
 
 def kernel_source(path: Path) -> str:
     """The text of a kernel file with its ``#include "cast_modes.h"`` (the per-element rounding and overflow rules
-    it shares with the other kernels) replaced by that header's text: one translation unit, whose text alone
-    keys the compile cache."""
-    return path.read_text().replace('#include "cast_modes.h"', _MODES_HEADER.read_text(), 1)
+    it shares with the other kernels), and each ``#include "<file>"`` of a file beside it, replaced by that
+    file's text: one translation unit, whose text alone keys the compile cache."""
+    text = path.read_text().replace('#include "cast_modes.h"', _MODES_HEADER.read_text(), 1)
+    return re.sub(r'^#include "([\w.]+)"$', lambda m: (path.parent / m.group(1)).read_text(), text, flags=re.M)
 
 
 def cast_codes(x: torch.Tensor, t: FixedType, frac_bits: int, need_mask: bool,

@@ -472,7 +472,7 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
     graph.lint()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    _pair_relus(gm)
+    _pair_layers(gm)
     gm.train(model.training)
     for name, module in gm.named_modules():  # errors in training name the quantizer's module path
         if hasattr(module, "int_bits_range"):
@@ -485,22 +485,27 @@ def quantize_model(model: nn.Module, config: Optional[QConfig] = None, example_i
     return gm
 
 
-def _pair_relus(gm: fx.GraphModule) -> None:
-    """Pair each BatchNorm or residual add whose output, at every call, only one ReLU reads with that ReLU
-    (:meth:`QuantizedLayer.pair_with_relu`): training then casts both outputs in one pass each way."""
+def _pair_layers(gm: fx.GraphModule) -> None:
+    """Pair each layer whose output, at every call, only one reader of a fused kind reads with that reader:
+    a BatchNorm or a residual add with its ReLU (:meth:`QuantizedLayer.pair_with_relu`), a convolution or
+    dense layer with its BatchNorm (:meth:`QuantizedLayer.pair_with_batchnorm`).  Training then casts both
+    outputs, or the output and the statistics, in one pass each way."""
     modules = dict(gm.named_modules())
-    readers: dict[nn.Module, set] = {}
-    for node in gm.graph.nodes:
-        producer = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(producer, (QBatchNorm1d, QBatchNorm2d, QAdd)):
-            continue
-        users = list(node.users)
-        relu = modules.get(users[0].target) if len(users) == 1 and users[0].op == "call_module" else None
-        qualifies = isinstance(relu, QReLU) and users[0].args == (node,) and not users[0].kwargs
-        readers.setdefault(producer, set()).add(relu if qualifies else None)
-    for producer, relus in readers.items():
-        if len(relus) == 1 and None not in relus:
-            producer.pair_with_relu(relus.pop())
+    kinds = (((QBatchNorm1d, QBatchNorm2d, QAdd), QReLU, "pair_with_relu"),
+             ((QConv1d, QConv2d, QLinear), (QBatchNorm1d, QBatchNorm2d), "pair_with_batchnorm"))
+    for producers, reader_type, pair in kinds:
+        readers: dict[nn.Module, set] = {}
+        for node in gm.graph.nodes:
+            producer = modules.get(node.target) if node.op == "call_module" else None
+            if not isinstance(producer, producers):
+                continue
+            users = list(node.users)
+            reader = modules.get(users[0].target) if len(users) == 1 and users[0].op == "call_module" else None
+            qualifies = isinstance(reader, reader_type) and users[0].args == (node,) and not users[0].kwargs
+            readers.setdefault(producer, set()).add(reader if qualifies else None)
+        for producer, found in readers.items():
+            if len(found) == 1 and None not in found:
+                getattr(producer, pair)(found.pop())
 
 
 def _refuse_token_wise_dense(gm: fx.GraphModule) -> None:

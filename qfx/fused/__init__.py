@@ -40,7 +40,9 @@ the exact cast folds it first; :func:`cast_forward` returns ``None``).
 with a ReLU between them, ``q2 = Q2(max(Q1(v), 0))`` (a BatchNorm's or a
 sum's output cast, then a ReLU's), in one pass each way; kernels only.
 :func:`batch_moments` and :func:`channel_affine` are BatchNorm's batch
-statistics and their backward pass, on the same terms.
+statistics and their backward pass, on the same terms; :func:`cast_moments`
+and :func:`cast_moments_backward` a cast with the batch statistics of its
+output (a convolution's output and the BatchNorm that reads it), kernels only.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ from ..functional import _EXPONENT_RANGE, mantissa_bits
 from . import native
 
 __all__ = ["NearestEven", "Table", "nearest_even", "fixed_table", "channel_table", "kernels_take", "cast_forward",
-           "cast_backward", "pair_forward", "pair_backward", "batch_moments", "channel_affine"]
+           "cast_backward", "pair_forward", "pair_backward", "cast_moments", "cast_moments_backward", "batch_moments",
+           "channel_affine"]
 
 # The modes the kernels take, numbered as in qfx/cast_modes.h.
 _ROUNDING = {Rounding.RND: 0, Rounding.RND_CONV: 4, Rounding.TRN: 5}
@@ -319,6 +322,23 @@ def pair_backward(grad1: Optional[torch.Tensor], grad2: torch.Tensor, x: torch.T
     if grad2.dtype != x.dtype or grad2.device != x.device:
         grad2 = grad2.to(x)
     return native.pair_backward(grad1, grad2, x, first, second, scale, shift, weight1, weight2)
+
+
+def cast_moments(x: torch.Tensor, p: Table) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(q, mean, var)``: ``q = Q(x)`` with the one-row table ``p`` and :func:`batch_moments` of ``q``, equal to
+    them bit for bit, in one read of ``x``; ``None`` where the kernel leaves a value to the exact cast.  The
+    caller checked :func:`kernels_take` and :func:`qfx.fused.native.long_runs` along dimension 1."""
+    return native.cast_moments(x, p)
+
+
+def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, p: Table, slope: torch.Tensor, offset: torch.Tensor,
+                          weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dL/dx, point)`` for :func:`cast_moments`: ``dL/dq = (q * slope + offset) + grad`` per channel (what the
+    statistics' gradient adds, as :func:`channel_affine` computes it), then :func:`cast_backward` with it
+    (``q`` recomputed run by run; ``point`` summed in another order)."""
+    if grad.dtype != x.dtype or grad.device != x.device:
+        grad = grad.to(x)
+    return native.cast_moments_backward(grad, x, p, slope.contiguous(), offset.contiguous(), weight)
 
 
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

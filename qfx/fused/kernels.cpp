@@ -324,138 +324,6 @@ int cast_backward(const T* g, const T* x, T* grad_x, int64_t n, int64_t channels
     return 0;
 }
 
-// ------------------------------------------------------------------------------- two casts in a row
-// q1 = Q1(v), q2 = Q2(max(q1, 0)): a cast, then a ReLU and a second cast (a BatchNorm's or a sum's output,
-// then a ReLU's), in one pass each way.  Each run of the pair is the single cast's run twice, the second
-// reading what the first wrote while it is still in cache, so the values and the input gradients are the
-// single casts' bit for bit.  The runs are those of the first cast's layout; the second cast's sums, added
-// per run, differ from a separate pass's in summation order only.
-template <class T>
-using ForwardRun = int (*)(const T*, T*, int64_t, T, T, const Row<T>&, const Modes<T>&);
-template <class T>
-using BackwardRun = Sums (*)(const T*, const T*, T*, int64_t, T, T, const Row<T>&, const Modes<T>&);
-
-template <class T, int R, bool Affine>
-ForwardRun<T> forward_run_of(const Modes<T>& m) {
-    switch (m.overflow) {
-        case SAT: return cast_forward_run<T, R, SAT, PLAIN, Affine>;
-        case SAT_ZERO: return cast_forward_run<T, R, SAT_ZERO, PLAIN, Affine>;
-        case SAT_SYM: return cast_forward_run<T, R, SAT_SYM, PLAIN, Affine>;
-        case WRAP:
-            return m.word.sat_bits == 0 ? cast_forward_run<T, R, WRAP, PLAIN, Affine>
-                                        : cast_forward_run<T, R, WRAP, WRAP_N, Affine>;
-    }
-    return nullptr;
-}
-
-template <class T, bool Affine>
-ForwardRun<T> forward_run(const Modes<T>& m) {
-    switch (m.rounding) {
-        case RND_CONV: return forward_run_of<T, RND_CONV, Affine>(m);
-        case TRN: return forward_run_of<T, TRN, Affine>(m);
-        case RND: return forward_run_of<T, RND, Affine>(m);
-    }
-    return nullptr;
-}
-
-template <class T, int R, bool Affine>
-BackwardRun<T> backward_run_of(const Modes<T>& m) {
-    return m.overflow == SAT_SYM && m.word.is_signed ? cast_backward_run<T, R, true, Affine>
-                                                     : cast_backward_run<T, R, false, Affine>;
-}
-
-template <class T, bool Affine>
-BackwardRun<T> backward_run(const Modes<T>& m) {
-    switch (m.rounding) {
-        case RND_CONV: return backward_run_of<T, RND_CONV, Affine>(m);
-        case TRN: return backward_run_of<T, TRN, Affine>(m);
-        case RND: return backward_run_of<T, RND, Affine>(m);
-    }
-    return nullptr;
-}
-
-// The pair's forward pass: q1 and q2 written, x read once.  Tables: the first cast's (one row, or one per
-// channel along the layout's channels), the second's one row.
-template <class T>
-int pair_forward(const T* x, T* q1, T* q2, int64_t n, int64_t channels, int64_t inner, const T* scale,
-                 const T* shift, const T* table1, int64_t rows1, const int64_t* ints1, const double* reals1,
-                 const T* table2, const int64_t* ints2, const double* reals2, int threads) {
-    const Modes<T> m1(ints1, reals1), m2(ints2, reals2);
-    const ForwardRun<T> first = scale != nullptr ? forward_run<T, true>(m1) : forward_run<T, false>(m1);
-    const ForwardRun<T> second = forward_run<T, false>(m2);
-    if (first == nullptr || second == nullptr) return kFallback;
-    const Row<T> k2(table2);
-    const int team = team_size(n, threads);
-    std::vector<int> seen(team, 0);
-    parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
-        const Row<T> k1(table1 + row_of(nullptr, rows1, c) * kColumns);
-        const T s = scale != nullptr ? scale[c] : T(1), sh = scale != nullptr ? shift[c] : T(0);
-        seen[t] |= first(x + b, q1 + b, e - b, s, sh, k1, m1);
-        seen[t] |= second(q1 + b, q2 + b, e - b, T(1), T(0), k2, m2);
-    });
-    int status = 0;
-    for (int s : seen) status |= s;
-    return status;
-}
-
-// The pair's backward pass from g2 = dL/dq2 (and g1 = dL/dq1 where q1 is used elsewhere too, else null):
-// per run, q1 recomputed into scratch, the second cast's backward run gives dL/dq1 (plus g1), the
-// first's gives grad_x.  point1[row] and point2[0] as cast_backward's point; dscale, dshift per channel.
-template <class T>
-int pair_backward(const T* g1, const T* g2, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner,
-                  const T* scale, const T* shift, const T* table1, int64_t rows1, const int64_t* ints1,
-                  const double* reals1, const T* table2, const int64_t* ints2, const double* reals2,
-                  const double* weight1, const double* weight2, float* point1, float* point2, T* dscale,
-                  T* dshift, int threads) {
-    const Modes<T> m1(ints1, reals1), m2(ints2, reals2);
-    const bool affine = scale != nullptr;
-    const ForwardRun<T> first = affine ? forward_run<T, true>(m1) : forward_run<T, false>(m1);
-    const BackwardRun<T> first_back = affine ? backward_run<T, true>(m1) : backward_run<T, false>(m1);
-    const BackwardRun<T> second_back = backward_run<T, false>(m2);
-    if (first == nullptr || first_back == nullptr || second_back == nullptr) return 1;
-    const Row<T> k2(table2);
-    const int team = team_size(n, threads);
-    std::vector<T> scratch(size_t(team) * 2 * kChunk);
-    std::vector<double> points1(team * rows1, 0.0), points2(team, 0.0), ds(team * channels, 0.0),
-        dsh(team * channels, 0.0);
-    parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
-        const int64_t len = e - b, row = row_of(nullptr, rows1, c);
-        const Row<T> k1(table1 + row * kColumns);
-        const T s = affine ? scale[c] : T(1), sh = affine ? shift[c] : T(0);
-        T* q1 = scratch.data() + size_t(t) * 2 * kChunk;
-        T* grad_q1 = q1 + kChunk;
-        first(x + b, q1, len, s, sh, k1, m1);
-        const Sums second = second_back(g2 + b, q1, grad_q1, len, T(1), T(0), k2, m2);
-        if (g1 != nullptr) {
-            const T* other = g1 + b;
-#pragma omp simd
-            for (int64_t i = 0; i < len; ++i) grad_q1[i] += other[i];
-        }
-        const Sums sums = first_back(grad_q1, x + b, grad_x + b, len, s, sh, k1, m1);
-        points2[t] += second.gq - second.gv;
-        points1[t * rows1 + row] += sums.gq - sums.gv;
-        ds[t * channels + c] += sums.gx;
-        dsh[t * channels + c] += sums.g;
-    });
-    std::vector<double> total(std::max(rows1, channels));
-    int status = 0;
-    reduce_rows(points1, team, rows1, total.data());
-    for (int64_t p = 0; p < rows1; ++p) {
-        point1[p] = float(weight1[p] * total[p]);
-        status |= !std::isfinite(point1[p]);
-    }
-    reduce_rows(points2, team, 1, total.data());
-    point2[0] = float(weight2[0] * total[0]);
-    status |= !std::isfinite(point2[0]);
-    if (affine) {
-        reduce_rows(ds, team, channels, total.data());
-        for (int64_t c = 0; c < channels; ++c) dscale[c] = T(total[c]);
-        reduce_rows(dsh, team, channels, total.data());
-        for (int64_t c = 0; c < channels; ++c) dshift[c] = T(total[c]);
-    }
-    return status;
-}
-
 // ------------------------------------------------------------------------------- binary points
 // A learned binary point's pending move folded in: bits = clamp(bits + k * move, lo, hi) (the sum rounded
 // once in T, k * move exact), move = 0.  Returns kNotFinite, with nothing written, where some sum is not
@@ -529,6 +397,27 @@ struct Moments {
     }
 };
 
+// The moments of one run: its own two passes read it from cache.
+template <class T>
+Moments run_moments(const T* x, int64_t n) {
+    const double count = double(n);
+    const double run_mean = double(sum_run(x, n)) / count;
+    const double m2 = double(squared_deviation_run(x, n, T(run_mean)));
+    // The deviations were taken from run_mean rounded to T: correct the sum for that offset.
+    const double offset = double(T(run_mean)) - run_mean;
+    return Moments{count, run_mean, m2 - count * offset * offset};
+}
+
+// mean[c] and var[c] from the team's parts (team x channels), merged in thread order.
+void merge_moments(const std::vector<Moments>& parts, int team, int64_t channels, double* mean, double* var) {
+    for (int64_t c = 0; c < channels; ++c) {
+        Moments total;
+        for (int t = 0; t < team; ++t) total.merge(parts[t * channels + c]);
+        mean[c] = total.mean;
+        var[c] = total.count > 0 ? total.m2 / total.count : 0.0;
+    }
+}
+
 // mean[c] and the biased variance var[c] = mean((x - mean)**2), in double, in one pass over memory:
 // each run's own two passes read it from cache, and the runs' moments are merged in order.
 template <class T>
@@ -537,19 +426,9 @@ void channel_moments(const T* x, int64_t n, int64_t channels, int64_t inner, dou
     const int team = team_size(n, threads);
     std::vector<Moments> parts(team * channels);
     parallel_runs(n, channels, inner, team, [&](int64_t b, int64_t e, int64_t c, int t) {
-        const double count = double(e - b);
-        const double run_mean = double(sum_run(x + b, e - b)) / count;
-        const double m2 = double(squared_deviation_run(x + b, e - b, T(run_mean)));
-        // The deviations were taken from run_mean rounded to T: correct the sum for that offset.
-        const double offset = double(T(run_mean)) - run_mean;
-        parts[t * channels + c].merge(Moments{count, run_mean, m2 - count * offset * offset});
+        parts[t * channels + c].merge(run_moments(x + b, e - b));
     });
-    for (int64_t c = 0; c < channels; ++c) {
-        Moments total;
-        for (int t = 0; t < team; ++t) total.merge(parts[t * channels + c]);
-        mean[c] = total.mean;
-        var[c] = total.count > 0 ? total.m2 / total.count : 0.0;
-    }
+    merge_moments(parts, team, channels, mean, var);
 }
 
 // y = x * a[c] + b[c], plus z where z is given.
@@ -564,6 +443,8 @@ void channel_affine(const T* x, const T* z, T* y, int64_t n, int64_t channels, i
         }
     });
 }
+
+#include "chained.h"
 
 }  // namespace
 
@@ -612,6 +493,19 @@ void channel_affine(const T* x, const T* z, T* y, int64_t n, int64_t channels, i
     extern "C" void qfx_channel_moments_##SUFFIX(const T* x, int64_t n, int64_t channels, int64_t inner,        \
                                                  double* mean, double* var, int threads) {                     \
         channel_moments<T>(x, n, channels, inner, mean, var, threads);                                         \
+    }                                                                                                          \
+    extern "C" int qfx_cast_moments_##SUFFIX(const T* x, T* q, int64_t n, int64_t channels, int64_t inner,      \
+                                             const T* table, const int64_t* ints, const double* reals,         \
+                                             double* mean, double* var, int threads) {                         \
+        return cast_moments<T>(x, q, n, channels, inner, table, ints, reals, mean, var, threads);             \
+    }                                                                                                          \
+    extern "C" int qfx_cast_moments_backward_##SUFFIX(const T* grad_q, const T* x, T* grad_x, int64_t n,       \
+                                                      int64_t channels, int64_t inner, const T* a, const T* b, \
+                                                      const T* table, const int64_t* ints,                     \
+                                                      const double* reals, const double* weight, float* point, \
+                                                      int threads) {                                           \
+        return cast_moments_backward<T>(grad_q, x, grad_x, n, channels, inner, a, b, table, ints, reals,       \
+                                        weight, point, threads);                                               \
     }                                                                                                          \
     extern "C" void qfx_channel_affine_##SUFFIX(const T* x, const T* z, T* y, int64_t n, int64_t channels,      \
                                                 int64_t inner, const T* a, const T* b, int threads) {          \

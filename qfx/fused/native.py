@@ -25,7 +25,8 @@ from ..cast_native import kernel_source
 from ..cxx import compile_native
 
 __all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "pair_forward",
-           "pair_backward", "fold_points", "point_rows", "channel_moments", "channel_affine"]
+           "pair_backward", "fold_points", "point_rows", "channel_moments", "cast_moments", "cast_moments_backward",
+           "channel_affine"]
 
 FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
 # Built for this CPU's vector instructions where the compiler knows them (qfx.cxx.compile_native): a third
@@ -44,6 +45,8 @@ _SIGNATURES = {  # name: (argument types, result type)
     "fold_points": ([_P, _P, _N, _D, _D, _D], _INT),
     "point_rows": ([_P, _N, _N, _N, _N, _P], _INT),
     "channel_moments": ([_P, _N, _N, _N, _P, _P, _INT], None),
+    "cast_moments": ([_P, _P, _N, _N, _N, _P, _P, _P, _P, _P, _INT], _INT),
+    "cast_moments_backward": ([_P, _P, _P, _N, _N, _N, _P, _P, _P, _P, _P, _P, _P, _INT], _INT),
     "channel_affine": ([_P, _P, _P, _N, _N, _N, _P, _P, _INT], None),
 }
 # Status bits of fold_points (kernels.cpp).
@@ -224,6 +227,33 @@ def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                                        moments[1].data_ptr(), torch.get_num_threads())
     moments = moments.to(x.dtype)
     return moments[0], moments[1]
+
+
+def cast_moments(x: torch.Tensor, table) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(q, mean, var)`` of :func:`qfx.fused.cast_moments`; ``None`` where the kernel leaves a value to the exact
+    cast."""
+    n, channels, inner = layout(x, 1)
+    q = torch.empty_like(x)
+    moments = torch.empty(2, channels, dtype=torch.float64)
+    status = library().cast_moments[x.dtype](x.data_ptr(), q.data_ptr(), n, channels, inner, table.rows.data_ptr(),
+                                             table.ints, table.reals, moments[0].data_ptr(), moments[1].data_ptr(),
+                                             torch.get_num_threads())
+    if status:
+        return None
+    moments = moments.to(x.dtype)
+    return q, moments[0], moments[1]
+
+
+def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, table, slope: torch.Tensor, offset: torch.Tensor,
+                          weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dL/dx, point)`` of :func:`qfx.fused.cast_moments_backward`."""
+    grad = grad.contiguous()
+    grad_x = torch.empty_like(x)
+    point = torch.empty(1, dtype=torch.float32)
+    library().cast_moments_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), *layout(x, 1),
+                                             slope.data_ptr(), offset.data_ptr(), table.rows.data_ptr(), table.ints,
+                                             table.reals, weight.data_ptr(), point.data_ptr(), torch.get_num_threads())
+    return grad_x, point
 
 
 def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:

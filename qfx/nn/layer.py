@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional, Union
 import torch
 from torch import nn
 
-from ..autograd import fused_pair_cast
+from ..autograd import fused_cast_moments, fused_pair_cast
 from ..format import FixedType
 from .exact import Quantizer, cast
 
@@ -95,6 +95,31 @@ class QuantizedLayer(nn.Module):
         q1, q2 = pair
         q1._qfx_relu_output = (id(relu), q1._version, q2)  # taken by relu.forward; dies with q1
         return q1
+
+    #: The BatchNorm layer that alone reads this layer's output, where :meth:`pair_with_batchnorm` named one.
+    then_batchnorm: Optional["QuantizedLayer"] = None
+
+    def pair_with_batchnorm(self, batchnorm: Optional["QuantizedLayer"]) -> None:
+        """Let training cast this layer's output and take the batch statistics of ``batchnorm`` (a
+        :class:`~qfx.nn.QBatchNorm2d` or ``QBatchNorm1d``, the only reader of the output) in the same pass each
+        way; held as :meth:`pair_with_relu` holds its layer."""
+        object.__setattr__(self, "then_batchnorm", batchnorm)
+
+    def _cast_output_with_statistics(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Training: this layer's output ``Q(x)`` with the batch statistics of the paired BatchNorm computed in
+        the same pass and handed to it (:func:`qfx.autograd.fused_cast_moments`); ``None`` where the cast and
+        the statistics must run one after the other."""
+        batchnorm = self.then_batchnorm
+        if (batchnorm is None or not batchnorm.training or x.dim() < 2
+                or x.shape[1] != batchnorm.num_features or x.numel() // x.shape[1] < 2):
+            return None
+        cast = self.output_quantizer.training_operand(x)
+        computed = None if cast is None else fused_cast_moments(x, cast)
+        if computed is None:
+            return None
+        q, mean, var = computed
+        q._qfx_batch_statistics = (id(batchnorm), q._version, mean, var)  # taken by batchnorm; dies with q
+        return q
 
     def describe(self) -> str:
         """The layer's class and shape, e.g. ``QLinear(64 -> 10)``, for error messages."""

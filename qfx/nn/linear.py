@@ -119,6 +119,10 @@ class _QDotProduct(QuantizedLayer):
             acc = self._exact_accumulation(x)
         if self.accum_quantizer is not None:
             acc = cast(self.accum_quantizer, acc)
+        if self.training and acc.dtype == x.dtype:
+            paired = self._cast_output_with_statistics(acc)
+            if paired is not None:
+                return paired
         return cast_output(self.output_quantizer, acc, x.dtype, exact=not self.training)
 
     def _exact_accumulation(self, x: torch.Tensor) -> torch.Tensor:
