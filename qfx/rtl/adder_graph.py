@@ -58,7 +58,9 @@ two of the three terms may be subtracted (the inversion is in the LUT,
 the +1s enter as the chain's carry-in and the carry-save carry of its
 first bit), except the one with the lowest shift, whose low bits pass
 through: if it is negative, the adder sums the negated terms and its user
-subtracts the result.  Sharing keeps its pricing: measured with Yosys,
+subtracts the result.  A shared pair whose only user is another two-term
+adder (later patterns took its other occurrences) is merged into it, one
+ternary adder for two.  Sharing keeps its pricing: measured with Yosys,
 pricing a row's saving at half (a term costs about half an adder in a
 ternary tree) gave more LUTs, not fewer.
 """
