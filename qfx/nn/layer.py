@@ -73,10 +73,11 @@ class QuantizedLayer(nn.Module):
     #: The ReLU layer that alone reads this layer's output, where :meth:`pair_with_relu` named one.
     then_relu: Optional["QuantizedLayer"] = None
 
-    def pair_with_relu(self, relu: "QuantizedLayer") -> None:
+    def pair_with_relu(self, relu: Optional["QuantizedLayer"]) -> None:
         """Let training cast this layer's output and ``relu``'s in one fused pass each way: ``relu``
         (a :class:`~qfx.nn.QReLU`) is the only reader of this layer's output (``qfx.quantize_model`` checks).
-        Not a submodule: held outside ``_modules``, so ``state_dict`` and ``named_modules`` are unchanged."""
+        Not a submodule: held outside ``_modules``, so ``state_dict`` and ``named_modules`` are unchanged;
+        ``None`` undoes the pairing."""
         object.__setattr__(self, "then_relu", relu)
 
     def _cast_output_then_relu(self, x: torch.Tensor, scale: Optional[torch.Tensor] = None,
