@@ -38,7 +38,9 @@ Timing: ``torch.set_num_threads(--threads)`` (default 2),
 ``--repeats`` rounds, each timing ``--steps`` consecutive steps of every
 model in turn (round-robin, so a change in machine load hits them all
 alike).  The table gives the median wall time per step and the ratios
-qfx/float, qfx/compiled and qfx/brevitas, and the same for the process's CPU time
+qfx/float, qfx/compiled and qfx/brevitas (the ratio of the medians, and the
+median of each round's own ratio, which a load that changes between rounds
+moves less), and the same for the process's CPU time
 (``time.process_time``, all threads summed), which other processes on a
 shared machine disturb much less than the wall time, and the minor page
 faults per step (memory the allocator handed back to the system between
@@ -268,8 +270,10 @@ def time_batch(batch: int, variants: list[str], args: argparse.Namespace) -> Non
     if "qfx" in median:
         for peer in ("float", "compiled", "brevitas"):
             if peer in median:
+                rounds = statistics.median(q / f for q, f in zip(times["qfx"], times[peer]))
                 print(f"qfx / {peer}: {median['qfx'] / median[peer]:.2f}x wall, "
-                      f"{median_cpu['qfx'] / median_cpu[peer]:.2f}x CPU")
+                      f"{median_cpu['qfx'] / median_cpu[peer]:.2f}x CPU; median of the rounds' own ratios "
+                      f"{rounds:.2f}x wall")
     print()
 
 
