@@ -17,7 +17,8 @@ with the same Yosys command (``synth_xilinx -family xcup -flatten
 (e) qfx with two-term adders only (``qfx_add``, ``ternary=False``);
 
 Before a design's synthesis numbers count, it is simulated with Icarus
-Verilog on random input vectors and its outputs compared with numpy's exact
+Verilog (qfx's ternary adders as the UltraScale+ cells synthesis builds,
+``QFX_SIMULATE_PRIMITIVES``) on random input vectors and its outputs compared with numpy's exact
 ``M x``.  A design that disagrees, or drives x/z bits, is reported as
 INVALID with the reason, is not synthesised, and is not used as the LUT
 reference (its ratio column then reads n/a).
@@ -195,7 +196,9 @@ def check_design(design: Design, folder: pathlib.Path, vectors: int, seed: int =
     end
 endmodule
 """)
-    build = subprocess.run(["iverilog", "-g2012", "-o", f"{name}.vvp", f"{name}.v", *design.sources],
+    # QFX_SIMULATE_PRIMITIVES: qfx's ternary adders as the LUT6_2 and CARRY8 cells synthesis builds, not arithmetic
+    build = subprocess.run(["iverilog", "-g2012", "-DQFX_SIMULATE_PRIMITIVES", "-o", f"{name}.vvp", f"{name}.v",
+                            *design.sources],
                            cwd=folder, capture_output=True, text=True)
     if build.returncode != 0:
         return "iverilog: " + (build.stderr.strip().splitlines() or ["failed"])[0]

@@ -9,7 +9,8 @@ files:
 ``rtl/<top>_<layer>.v``    one combinational module per layer
 ``rtl/qfx_add.v``          the shift-adds every constant product is built from: ``qfx_add`` (two
                            operands) and, unless ``ternary=False``, ``qfx_add3`` (three, of UltraScale+
-                           LUT6_2 and CARRY8 cells, with their models for simulation)
+                           LUT6_2 and CARRY8 cells; arithmetic in simulation, or the cells' models
+                           where ``QFX_SIMULATE_PRIMITIVES`` is defined)
 ``manifest.json``          top, latency, port formats, layers and sources (read by the tests)
 ``tb/vectors.json``        input codes and the IR interpreter's output codes for them, by port
 ``tb/test_<top>.py``       the cocotb test: drives every vector back to back, checks every bit
