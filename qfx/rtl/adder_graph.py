@@ -375,8 +375,7 @@ def _sum_tree(row: list[Term], adders: list[Adder], inputs: int, size: list[int]
     """
     if not row:
         return None
-    heap = [(size[t.node] << t.shift, k, t) for k, t in enumerate(sorted(row))]
-    heapq.heapify(heap)
+    heap = _by_magnitude(row, size)
     order, first = len(heap), len(adders)
     while len(heap) > 1:
         m1, _, t1 = heapq.heappop(heap)
@@ -411,13 +410,19 @@ def _combine3(terms: list[Term], adders: list[Adder], inputs: int, root: bool = 
     return Term(inputs + len(adders) - 1, low, flip)
 
 
+def _by_magnitude(row: list[Term], size: list[int]) -> list[tuple[int, int, Term]]:
+    """A heap of the row's terms, smallest largest-magnitude first (ties in the terms' order)."""
+    heap = [(size[t.node] << t.shift, k, t) for k, t in enumerate(sorted(row))]
+    heapq.heapify(heap)
+    return heap
+
+
 def _sum_tree3(row: list[Term], adders: list[Adder], inputs: int, size: list[int]) -> Optional[Term]:
     """The row's terms summed by ternary adders, smallest first (Huffman order, three at a time); an even count
     first adds its two smallest terms with a two-term adder."""
     if not row:
         return None
-    heap = [(size[t.node] << t.shift, k, t) for k, t in enumerate(sorted(row))]
-    heapq.heapify(heap)
+    heap = _by_magnitude(row, size)
     order, first = len(heap), len(adders)
     while len(heap) > 1:
         group = [heapq.heappop(heap) for _ in range(2 if len(heap) % 2 == 0 else 3)]
