@@ -300,22 +300,28 @@ def test_batchnorm_fold_node_equals_the_torch_ops(dtype, affine) -> None:
         torch.testing.assert_close(a, t.grad, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("learn", [True, False])
-@pytest.mark.parametrize("overflow", ["SAT", "WRAP"])
-def test_batchnorm_fold_and_casts_as_one_node_train_like_the_separate_casts(learn: bool, overflow: str) -> None:
+@pytest.mark.parametrize("learn, overflow, rounding, affine, dtype", [
+    (True, "SAT", "RND_CONV", True, torch.float32), (False, "SAT", "RND_CONV", True, torch.float32),
+    (True, "WRAP", "RND_CONV", True, torch.float32), (False, "WRAP", "RND_CONV", True, torch.float32),
+    (True, "SAT_SYM", "TRN", True, torch.float64), (True, "SAT_ZERO", "RND", False, torch.float32),
+    (True, "SAT", "RND_CONV", False, torch.float64)])
+def test_batchnorm_fold_and_casts_as_one_node_train_like_the_separate_casts(learn: bool, overflow: str,
+                                                                              rounding: str, affine: bool,
+                                                                              dtype: torch.dtype) -> None:
     """The fold with the scale and shift casts in the same node gives the values and gradients of the fold
     followed by the two quantizers' own casts, bit for bit, step after step (moves folded in between)."""
-    cfg = LayerQConfig(scale=FixedType(8, 3, rounding="RND_CONV", overflow=overflow),
-                       shift=FixedType(8, 2, rounding="RND_CONV", overflow=overflow),
+    cfg = LayerQConfig(scale=FixedType(8, 3, rounding=rounding, overflow=overflow),
+                       shift=FixedType(8, 2, rounding=rounding, overflow=overflow),
                        learn_int_bits=learn)
     torch.manual_seed(4)
-    fast = QBatchNorm2d(6, cfg=cfg).train()
-    with torch.no_grad():
-        fast.weight.uniform_(0.5, 4.0)
-        fast.bias.uniform_(-3.0, 3.0)
+    fast = QBatchNorm2d(6, affine=affine, cfg=cfg).train().to(dtype)
+    if affine:
+        with torch.no_grad():
+            fast.weight.uniform_(0.5, 4.0)
+            fast.bias.uniform_(-3.0, 3.0)
     slow = copy.deepcopy(fast)
     slow._fold_and_cast = lambda mean, var: None  # the separate nodes
-    x = torch.randn(4, 6, 5, 7) * 2
+    x = (torch.randn(4, 6, 5, 7) * 2 + (0 if affine else 1.5)).to(dtype)
     for _ in range(3):
         results = []
         for layer in (fast, slow):
@@ -329,6 +335,7 @@ def test_batchnorm_fold_and_casts_as_one_node_train_like_the_separate_casts(lear
         (out, grads), (out_ref, grads_ref) = results
         assert torch.equal(out, out_ref)
         assert grads.keys() == grads_ref.keys() and all(torch.equal(grads[n], grads_ref[n]) for n in grads)
+        assert torch.equal(fast.running_mean, slow.running_mean) and torch.equal(fast.running_var, slow.running_var)
         assert fast._fold_and_cast(x.mean((0, 2, 3)), x.var((0, 2, 3))) is not None  # the one node was taken
 
 
@@ -348,3 +355,16 @@ def test_batchnorm_training_step_frees_its_graph() -> None:
     del out, node
     gc.collect()
     assert len(seen) >= 3 and all(alive() is None for alive in seen)
+
+
+def test_batchnorm_fold_node_refuses_a_non_finite_binary_point_gradient() -> None:
+    """A NaN reaching the folded scale is refused by its quantizer's check, as its own cast would refuse it."""
+    from qfx.nn.quantizers import NonFiniteError
+
+    layer = QBatchNorm2d(6, cfg=LayerQConfig(learn_int_bits=True)).train()
+    x = torch.randn(4, 6, 5, 7)
+    folded = layer._fold_and_cast(x.mean((0, 2, 3)), x.var((0, 2, 3)))
+    assert folded is not None  # the one-node path
+    scale, shift = folded
+    with pytest.raises(NonFiniteError, match=r"gradient of its learned binary point"):
+        (scale * float("nan") + shift).sum().backward()

@@ -42,7 +42,10 @@ sum's output cast, then a ReLU's), in one pass each way; kernels only.
 :func:`batch_moments` and :func:`channel_affine` are BatchNorm's batch
 statistics and their backward pass, on the same terms; :func:`cast_moments`
 and :func:`cast_moments_backward` a cast with the batch statistics of its
-output (a convolution's output and the BatchNorm that reads it), kernels only.
+output (a convolution's output and the BatchNorm that reads it), kernels only;
+:func:`fold_forward` and :func:`fold_backward` BatchNorm's fold of its
+statistics into a scale and a shift per channel with both their casts, in one
+call each way, kernels only.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from . import native
 
 __all__ = ["NearestEven", "Table", "nearest_even", "fixed_table", "channel_table", "kernels_take", "cast_forward",
            "cast_backward", "pair_forward", "pair_backward", "cast_moments", "cast_moments_backward", "batch_moments",
-           "channel_affine"]
+           "channel_affine", "fold_forward", "fold_backward"]
 
 # The modes the kernels take, numbered as in qfx/cast_modes.h.
 _ROUNDING = {Rounding.RND: 0, Rounding.RND_CONV: 4, Rounding.TRN: 5}
@@ -358,3 +361,56 @@ def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, z: Optiona
         return native.channel_affine(x, a, b, z)
     y = _affine(x, a, b)
     return y if z is None else y.add_(z)
+
+
+def fold_forward(mean: torch.Tensor, r: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+                 scale_cast: tuple, shift_cast: tuple) -> Optional[tuple]:
+    """BatchNorm's ``scale = gamma * r`` and ``shift = beta - mean * scale`` per channel (``r = 1 / sqrt(var + eps)``,
+    from the caller; without ``gamma`` ``scale = r``, without ``beta`` ``shift = -mean * scale``), each operation
+    rounded once as PyTorch's are, and their casts, in one native call: ``((scale, shift), (qscale, qshift),
+    casts)`` with ``casts`` what :func:`fold_backward` needs; ``None`` where the kernels do not take the tensors,
+    a format or a value.
+
+    ``scale_cast`` and ``shift_cast`` are each ``(t, bits)``: the format and one binary point per channel
+    (rounded half to even), in ``mean``'s dtype.  The values equal the PyTorch operations followed by
+    :func:`cast_forward` with each :func:`channel_table`, bit for bit.
+    """
+    tensors = (mean, r, gamma, beta, scale_cast[1], shift_cast[1])
+    if not native.applies(*tensors[:1]) or any(
+            t is not None and (t.shape != mean.shape or t.dtype != mean.dtype or t.device.type != "cpu"
+                               or not t.is_contiguous()) for t in tensors):
+        return None
+    casts = []
+    for t, bits in (scale_cast, shift_cast):
+        every = _all_rows(t, mean.dtype, False)
+        if every is None:
+            return None
+        casts.append((bits, every))
+    computed = native.fold_forward(mean, r, gamma, beta, tuple(casts))
+    if computed is None:
+        return None
+    scale, shift, qscale, qshift, index_scale, index_shift = computed
+    return (scale, shift), (qscale, qshift), ((casts[0][1], index_scale), (casts[1][1], index_shift))
+
+
+def fold_backward(grad_qscale: torch.Tensor, grad_qshift: torch.Tensor, saved: tuple, gamma: Optional[torch.Tensor],
+                  casts: tuple, weights: tuple) -> tuple[tuple[torch.Tensor, ...], bool]:
+    """The backward pass of :func:`fold_forward` in one native call: ``((grad_mean, grad_var, grad_gamma,
+    grad_beta, point_scale, point_shift), finite)``.
+
+    ``saved`` is ``(scale, shift, mean, r)``; ``casts`` as :func:`fold_forward` returned it; ``weights`` the
+    float64 weight of each row of the two formats (as :func:`cast_backward` takes them).  The casts'
+    backward passes give the gradients of ``scale`` and ``shift`` and the binary points' (one per channel),
+    then ``g = grad_scale - grad_shift * mean``, ``grad_mean = -grad_shift * scale``, ``grad_gamma = g * r``,
+    ``grad_var = g * slope * r * r * -0.5`` (``slope = gamma * r``, or ``r``) and ``grad_beta =
+    grad_shift``, each operation rounded once, as PyTorch's are (``grad_gamma`` ``None`` without ``gamma``).
+    ``finite`` is ``False`` where some binary point's gradient is not finite.
+    """
+    dtype = saved[2].dtype
+    grads = tuple(g if g.dtype == dtype else g.to(dtype) for g in (grad_qscale, grad_qshift))
+    computed, status = native.fold_backward(*grads, saved, gamma,
+                                            tuple((every, index, weight) for (every, index), weight
+                                                  in zip(casts, weights)))
+    grad_mean, grad_var, grad_gamma, grad_beta, point_scale, point_shift = computed
+    return (grad_mean, grad_var, None if gamma is None else grad_gamma, grad_beta, point_scale, point_shift), \
+        status == 0

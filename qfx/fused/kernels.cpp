@@ -16,6 +16,7 @@
 //
 // Batch statistics: per-channel mean and biased variance (one read pass, no temporaries), and
 // the per-channel affine map their backward pass needs, added to another gradient in the same pass.
+// BatchNorm's fold of the statistics into its scale and shift, with their casts: folding.h.
 //
 // Layout: element i belongs to channel (i / inner) % channels.  Compiled without -ffast-math and
 // with -ffp-contract=off: x * scale + shift must round twice, as PyTorch's separate multiply and add
@@ -445,6 +446,7 @@ void channel_affine(const T* x, const T* z, T* y, int64_t n, int64_t channels, i
 }
 
 #include "chained.h"
+#include "folding.h"
 
 }  // namespace
 
@@ -506,6 +508,29 @@ void channel_affine(const T* x, const T* z, T* y, int64_t n, int64_t channels, i
                                                       int threads) {                                           \
         return cast_moments_backward<T>(grad_q, x, grad_x, n, channels, inner, a, b, table, ints, reals,       \
                                         weight, point, threads);                                               \
+    }                                                                                                          \
+    extern "C" int qfx_fold_forward_##SUFFIX(const T* mean, const T* r, const T* gamma, const T* beta,           \
+                                            int64_t channels, T* scale, T* shift, T* qscale, T* qshift,        \
+                                            const T* bits1, const T* table1, int64_t first1, int64_t count1,   \
+                                            const int64_t* ints1, const double* reals1, int32_t* index1,       \
+                                            const T* bits2, const T* table2, int64_t first2, int64_t count2,   \
+                                            const int64_t* ints2, const double* reals2, int32_t* index2) {     \
+        return fold_forward<T>(mean, r, gamma, beta, channels, scale, shift, qscale, qshift,                   \
+                               FoldCast<T>{bits1, table1, first1, count1, ints1, reals1, index1},              \
+                               FoldCast<T>{bits2, table2, first2, count2, ints2, reals2, index2});             \
+    }                                                                                                          \
+    extern "C" int qfx_fold_backward_##SUFFIX(const T* grad_qscale, const T* grad_qshift, const T* scale,       \
+                                             const T* shift, const T* mean, const T* r, const T* gamma,        \
+                                             int64_t channels, const T* table1, int64_t count1,                \
+                                             const int64_t* ints1, const double* reals1, int32_t* index1,      \
+                                             const double* weight1, float* point1, const T* table2,            \
+                                             int64_t count2, const int64_t* ints2, const double* reals2,       \
+                                             int32_t* index2, const double* weight2, float* point2,            \
+                                             T* grad_mean, T* grad_var, T* grad_gamma, T* grad_beta) {         \
+        return fold_backward<T>(grad_qscale, grad_qshift, scale, shift, mean, r, gamma, channels,              \
+                                FoldCast<T>{nullptr, table1, 0, count1, ints1, reals1, index1}, weight1,       \
+                                point1, FoldCast<T>{nullptr, table2, 0, count2, ints2, reals2, index2},        \
+                                weight2, point2, grad_mean, grad_var, grad_gamma, grad_beta);                  \
     }                                                                                                          \
     extern "C" void qfx_channel_affine_##SUFFIX(const T* x, const T* z, T* y, int64_t n, int64_t channels,      \
                                                 int64_t inner, const T* a, const T* b, int threads) {          \

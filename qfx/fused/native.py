@@ -26,7 +26,7 @@ from ..cxx import compile_native
 
 __all__ = ["library", "applies", "long_runs", "layout", "cast_forward", "cast_backward", "pair_forward",
            "pair_backward", "fold_points", "point_rows", "channel_moments", "cast_moments", "cast_moments_backward",
-           "channel_affine"]
+           "channel_affine", "fold_forward", "fold_backward"]
 
 FLAGS = ("-std=c++17", "-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared")
 # Built for this CPU's vector instructions where the compiler knows them (qfx.cxx.compile_native): a third
@@ -48,6 +48,8 @@ _SIGNATURES = {  # name: (argument types, result type)
     "cast_moments": ([_P, _P, _N, _N, _N, _P, _P, _P, _P, _P, _INT], _INT),
     "cast_moments_backward": ([_P, _P, _P, _N, _N, _N, _P, _P, _P, _P, _P, _P, _P, _INT], _INT),
     "channel_affine": ([_P, _P, _P, _N, _N, _N, _P, _P, _INT], None),
+    "fold_forward": ([_P, _P, _P, _P, _N, _P, _P, _P, _P] + [_P, _P, _N, _N, _P, _P, _P] * 2, _INT),
+    "fold_backward": ([_P, _P, _P, _P, _P, _P, _P, _N] + [_P, _N, _P, _P, _P, _P, _P] * 2 + [_P, _P, _P, _P], _INT),
 }
 # Status bits of fold_points (kernels.cpp).
 _NOT_FINITE, _MOVED = 1, 2
@@ -263,3 +265,43 @@ def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, z: Optiona
     library().channel_affine[x.dtype](x.data_ptr(), _ptr(z), y.data_ptr(), *layout(x, 1), a.data_ptr(), b.data_ptr(),
                                       torch.get_num_threads())
     return y
+
+
+def fold_forward(mean: torch.Tensor, r: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
+                 casts: tuple) -> Optional[tuple[torch.Tensor, ...]]:
+    """``(scale, shift, qscale, qshift, index_scale, index_shift)`` of :func:`qfx.fused.fold_forward`; ``casts`` holds
+    ``(bits, rows)`` for the scale and the shift (``rows`` the format's every row, :func:`qfx.fused._all_rows`).
+    ``None`` where some binary point has no row or the kernel leaves a value to the exact cast."""
+    channels = mean.numel()
+    out = torch.empty(4, channels, dtype=mean.dtype)
+    index = torch.empty(2, channels, dtype=torch.int32)
+    arguments = []
+    for (bits, every), i in zip(casts, index):
+        arguments += [bits.data_ptr(), every.rows.data_ptr(), every.first, every.last - every.first + 1, every.ints,
+                      every.reals, i.data_ptr()]
+    base, step = out.data_ptr(), mean.element_size() * channels
+    status = library().fold_forward[mean.dtype](mean.data_ptr(), r.data_ptr(), _ptr(gamma), _ptr(beta), channels,
+                                                base, base + step, base + 2 * step, base + 3 * step, *arguments)
+    return None if status else (*out, *index)
+
+
+def fold_backward(grad_qscale: torch.Tensor, grad_qshift: torch.Tensor, saved: tuple, gamma: Optional[torch.Tensor],
+                  casts: tuple) -> tuple[tuple[torch.Tensor, ...], int]:
+    """``((grad_mean, grad_var, grad_gamma, grad_beta, point_scale, point_shift), status)`` of
+    :func:`qfx.fused.fold_backward`; ``saved`` is ``(scale, shift, mean, r)``, ``casts`` ``(rows, index, weight)`` for
+    the scale and the shift; ``status`` is 1 where some binary point's gradient is not finite."""
+    scale, shift, mean, r = saved
+    grad_qscale, grad_qshift = grad_qscale.contiguous(), grad_qshift.contiguous()
+    channels = mean.numel()
+    grads = torch.empty(4, channels, dtype=mean.dtype)
+    points = torch.empty(2, channels, dtype=torch.float32)
+    arguments = []
+    for (every, index, weight), point in zip(casts, points):
+        arguments += [every.rows.data_ptr(), every.last - every.first + 1, every.ints, every.reals, index.data_ptr(),
+                      weight.data_ptr(), point.data_ptr()]
+    base, step = grads.data_ptr(), mean.element_size() * channels
+    status = library().fold_backward[mean.dtype](
+        grad_qscale.data_ptr(), grad_qshift.data_ptr(), scale.data_ptr(), shift.data_ptr(),
+        mean.data_ptr(), r.data_ptr(), _ptr(gamma), channels, *arguments, base, base + step,
+        None if gamma is None else base + 2 * step, base + 3 * step)
+    return (*grads, *points), status

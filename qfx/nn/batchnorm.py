@@ -89,13 +89,15 @@ class _FoldStatistics(torch.autograd.Function):
     the PyTorch ops of :meth:`_QBatchNorm._fold` do (``1 / sqrt(var + eps)``, then times ``gamma``); without
     ``gamma`` or ``beta`` (``affine=False``) ``scale = 1 / sqrt(var + eps)`` and ``shift = -mean * scale``.
     With ``casts`` (see :meth:`_QBatchNorm._fold_and_cast`), ``Qs(scale)`` and ``Qsh(shift)`` instead: the
-    training casts of the two per-channel quantizers, done already.
+    training casts of the two per-channel quantizers, done already with the fold
+    (:func:`qfx.fused.fold_forward`).
 
     Backward, with ``r = 1 / sqrt(var + eps)`` and ``g_scale' = dL/dscale - dL/dshift * mean`` (the scale
     reaches the loss also through the shift): ``dL/dbeta = dL/dshift``, ``dL/dmean = -dL/dshift * scale``,
     ``dL/dgamma = g_scale' * r``, ``dL/dvar = -g_scale' * gamma * r**3 / 2``.  With ``casts``, ``dL/dscale``
-    and ``dL/dshift`` first come through the casts (:func:`qfx.fused.cast_backward`, as the quantizers'
-    own casts give them), whose binary points' gradients go to ``target_scale`` and ``target_shift``.
+    and ``dL/dshift`` first come through the casts (as the quantizers' own casts give them), whose binary
+    points' gradients go to ``target_scale`` and ``target_shift``, all of it one native call
+    (:func:`qfx.fused.fold_backward`).
 
     Why one node: training folds the statistics every step in every BatchNorm, and the seven small
     operations it takes, and the two casts after them, cost, as autograd nodes, more than the arithmetic
@@ -107,42 +109,41 @@ class _FoldStatistics(torch.autograd.Function):
                 beta: Optional[torch.Tensor], eps: float, target_scale: Optional[torch.Tensor] = None,
                 target_shift: Optional[torch.Tensor] = None, casts: Optional[tuple] = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.beta_dtype = None if beta is None else beta.dtype
+        ctx.casts = None if casts is None else casts[2:]
         if casts is None:
             scale, shift, r = _fold_values(mean, var, gamma, beta, eps)
-        else:
-            (scale, shift, r), casts = casts
-        ctx.save_for_backward(mean, scale, shift, r, gamma)
-        ctx.beta_dtype = None if beta is None else beta.dtype
-        if casts is None:
-            ctx.casts = None
+            ctx.save_for_backward(mean, scale, shift, r, gamma)
             return scale, shift
         # The outputs stay out of ctx: a node holding its own outputs would never be freed.
-        ctx.casts = tuple(cast[:3] for cast in casts)
+        (scale, shift, r), (qscale, qshift) = casts[:2]
+        ctx.save_for_backward(mean, scale, shift, r, gamma)
         ctx.target_shapes = (tuple(target_scale.shape), tuple(target_shift.shape))
-        return casts[0][3], casts[1][3]
+        return qscale, qshift
 
     @staticmethod
     def backward(ctx, grad_scale: torch.Tensor, grad_shift: torch.Tensor):
         mean, scale, shift, r, gamma = ctx.saved_tensors
-        points = [None, None]
         if ctx.casts is not None:
-            grads = []
-            for i, (value, grad, (p, weight, check)) in enumerate(zip((scale, shift), (grad_scale, grad_shift),
-                                                                        ctx.casts)):
-                grad, point, _, _ = fused.cast_backward(grad, value, None, p, None, None, weight, True)
-                if ctx.needs_input_grad[5 + i]:
-                    points[i] = point.view(ctx.target_shapes[i])
-                    if check is not None:
-                        check(points[i])
-                grads.append(grad)
-            grad_scale, grad_shift = grads
+            tables, weights, checks = ctx.casts
+            computed, finite = fused.fold_backward(grad_scale, grad_shift, (scale, shift, mean, r), gamma, tables,
+                                                   weights)
+            grad_mean, grad_var, grad_gamma, grad_beta, *found = computed
+            points = [point.view(shape) if needed else None
+                      for point, needed, shape in zip(found, ctx.needs_input_grad[5:7], ctx.target_shapes)]
+            if not finite:
+                for point, check in zip(points, checks):
+                    if point is not None and check is not None:
+                        check(point)
+            grad_beta = None if ctx.beta_dtype is None else grad_beta
+            return grad_mean, grad_var, grad_gamma, grad_beta, None, points[0], points[1], None
         grad_scale = grad_scale - grad_shift * mean
         grad_mean = -grad_shift * scale
         grad_gamma = None if gamma is None else (grad_scale * r).to(gamma.dtype)
         slope = r if gamma is None else gamma.to(r.dtype) * r
         grad_var = grad_scale * slope * r * r * -0.5
         grad_beta = None if ctx.beta_dtype is None else grad_shift.to(ctx.beta_dtype)
-        return grad_mean, grad_var, grad_gamma, grad_beta, None, points[0], points[1], None
+        return grad_mean, grad_var, grad_gamma, grad_beta, None, None, None, None
 
 
 class _QBatchNorm(QuantizedLayer):
@@ -213,7 +214,7 @@ class _QBatchNorm(QuantizedLayer):
         else:
             mean, var, x = _BatchStatistics.apply(x)
         with torch.no_grad():
-            self.num_batches_tracked += 1
+            self.num_batches_tracked.add_(1)
             factor = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
             unbiased = var * (count / (count - 1))
@@ -222,23 +223,23 @@ class _QBatchNorm(QuantizedLayer):
 
     def _fold_and_cast(self, mean: torch.Tensor, var: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """Training: ``Qs(scale)`` and ``Qsh(shift)`` from the batch statistics as one autograd node
-        (:class:`_FoldStatistics` with its casts), or ``None`` where the quantizers' own casts must run: the
-        native kernels do not take the format or the values, or a quantizer is K-hot, learns its word length
-        or has hooks."""
+        (:class:`_FoldStatistics` with its casts, :func:`qfx.fused.fold_forward`), or ``None`` where the quantizers'
+        own casts must run: the native kernels do not take the tensors, the format or the values, or a quantizer
+        is K-hot, learns its word length or has hooks."""
         operands = [q.training_operand(mean) for q in (self.scale_quantizer, self.shift_quantizer)]
         if None in operands or not fused.native.applies(mean):
             return None
         with torch.no_grad():
-            values = _fold_values(mean, var, self.weight, self.bias, self.eps)
-        casts = []
-        for value, (t, bits, _, factor, check) in zip(values, operands):
-            p = fused.channel_table(t, bits, value.dtype, 0) if bits.shape == value.shape else None
-            q = None if p is None else fused.cast_forward(value, p)
-            if q is None:
-                return None
-            casts.append((p, point_weights(p.fracs, factor), check, q))
+            r = 1 / torch.sqrt(var + self.eps)
+        folded = fused.fold_forward(mean, r, self.weight, self.bias, operands[0][:2], operands[1][:2])
+        if folded is None:
+            return None
+        (scale, shift), quantized, tables = folded
+        weights = tuple(point_weights(range(every.first, every.last + 1), factor)
+                        for (every, _), (_, _, _, factor, _) in zip(tables, operands))
+        checks = tuple(operand[4] for operand in operands)
         return _FoldStatistics.apply(mean, var, self.weight, self.bias, self.eps, operands[0][2], operands[1][2],
-                                     (values, tuple(casts)))
+                                     ((scale, shift, r), quantized, tables, weights, checks))
 
     def compute_dtype(self) -> torch.dtype:
         """The dtype eval mode multiplies in (float32 or float64); ``ValueError`` beyond 53 bits."""
