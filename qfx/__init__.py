@@ -16,7 +16,7 @@ from .compare import compare  # the function (ComparisonReport stays importable 
 
 __all__ = ["FixedType", "Rounding", "Overflow", "quantize", "to_codes", "from_codes", "quantize_khot",
            "NonFiniteError", "QConfig", "quantize_model", "UnsupportedOperationError", "calibrate", "MinMaxObserver", "MSEObserver",
-           "PercentileObserver", "bit_cost", "summary", "ir", "export", "export_onnx", "emulate", "compare"]
+           "PercentileObserver", "bit_cost", "summary", "nn", "ir", "export", "export_onnx", "emulate", "compare"]
 __version__ = "0.1.0"
 
 

@@ -12,7 +12,10 @@ import argparse
 import os
 import pathlib
 import tempfile
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # numpy is imported only where an array is read
+    import numpy as np
 
 __all__ = ["umask", "write_atomically", "existing_file", "load_array"]
 

@@ -188,10 +188,9 @@ def _random_format_graph(seed: int) -> Graph:
         inputs, constants, formats = (previous,), {}, {}
         if op == "dense":
             per_channel = tuple(_random_type(rng, 6) for _ in range(size))
-            weight = _constant(rng, (size, size), per_channel[:1])
+            _constant(rng, (size, size), per_channel[:1])  # its draws keep the graphs the test was written with
             codes = np.stack([rng.integers(t.code_min, t.code_max, size=size, endpoint=True) for t in per_channel])
             constants = {"weight": Constant(codes, per_channel), "bias": _constant(rng, (size,), (FixedType(10, 4),))}
-            del weight
             if i % 2:
                 formats = {"accum": _random_type(rng, 14)}
         elif op == "scale_shift":
