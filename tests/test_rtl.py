@@ -252,6 +252,20 @@ def test_qfx_rtl_command_writes_a_design_and_keeps_it_without_force(tmp_path, ca
     assert "at most" in capsys.readouterr().err
 
 
+def test_qfx_rtl_adders_flag_chooses_two_term_or_ternary_adders(tmp_path, capsys):
+    from qfx import cli
+    graph_file = qfx.ir.save(_odd_names_graph(), tmp_path / "net.json")
+
+    def adder_cells(name: str, *flag: str) -> int:
+        assert cli.main(["rtl", str(graph_file), "-o", str(tmp_path / name), "--vectors", "4", *flag]) == 0
+        return sum(f.read_text().count("qfx_add3 #(") for f in (tmp_path / name / "rtl").glob("*.v"))
+
+    assert adder_cells("default") == adder_cells("ternary", "--adders", "ternary") > 0
+    assert adder_cells("plain", "--adders", "two-term") == 0
+    assert cli.main(["rtl", str(graph_file), "-o", str(tmp_path / "s"), "--arch", "stream", "--adders", "ternary"]) == 2
+    assert "--adders applies to --arch unrolled only" in capsys.readouterr().err
+
+
 def test_shared_adders_pass_low_bits_through_and_no_row_sum_is_negated():
     # (a << s) - b is built as -(b - (a << s)), so the adder's low s bits are b's, passed through; only an adder of
     # one row's own tree may subtract the other way round, where that spares negating the row's whole sum.

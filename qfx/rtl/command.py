@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", metavar="N", type=int, default=0,
                         help="register stages between layers (0: combinational between the input and output "
                              "registers; latency is N + 2 cycles); --arch unrolled only")
+    parser.add_argument("--adders", choices=("ternary", "two-term"), default=None,
+                        help="--arch unrolled: sum constant products with ternary adders (three terms in one LUT6_2 "
+                             "and CARRY8 per bit, UltraScale+ primitives; default) or two-term adders (plain "
+                             "Verilog '+', any device)")
     parser.add_argument("--parallel", metavar="NODE=P[:G]", action="append", default=[],
                         help="--arch stream: output channels node NODE computes per step (a divisor of its output "
                              "channels), and for a convolution the G tap groups its window is split into, one a "
@@ -63,6 +67,9 @@ def main(args: argparse.Namespace) -> int:
         raise RTLError("--parallel applies to --arch stream only")
     if args.arch == "stream" and args.pipeline:
         raise RTLError("--pipeline applies to --arch unrolled only (a streaming design registers every stage)")
+    if args.arch == "stream" and args.adders is not None:
+        raise RTLError("--adders applies to --arch unrolled only (a streaming design sums shifted digits in its "
+                       "compute units)")
     graph = load(args.graph)
     if args.inputs is not None:
         if len(graph.inputs) != 1:
@@ -78,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
                                     lut_budget=args.lut_budget)
     else:
         directory = generate(graph, args.output, pipeline=args.pipeline, inputs=codes, top=args.top,
-                             force=args.force)
+                             force=args.force, ternary=args.adders != "two-term")
     print(f"wrote {directory} (simulate: pytest {directory / 'tb' / 'runner.py'}; resources: qfx report --synth "
           f"{directory})")
     return 0
