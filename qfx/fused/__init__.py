@@ -377,7 +377,7 @@ def fold_forward(mean: torch.Tensor, r: torch.Tensor, gamma: Optional[torch.Tens
     """
     tensors = (mean, r, gamma, beta, scale_cast[1], shift_cast[1])
     if not native.applies(*tensors[:1]) or any(
-            t is not None and (t.shape != mean.shape or t.dtype != mean.dtype or t.device.type != "cpu"
+            t is not None and (t.shape != mean.shape or t.dtype != mean.dtype or not t.is_cpu
                                or not t.is_contiguous()) for t in tensors):
         return None
     casts = []

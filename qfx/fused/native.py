@@ -89,10 +89,10 @@ def library() -> Optional[Kernels]:
 def applies(x: torch.Tensor, *per_channel: Optional[torch.Tensor]) -> bool:
     """Whether the kernels take ``x``: contiguous, nonempty, float32/float64 on the CPU, the library built;
     and each tensor of ``per_channel`` (or ``None``) contiguous, on the CPU, in ``x``'s dtype."""
-    if x.device.type != "cpu" or x.dtype not in _SUFFIX or not x.is_contiguous() or x.numel() == 0:
+    if not x.is_cpu or x.dtype not in _SUFFIX or not x.is_contiguous() or x.numel() == 0:
         return False
     for c in per_channel:
-        if c is not None and (c.device.type != "cpu" or c.dtype != x.dtype or not c.is_contiguous()):
+        if c is not None and (not c.is_cpu or c.dtype != x.dtype or not c.is_contiguous()):
             return False
     return library() is not None
 
@@ -191,9 +191,13 @@ def _pair_layout(x: torch.Tensor, first, scale: Optional[torch.Tensor]) -> tuple
 
 
 def _takes_points(*tensors: torch.Tensor) -> bool:
-    first = tensors[0]
-    return (first.dtype in _SUFFIX and first.device.type == "cpu" and library() is not None
-            and all(t.dtype == first.dtype and t.device.type == "cpu" and t.is_contiguous() for t in tensors))
+    dtype = tensors[0].dtype
+    if dtype not in _SUFFIX or library() is None:
+        return False
+    for t in tensors:
+        if t.dtype != dtype or not t.is_cpu or not t.is_contiguous():
+            return False
+    return True
 
 
 def fold_points(bits: torch.Tensor, move: torch.Tensor, k: float, lo: int, hi: int) -> Optional[bool]:
