@@ -118,6 +118,11 @@ class _Rows:
     ints: ctypes.Array
     reals: ctypes.Array
 
+    @property
+    def fracs(self) -> range:
+        """The binary point of each row."""
+        return range(self.first, self.last + 1)
+
 
 @functools.lru_cache(maxsize=None)
 def _all_rows(t: FixedType, dtype: torch.dtype, relu: bool) -> Optional[_Rows]:
@@ -228,7 +233,7 @@ def channel_table(t: FixedType, int_bits: torch.Tensor, dtype: torch.dtype, dim:
     index = native.point_rows(int_bits, t.width, every.first, every.last - every.first + 1)
     if index is None:
         return None
-    return Table(every.rows, every.ints, every.reals, dim, index, range(every.first, every.last + 1))
+    return Table(every.rows, every.ints, every.reals, dim, index, every.fracs)
 
 
 def _channel_view(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -375,10 +380,8 @@ def fold_forward(mean: torch.Tensor, r: torch.Tensor, gamma: Optional[torch.Tens
     (rounded half to even), in ``mean``'s dtype.  The values equal the PyTorch operations followed by
     :func:`cast_forward` with each :func:`channel_table`, bit for bit.
     """
-    tensors = (mean, r, gamma, beta, scale_cast[1], shift_cast[1])
-    if not native.applies(*tensors[:1]) or any(
-            t is not None and (t.shape != mean.shape or t.dtype != mean.dtype or not t.is_cpu
-                               or not t.is_contiguous()) for t in tensors):
+    per_channel = (r, gamma, beta, scale_cast[1], shift_cast[1])
+    if not native.applies(mean, *per_channel) or any(t is not None and t.shape != mean.shape for t in per_channel):
         return None
     casts = []
     for t, bits in (scale_cast, shift_cast):
@@ -407,7 +410,7 @@ def fold_backward(grad_qscale: torch.Tensor, grad_qshift: torch.Tensor, saved: t
     ``finite`` is ``False`` where some binary point's gradient is not finite.
     """
     dtype = saved[2].dtype
-    grads = tuple(g if g.dtype == dtype else g.to(dtype) for g in (grad_qscale, grad_qshift))
+    grads = (grad_qscale.to(dtype), grad_qshift.to(dtype))
     computed, status = native.fold_backward(*grads, saved, gamma,
                                             tuple((every, index, weight) for (every, index), weight
                                                   in zip(casts, weights)))

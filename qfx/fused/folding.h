@@ -35,9 +35,8 @@ int fold_forward(const T* mean, const T* r, const T* gamma, const T* beta, int64
                  T* qscale, T* qshift, const FoldCast<T>& s, const FoldCast<T>& sh) {
     for (int64_t c = 0; c < channels; ++c) {
         const T a = gamma != nullptr ? gamma[c] * r[c] : r[c];
-        const T m = mean[c] * a;
         scale[c] = a;
-        shift[c] = beta != nullptr ? beta[c] - m : (-mean[c]) * a;
+        shift[c] = beta != nullptr ? beta[c] - mean[c] * a : (-mean[c]) * a;
     }
     for (const FoldCast<T>* cast : {&s, &sh}) {
         const int64_t width = cast->ints[2];

@@ -281,8 +281,8 @@ def fold_forward(mean: torch.Tensor, r: torch.Tensor, gamma: Optional[torch.Tens
     index = torch.empty(2, channels, dtype=torch.int32)
     arguments = []
     for (bits, every), i in zip(casts, index):
-        arguments += [bits.data_ptr(), every.rows.data_ptr(), every.first, every.last - every.first + 1, every.ints,
-                      every.reals, i.data_ptr()]
+        arguments += [bits.data_ptr(), every.rows.data_ptr(), every.first, len(every.fracs), every.ints, every.reals,
+                      i.data_ptr()]
     base, step = out.data_ptr(), mean.element_size() * channels
     status = library().fold_forward[mean.dtype](mean.data_ptr(), r.data_ptr(), _ptr(gamma), _ptr(beta), channels,
                                                 base, base + step, base + 2 * step, base + 3 * step, *arguments)
@@ -301,7 +301,7 @@ def fold_backward(grad_qscale: torch.Tensor, grad_qshift: torch.Tensor, saved: t
     points = torch.empty(2, channels, dtype=torch.float32)
     arguments = []
     for (every, index, weight), point in zip(casts, points):
-        arguments += [every.rows.data_ptr(), every.last - every.first + 1, every.ints, every.reals, index.data_ptr(),
+        arguments += [every.rows.data_ptr(), len(every.fracs), every.ints, every.reals, index.data_ptr(),
                       weight.data_ptr(), point.data_ptr()]
     base, step = grads.data_ptr(), mean.element_size() * channels
     status = library().fold_backward[mean.dtype](

@@ -227,7 +227,7 @@ class _QBatchNorm(QuantizedLayer):
         own casts must run: the native kernels do not take the tensors, the format or the values, or a quantizer
         is K-hot, learns its word length or has hooks."""
         operands = [q.training_operand(mean) for q in (self.scale_quantizer, self.shift_quantizer)]
-        if None in operands or not fused.native.applies(mean):
+        if None in operands:
             return None
         with torch.no_grad():
             r = 1 / torch.sqrt(var + self.eps)
@@ -235,8 +235,7 @@ class _QBatchNorm(QuantizedLayer):
         if folded is None:
             return None
         (scale, shift), quantized, tables = folded
-        weights = tuple(point_weights(range(every.first, every.last + 1), factor)
-                        for (every, _), (_, _, _, factor, _) in zip(tables, operands))
+        weights = tuple(point_weights(every.fracs, operand[3]) for (every, _), operand in zip(tables, operands))
         checks = tuple(operand[4] for operand in operands)
         return _FoldStatistics.apply(mean, var, self.weight, self.bias, self.eps, operands[0][2], operands[1][2],
                                      ((scale, shift, r), quantized, tables, weights, checks))
