@@ -22,12 +22,30 @@ from .functional import (FixedLike, cast_codes, cast_values, in_range_grad, satu
 from .khot import khot_cast_codes
 
 __all__ = ["quantize", "fixed_cast", "learned_int_bits_cast", "fused_training_cast", "fused_pair_cast",
-           "fused_cast_moments", "point_weights", "learned_width"]
+           "fused_cast_moments", "point_weights", "learned_width", "direct_apply"]
 
 _LN2 = math.log(2.0)
 
 # Power of the step that divides the binary-point gradient; see _LearnedIntBitsCast.
 _STEP_POWER = 1.5
+
+
+def direct_apply(function: type) -> Callable[..., object]:
+    """``function.apply`` for a training step's fused nodes, without the per-call work of the Python wrapper
+    ``torch.autograd.Function.apply`` adds to the C++ one (about 8 µs of a node's 18: binding default arguments
+    for a ``setup_context`` these nodes do not define, and looking at every argument for a functorch wrapper
+    left over from a transform that has ended); the wrapper itself while a functorch transform is active.
+
+    Why: a training step of a quantized network makes about a hundred such nodes.
+    """
+    base = torch._C._FunctionBase.__dict__["apply"].__get__(None, function)
+    wrapped = function.apply
+    active = torch._C._are_functorch_transforms_active
+
+    def apply(*args: object) -> object:
+        return wrapped(*args) if active() else base(*args)
+
+    return apply
 
 
 class _FixedCast(torch.autograd.Function):
@@ -243,7 +261,8 @@ class _FusedCast(torch.autograd.Function):
     point.  The binary point's gradient goes to ``target`` (``int_bits``, or
     a parameter that moves it), times ``factor`` (multiplied into the float64
     weights before the one rounding: exact for a power of two), and is handed
-    to ``check`` (if given) before it is returned.
+    to ``check`` (if given) before it is returned where it may not be finite:
+    where the kernel found it not finite, or PyTorch operations formed it.
     """
 
     @staticmethod
@@ -260,10 +279,10 @@ class _FusedCast(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, q, scale, shift = ctx.saved_tensors
-        grad_x, grad_i, grad_scale, grad_shift = fused.cast_backward(
+        grad_x, grad_i, grad_scale, grad_shift, finite = fused.cast_backward(
             grad, x, q, ctx.p, scale, shift, point_weights(ctx.frac, ctx.factor), ctx.kernels)
         grad_i = grad_i.view(ctx.target_shape) if ctx.needs_input_grad[3] else None
-        if grad_i is not None and ctx.check is not None:
+        if grad_i is not None and ctx.check is not None and not finite:
             ctx.check(grad_i)
         return grad_x, grad_scale, grad_shift, grad_i, None, None, None, None, None, None
 
@@ -286,6 +305,9 @@ def _point_weight(frac_bits: int, factor: float) -> float:
 
 def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if t is None else t.detach()
+
+
+_fused_cast_node = direct_apply(_FusedCast)
 
 
 def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, channel_dim: Optional[int] = None,
@@ -336,7 +358,7 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
         return None
     if move is None:
         move, move_factor = int_bits, 1.0
-    return _FusedCast.apply(x, scale, shift, move, p, frac_bits, q, kernels, move_factor, check)
+    return _fused_cast_node(x, scale, shift, move, p, frac_bits, q, kernels, move_factor, check)
 
 
 class _FusedPair(torch.autograd.Function):
@@ -370,21 +392,24 @@ class _FusedPair(torch.autograd.Function):
         if grad2 is None and grad1 is None:
             return None, None, None, None, None, None, None, None
         if grad2 is None:  # q2 unused: the first cast's backward alone
-            grad_x, point1, grad_scale, grad_shift = fused.cast_backward(
+            grad_x, point1, grad_scale, grad_shift, finite = fused.cast_backward(
                 grad1, x, None, p1, scale, shift, point_weights(frac1, factor1), True)
             point2 = None
         else:
-            grad_x, point1, point2, grad_scale, grad_shift = fused.pair_backward(
+            grad_x, point1, point2, grad_scale, grad_shift, finite = fused.pair_backward(
                 grad1, grad2, x, p1, p2, scale, shift, point_weights(frac1, factor1),
                 point_weights(frac2, factor2))
         grads = []
         for point, needed, shape, check in ((point1, ctx.needs_input_grad[3], ctx.shapes[0], check1),
                                             (point2, ctx.needs_input_grad[4], ctx.shapes[1], check2)):
             point = point.view(shape) if needed and point is not None else None
-            if point is not None and check is not None:
+            if point is not None and check is not None and not finite:
                 check(point)
             grads.append(point)
         return grad_x, grad_scale, grad_shift, grads[0], grads[1], None, None, None
+
+
+_fused_pair_node = direct_apply(_FusedPair)
 
 
 def fused_pair_cast(x: torch.Tensor, first: tuple, second: tuple, scale: Optional[torch.Tensor] = None,
@@ -417,7 +442,7 @@ def fused_pair_cast(x: torch.Tensor, first: tuple, second: tuple, scale: Optiona
     computed = fused.pair_forward(x.detach(), tables[0], tables[1], _detached(scale), _detached(shift))
     if computed is None:
         return None
-    return _FusedPair.apply(x, scale, shift, first[2], second[2], tuple(casts), *computed)
+    return _fused_pair_node(x, scale, shift, first[2], second[2], tuple(casts), *computed)
 
 
 class _CastMoments(torch.autograd.Function):
@@ -453,11 +478,15 @@ class _CastMoments(torch.autograd.Function):
         grad_var = torch.zeros_like(mean) if grad_var is None else grad_var
         slope = grad_var * (2 / ctx.n)
         offset = grad_mean / ctx.n - slope * mean
-        grad_x, point = fused.cast_moments_backward(grad_q, x, p, slope, offset, point_weights(frac_bits, factor))
+        grad_x, point, finite = fused.cast_moments_backward(grad_q, x, p, slope, offset,
+                                                            point_weights(frac_bits, factor))
         point = point.view(ctx.shape) if ctx.needs_input_grad[1] else None
-        if point is not None and check is not None:
+        if point is not None and check is not None and not finite:
             check(point)
         return grad_x, point, None, None, None, None
+
+
+_cast_moments_node = direct_apply(_CastMoments)
 
 
 def fused_cast_moments(x: torch.Tensor, cast: tuple) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -477,7 +506,7 @@ def fused_cast_moments(x: torch.Tensor, cast: tuple) -> Optional[tuple[torch.Ten
     computed = None if p is None else fused.cast_moments(x.detach(), p)
     if computed is None:
         return None
-    return _CastMoments.apply(x, target, (p, frac_bits, factor, check), *computed)
+    return _cast_moments_node(x, target, (p, frac_bits, factor, check), *computed)
 
 
 class _LearnedWidth(torch.autograd.Function):

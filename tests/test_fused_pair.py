@@ -123,6 +123,35 @@ def test_pair_declines_what_the_kernels_leave_to_the_exact_cast() -> None:
     assert fused_pair_cast(x.view(2, 3000).t(), first, second) is None  # not contiguous
 
 
+@pytest.mark.parametrize("node", ["cast", "pair", "statistics"])
+def test_a_binary_point_gradient_reaches_its_check_only_where_it_is_not_finite(node: str) -> None:
+    """The kernels report a non-finite sum; only then is the quantizer's check called (and raises)."""
+    seen = []
+
+    def check(point: torch.Tensor) -> None:
+        seen.append(point.clone())
+        raise FloatingPointError("refused")
+
+    for bad in (1.0, float("nan"), float("inf")):
+        x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(6), requires_grad=True)
+        first, second = _operands(("RND_CONV", "SAT"), torch.float32)
+        first, second = first[:4] + (check,), second[:4] + (check,)
+        if node == "cast":
+            outputs = (fused_training_cast(x, first[0], first[1], check=check),)
+        elif node == "pair":
+            outputs = fused_pair_cast(x, first, second)
+        else:
+            outputs = fused_cast_moments(x, first)[:1]
+        loss = sum((out * bad).sum() for out in outputs)
+        if bad == 1.0:
+            loss.backward()
+            assert seen == [] and torch.isfinite(first[1].grad).all()
+        else:
+            with pytest.raises(FloatingPointError, match="refused"):
+                loss.backward()
+            assert not torch.isfinite(seen[-1]).all()
+
+
 class _Block(nn.Module):
     def __init__(self) -> None:
         super().__init__()

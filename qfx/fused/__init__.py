@@ -275,8 +275,9 @@ def cast_forward(x: torch.Tensor, p: Union[NearestEven, Table], scale: Optional[
 def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union[NearestEven, Table],
                   scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], weight: torch.Tensor,
                   kernels: Optional[bool] = None,
-                  ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """``(dL/dx, point, dL/dscale, dL/dshift)`` for the cast of :func:`cast_forward`, which returned ``q``
+                  ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
+                             Optional[bool]]:
+    """``(dL/dx, point, dL/dscale, dL/dshift, finite)`` for the cast of :func:`cast_forward`, which returned ``q``
     (``kernels`` as there).
 
     With ``g = dL/dq`` and ``g' = g * in(n)`` (see the module docstring):
@@ -285,6 +286,9 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union
     float64 and scaled by the caller's float64 ``weight`` (one per row) before
     rounding: what a binary point's gradient is made of; ``dL/dscale = sum
     g'*x`` and ``dL/dshift = sum g'`` per channel (``None`` without a scale).
+    ``finite`` is ``True`` where the kernel found every entry of ``point``
+    finite, ``False`` where it did not, ``None`` from PyTorch operations (not
+    looked at).
     """
     if isinstance(p, Table):
         if grad.dtype != x.dtype or grad.device != x.device:
@@ -298,9 +302,9 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union
     point = torch.dot(grad.reshape(-1), q.reshape(-1)) - torch.dot(kept.reshape(-1), v.reshape(-1))
     point = (point.double() * weight.to(point.device)).float()
     if scale is None:
-        return kept, point, None, None
+        return kept, point, None, None, None
     dims = [0] + list(range(2, x.dim()))
-    return kept * _channel_view(x, scale), point, (kept * x).sum(dims), kept.sum(dims)
+    return kept * _channel_view(x, scale), point, (kept * x).sum(dims), kept.sum(dims), None
 
 
 def pair_forward(x: torch.Tensor, first: Table, second: Table, scale: Optional[torch.Tensor] = None,
@@ -318,12 +322,13 @@ def pair_forward(x: torch.Tensor, first: Table, second: Table, scale: Optional[t
 def pair_backward(grad1: Optional[torch.Tensor], grad2: torch.Tensor, x: torch.Tensor, first: Table,
                   second: Table, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], weight1: torch.Tensor,
                   weight2: torch.Tensor):
-    """``(dL/dx, point1, point2, dL/dscale, dL/dshift)`` for :func:`pair_forward` from ``grad2 = dL/dq2`` and
+    """``(dL/dx, point1, point2, dL/dscale, dL/dshift, finite)`` for :func:`pair_forward` from ``grad2 = dL/dq2`` and
     ``grad1 = dL/dq1`` (``None`` where ``q1`` reaches the loss only through ``q2``).
 
     ``q1`` is recomputed from ``x`` run by run; ``dL/dq1 = grad1 + grad2 * in2 * (q1 > 0)`` and everything
     else as :func:`cast_backward` gives it for each cast (``point1`` one entry per row of ``first``,
-    ``point2`` one), the input gradient bit for bit, the sums of the second cast in another order.
+    ``point2`` one), the input gradient bit for bit, the sums of the second cast in another order; ``finite``
+    as :func:`cast_backward` gives it.
     """
     if grad1 is not None and (grad1.dtype != x.dtype or grad1.device != x.device):
         grad1 = grad1.to(x)
@@ -341,9 +346,9 @@ def cast_moments(x: torch.Tensor, p: Table) -> Optional[tuple[torch.Tensor, torc
 
 def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, p: Table, slope: torch.Tensor, offset: torch.Tensor,
                           weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(dL/dx, point)`` for :func:`cast_moments`: ``dL/dq = (q * slope + offset) + grad`` per channel (what the
-    statistics' gradient adds, as :func:`channel_affine` computes it), then :func:`cast_backward` with it
-    (``q`` recomputed run by run; ``point`` summed in another order)."""
+    """``(dL/dx, point, finite)`` for :func:`cast_moments`: ``dL/dq = (q * slope + offset) + grad`` per channel
+    (what the statistics' gradient adds, as :func:`channel_affine` computes it), then :func:`cast_backward` with
+    it (``q`` recomputed run by run; ``point`` summed in another order; ``finite`` as there)."""
     if grad.dtype != x.dtype or grad.device != x.device:
         grad = grad.to(x)
     return native.cast_moments_backward(grad, x, p, slope.contiguous(), offset.contiguous(), weight)

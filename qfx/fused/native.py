@@ -131,9 +131,10 @@ def cast_forward(x: torch.Tensor, table, dim: int, scale: Optional[torch.Tensor]
 
 def cast_backward(grad: torch.Tensor, x: torch.Tensor, table, dim: int, scale: Optional[torch.Tensor],
                   shift: Optional[torch.Tensor], weight: torch.Tensor,
-                  ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """``(dL/dx, point, dL/dscale, dL/dshift)`` of :func:`qfx.fused.cast_backward`; ``weight`` (float64) has one
-    entry per table row, ``point`` (float32) one per binary point (per row, or per channel with an index)."""
+                  ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], bool]:
+    """``(dL/dx, point, dL/dscale, dL/dshift, finite)`` of :func:`qfx.fused.cast_backward`; ``weight`` (float64)
+    has one entry per table row, ``point`` (float32) one per binary point (per row, or per channel with an
+    index); ``finite`` is ``False`` where some entry of ``point`` is not finite."""
     grad = grad.contiguous()
     grad_x = torch.empty_like(x)
     n, channels, inner = layout(x, dim)
@@ -141,14 +142,15 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, table, dim: int, scale: O
     point = torch.empty(rows.shape[0] if table.index is None else channels, dtype=torch.float32)
     per_channel = None if scale is None else torch.empty(2, channels, dtype=x.dtype)
     base = None if per_channel is None else per_channel.data_ptr()
-    library().cast_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), n, channels, inner,
-                                     _ptr(scale), _ptr(shift), rows.data_ptr(), rows.shape[0], _ptr(table.index),
-                                     table.ints, table.reals, weight.data_ptr(), point.data_ptr(), base,
-                                     None if base is None else base + x.element_size() * channels,
-                                     torch.get_num_threads())
+    status = library().cast_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), n, channels, inner,
+                                              _ptr(scale), _ptr(shift), rows.data_ptr(), rows.shape[0],
+                                              _ptr(table.index), table.ints, table.reals, weight.data_ptr(),
+                                              point.data_ptr(), base,
+                                              None if base is None else base + x.element_size() * channels,
+                                              torch.get_num_threads())
     if per_channel is None:
-        return grad_x, point, None, None
-    return grad_x, point, per_channel[0], per_channel[1]
+        return grad_x, point, None, None, status == 0
+    return grad_x, point, per_channel[0], per_channel[1], status == 0
 
 
 def pair_forward(x: torch.Tensor, first, second, scale: Optional[torch.Tensor],
@@ -166,7 +168,8 @@ def pair_forward(x: torch.Tensor, first, second, scale: Optional[torch.Tensor],
 def pair_backward(grad1: Optional[torch.Tensor], grad2: torch.Tensor, x: torch.Tensor, first, second,
                   scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], weight1: torch.Tensor,
                   weight2: torch.Tensor):
-    """``(dL/dx, point1, point2, dL/dscale, dL/dshift)`` of :func:`qfx.fused.pair_backward`."""
+    """``(dL/dx, point1, point2, dL/dscale, dL/dshift, finite)`` of :func:`qfx.fused.pair_backward` (``finite``
+    ``False`` where some entry of a point is not finite)."""
     grad2 = grad2.contiguous()
     grad1 = None if grad1 is None else grad1.contiguous()
     grad_x = torch.empty_like(x)
@@ -175,15 +178,16 @@ def pair_backward(grad1: Optional[torch.Tensor], grad2: torch.Tensor, x: torch.T
     point2 = torch.empty(1, dtype=torch.float32)
     per_channel = None if scale is None else torch.empty(2, channels, dtype=x.dtype)
     base = None if per_channel is None else per_channel.data_ptr()
-    library().pair_backward[x.dtype](_ptr(grad1), grad2.data_ptr(), x.data_ptr(), grad_x.data_ptr(), n, channels,
-                                     inner, _ptr(scale), _ptr(shift), first.rows.data_ptr(), first.rows.shape[0],
-                                     first.ints, first.reals, second.rows.data_ptr(), second.ints, second.reals,
-                                     weight1.data_ptr(), weight2.data_ptr(), point1.data_ptr(), point2.data_ptr(),
-                                     base, None if base is None else base + x.element_size() * channels,
-                                     torch.get_num_threads())
+    status = library().pair_backward[x.dtype](_ptr(grad1), grad2.data_ptr(), x.data_ptr(), grad_x.data_ptr(), n,
+                                              channels, inner, _ptr(scale), _ptr(shift), first.rows.data_ptr(),
+                                              first.rows.shape[0], first.ints, first.reals, second.rows.data_ptr(),
+                                              second.ints, second.reals, weight1.data_ptr(), weight2.data_ptr(),
+                                              point1.data_ptr(), point2.data_ptr(), base,
+                                              None if base is None else base + x.element_size() * channels,
+                                              torch.get_num_threads())
     if per_channel is None:
-        return grad_x, point1, point2, None, None
-    return grad_x, point1, point2, per_channel[0], per_channel[1]
+        return grad_x, point1, point2, None, None, status == 0
+    return grad_x, point1, point2, per_channel[0], per_channel[1], status == 0
 
 
 def _pair_layout(x: torch.Tensor, first, scale: Optional[torch.Tensor]) -> tuple[int, int, int]:
@@ -246,20 +250,21 @@ def cast_moments(x: torch.Tensor, table) -> Optional[tuple[torch.Tensor, torch.T
                                              torch.get_num_threads())
     if status:
         return None
-    moments = moments.to(x.dtype)
-    return q, moments[0], moments[1]
+    mean, var = moments.to(x.dtype).unbind(0)
+    return q, mean, var
 
 
 def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, table, slope: torch.Tensor, offset: torch.Tensor,
-                          weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(dL/dx, point)`` of :func:`qfx.fused.cast_moments_backward`."""
+                          weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``(dL/dx, point, finite)`` of :func:`qfx.fused.cast_moments_backward`."""
     grad = grad.contiguous()
     grad_x = torch.empty_like(x)
     point = torch.empty(1, dtype=torch.float32)
-    library().cast_moments_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(), *layout(x, 1),
-                                             slope.data_ptr(), offset.data_ptr(), table.rows.data_ptr(), table.ints,
-                                             table.reals, weight.data_ptr(), point.data_ptr(), torch.get_num_threads())
-    return grad_x, point
+    status = library().cast_moments_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(),
+                                                      *layout(x, 1), slope.data_ptr(), offset.data_ptr(),
+                                                      table.rows.data_ptr(), table.ints, table.reals,
+                                                      weight.data_ptr(), point.data_ptr(), torch.get_num_threads())
+    return grad_x, point, status == 0
 
 
 def channel_affine(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
@@ -278,7 +283,7 @@ def fold_forward(mean: torch.Tensor, r: torch.Tensor, gamma: Optional[torch.Tens
     ``None`` where some binary point has no row or the kernel leaves a value to the exact cast."""
     channels = mean.numel()
     out = torch.empty(4, channels, dtype=mean.dtype)
-    index = torch.empty(2, channels, dtype=torch.int32)
+    index = torch.empty(2, channels, dtype=torch.int32).unbind(0)  # unbind: one op, not a Python iteration
     arguments = []
     for (bits, every), i in zip(casts, index):
         arguments += [bits.data_ptr(), every.rows.data_ptr(), every.first, len(every.fracs), every.ints, every.reals,
@@ -286,7 +291,7 @@ def fold_forward(mean: torch.Tensor, r: torch.Tensor, gamma: Optional[torch.Tens
     base, step = out.data_ptr(), mean.element_size() * channels
     status = library().fold_forward[mean.dtype](mean.data_ptr(), r.data_ptr(), _ptr(gamma), _ptr(beta), channels,
                                                 base, base + step, base + 2 * step, base + 3 * step, *arguments)
-    return None if status else (*out, *index)
+    return None if status else (*out.unbind(0), *index)
 
 
 def fold_backward(grad_qscale: torch.Tensor, grad_qshift: torch.Tensor, saved: tuple, gamma: Optional[torch.Tensor],
@@ -298,7 +303,7 @@ def fold_backward(grad_qscale: torch.Tensor, grad_qshift: torch.Tensor, saved: t
     grad_qscale, grad_qshift = grad_qscale.contiguous(), grad_qshift.contiguous()
     channels = mean.numel()
     grads = torch.empty(4, channels, dtype=mean.dtype)
-    points = torch.empty(2, channels, dtype=torch.float32)
+    points = torch.empty(2, channels, dtype=torch.float32).unbind(0)
     arguments = []
     for (every, index, weight), point in zip(casts, points):
         arguments += [every.rows.data_ptr(), len(every.fracs), every.ints, every.reals, index.data_ptr(),
@@ -308,4 +313,4 @@ def fold_backward(grad_qscale: torch.Tensor, grad_qshift: torch.Tensor, saved: t
         grad_qscale.data_ptr(), grad_qshift.data_ptr(), scale.data_ptr(), shift.data_ptr(),
         mean.data_ptr(), r.data_ptr(), _ptr(gamma), channels, *arguments, base, base + step,
         None if gamma is None else base + 2 * step, base + 3 * step)
-    return (*grads, *points), status
+    return (*grads.unbind(0), *points), status

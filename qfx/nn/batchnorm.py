@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .. import fused
-from ..autograd import point_weights
+from ..autograd import direct_apply, point_weights
 from .config import LayerQConfig, make_quantizer
 from .exact import as_float, cast, cast_output, compact, exact_add, exact_dtype
 from .layer import FixedConstant, QuantizedLayer, fixed_constant
@@ -146,6 +146,9 @@ class _FoldStatistics(torch.autograd.Function):
         return grad_mean, grad_var, grad_gamma, grad_beta, None, None, None, None
 
 
+_fold_node = direct_apply(_FoldStatistics)
+
+
 class _QBatchNorm(QuantizedLayer):
     """Parameters, running statistics and numerics shared by the 1-d and 2-d layers."""
 
@@ -230,15 +233,15 @@ class _QBatchNorm(QuantizedLayer):
         if None in operands:
             return None
         with torch.no_grad():
-            r = 1 / torch.sqrt(var + self.eps)
+            r = torch.sqrt(var + self.eps).reciprocal_()  # 1 / sqrt(...), without Python's __rdiv__
         folded = fused.fold_forward(mean, r, self.weight, self.bias, operands[0][:2], operands[1][:2])
         if folded is None:
             return None
         (scale, shift), quantized, tables = folded
         weights = tuple(point_weights(every.fracs, operand[3]) for (every, _), operand in zip(tables, operands))
         checks = tuple(operand[4] for operand in operands)
-        return _FoldStatistics.apply(mean, var, self.weight, self.bias, self.eps, operands[0][2], operands[1][2],
-                                     ((scale, shift, r), quantized, tables, weights, checks))
+        return _fold_node(mean, var, self.weight, self.bias, self.eps, operands[0][2], operands[1][2],
+                          ((scale, shift, r), quantized, tables, weights, checks))
 
     def compute_dtype(self) -> torch.dtype:
         """The dtype eval mode multiplies in (float32 or float64); ``ValueError`` beyond 53 bits."""
