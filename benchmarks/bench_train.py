@@ -45,6 +45,12 @@ moves less), and the same for the process's CPU time
 shared machine disturb much less than the wall time, and the minor page
 faults per step (memory the allocator handed back to the system between
 steps and touched again); the load average is printed with the table.
+Models timed in one process share glibc's heap, and one model's step can
+leave it trimmed for the next (thousands of faults per step for qfx at
+batch 64 in some runs, none when qfx runs alone); ``--fixed-malloc`` fixes
+glibc's mmap threshold at 32 MiB and its trim threshold at 1 GiB
+(``mallopt``) for the timing process, every model alike, to time them
+without that.
 
 Memory: each model is also trained for a few steps in a fresh subprocess
 of its own, which reports its peak resident set size (``VmHWM`` of
@@ -67,6 +73,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import ctypes  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import resource  # noqa: E402
@@ -249,6 +256,8 @@ def time_batch(batch: int, variants: list[str], args: argparse.Namespace) -> Non
     print(f"ResNet-20 training step, batch {batch}, 3x32x32, SGD; torch {torch.__version__}, "
           f"{args.threads} threads; median of {args.repeats} x {args.steps} steps, round-robin")
     print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
+    print("allocator: " + ("glibc's mmap and trim thresholds fixed (--fixed-malloc)" if args.fixed_malloc
+                           else "the C library's defaults"))
     if "qfx" in variants:
         from qfx.fused import native
         print("qfx casts: " + ("fused native kernels" if native.library() is not None else "PyTorch fallback"))
@@ -277,6 +286,16 @@ def time_batch(batch: int, variants: list[str], args: argparse.Namespace) -> Non
     print()
 
 
+def fix_malloc() -> None:
+    """glibc's mmap threshold fixed at 32 MiB (its largest) and its trim threshold at 1 GiB: freed memory stays
+    in the heap for the next step, whichever model freed it (``SystemExit`` where the C library has no
+    ``mallopt``)."""
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None or not (mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30)):
+        raise SystemExit("--fixed-malloc: this C library has no glibc mallopt to fix the thresholds with")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=5, help="consecutive steps per timed sample (default 5)")
@@ -288,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated subset of float,compiled,qfx,brevitas")
     p.add_argument("--memory-steps", type=int, default=4, help="steps of each memory subprocess (default 4)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    p.add_argument("--fixed-malloc", action="store_true",
+                   help="fix glibc's mmap and trim thresholds for the timing (see the module docstring)")
     p.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)  # the memory subprocess itself
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -300,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}")
 
+    if args.fixed_malloc:
+        fix_malloc()
     for batch in batches:
         time_batch(batch, variants, args)
     return 0
