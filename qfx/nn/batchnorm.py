@@ -75,10 +75,16 @@ class _BatchStatistics(torch.autograd.Function):
         return fused.channel_affine(x, slope.contiguous(), offset.contiguous(), grad_x)
 
 
+def _reciprocal_root(var: torch.Tensor, eps: float) -> torch.Tensor:
+    """``1 / sqrt(var + eps)`` as PyTorch rounds it (its square root is not always correctly rounded, so the
+    native fold takes this from here)."""
+    return torch.sqrt(var + eps).reciprocal()
+
+
 def _fold_values(mean: torch.Tensor, var: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor],
                  eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(scale, shift, r)`` of :class:`_FoldStatistics`, ``r = 1 / sqrt(var + eps)``."""
-    r = 1 / torch.sqrt(var + eps)
+    r = _reciprocal_root(var, eps)
     scale = r if gamma is None else gamma.to(mean.dtype) * r
     shift = -mean * scale if beta is None else beta.to(mean.dtype) - mean * scale
     return scale, shift, r
@@ -181,10 +187,7 @@ class _QBatchNorm(QuantizedLayer):
     # ---------------------------------------------------------- constants
     def _fold(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mean * scale`` in ``mean``'s dtype."""
-        scale = 1 / torch.sqrt(var + self.eps)
-        if self.weight is not None:
-            scale = self.weight.to(mean.dtype) * scale
-        shift = -mean * scale if self.bias is None else self.bias.to(mean.dtype) - mean * scale
+        scale, shift, _ = _fold_values(mean, var, self.weight, self.bias, self.eps)
         return scale, shift
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,7 +236,7 @@ class _QBatchNorm(QuantizedLayer):
         if None in operands:
             return None
         with torch.no_grad():
-            r = torch.sqrt(var + self.eps).reciprocal_()  # 1 / sqrt(...), without Python's __rdiv__
+            r = _reciprocal_root(var, self.eps)
         folded = fused.fold_forward(mean, r, self.weight, self.bias, operands[0][:2], operands[1][:2])
         if folded is None:
             return None
