@@ -249,7 +249,8 @@ class _FusedCast(torch.autograd.Function):
     """Forward ``q = Q(r)`` with ``r = v`` (or ``max(v, 0)`` after a ReLU), ``v = x * scale + shift`` per channel
     (or ``v = x``), ``Q`` a cast :mod:`qfx.fused` takes (rounding ``AP_RND_CONV``, ``AP_TRN`` or ``AP_RND``;
     overflow ``AP_SAT``, ``AP_SAT_ZERO``, ``AP_SAT_SYM`` or ``AP_WRAP``) with one binary point or one per channel;
-    ``q`` comes computed (``fused.cast_forward``), so that the caller can fall back where the kernel declines.
+    ``q`` comes computed (``fused.cast_forward``), so that the caller can fall back where the kernel declines,
+    in a tuple: autograd takes it for a new tensor, not for an input it would have to return as a view of itself.
 
     Backward, with ``in(r)`` the range test of :class:`_FixedCast` (and ``v > 0`` after a ReLU):
     ``dL/dv = dL/dq * in(r)``; ``dL/dx = dL/dv * scale``; ``dL/dscale =
@@ -268,8 +269,9 @@ class _FusedCast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor],
                 target: torch.Tensor, p: Union[fused.NearestEven, fused.Table],
-                frac_bits: Union[int, range], q: torch.Tensor, kernels: bool, factor: float,
+                frac_bits: Union[int, range], computed: tuple[torch.Tensor], kernels: bool, factor: float,
                 check: Optional[Callable[[torch.Tensor], None]]) -> torch.Tensor:
+        q = computed[0]
         ctx.save_for_backward(x, q, scale, shift)
         # A tuple: view() parses a torch.Size several times slower.
         ctx.p, ctx.frac, ctx.target_shape, ctx.kernels = p, frac_bits, tuple(target.shape), kernels
@@ -335,11 +337,10 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
     a quantizer's parameterization of its binary point, without an autograd
     node of its own.
     """
-    bits = int_bits.detach()
     if scale is not None:
         scale, shift = scale.to(x.dtype), shift.to(x.dtype)
-    if bits.dim() == 0:
-        frac_bits: Union[int, range, None] = t.width - round(float(bits))
+    if int_bits.dim() == 0:
+        frac_bits: Union[int, range, None] = t.width - round(float(int_bits))
         kernels = fused.kernels_take(x, scale, shift)
         p = fused.nearest_even(t, frac_bits, x.dtype)
         if p is not None:
@@ -347,7 +348,7 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
         elif kernels:
             p = fused.fixed_table(t, frac_bits, x.dtype, relu)
     elif scale is None and fused.native.applies(x) and fused.native.long_runs(x, channel_dim % x.dim()):
-        p, kernels = fused.channel_table(t, bits, x.dtype, channel_dim % x.dim(), relu), True
+        p, kernels = fused.channel_table(t, int_bits.detach(), x.dtype, channel_dim % x.dim(), relu), True
         frac_bits = None if p is None else p.fracs
     else:
         return None
@@ -358,12 +359,13 @@ def fused_training_cast(x: torch.Tensor, t: FixedType, int_bits: torch.Tensor, c
         return None
     if move is None:
         move, move_factor = int_bits, 1.0
-    return _fused_cast_node(x, scale, shift, move, p, frac_bits, q, kernels, move_factor, check)
+    return _fused_cast_node(x, scale, shift, move, p, frac_bits, (q,), kernels, move_factor, check)
 
 
 class _FusedPair(torch.autograd.Function):
     """Forward ``q1 = Q1(v)`` and ``q2 = Q2(max(q1, 0))`` (``v`` as in :class:`_FusedCast`): a cast, then a ReLU
-    and a second cast, both outputs computed already (``fused.pair_forward``).
+    and a second cast, both outputs computed already (``fused.pair_forward``) and handed over in a tuple, as
+    :class:`_FusedCast` takes its ``q``.
 
     Backward: what :class:`_FusedCast` gives each cast, chained: ``dL/dq1 = dL/dq1' + dL/dq2 * in2(q1) *
     (q1 > 0)`` (``dL/dq1'`` where ``q1`` also reaches the loss another way), then ``dL/dx``, ``dL/dscale``,
@@ -378,19 +380,19 @@ class _FusedPair(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scale: Optional[torch.Tensor], shift: Optional[torch.Tensor],
-                target1: torch.Tensor, target2: torch.Tensor, casts: tuple, q1: torch.Tensor,
-                q2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                target1: torch.Tensor, target2: torch.Tensor, casts: tuple,
+                computed: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, scale, shift)
         ctx.casts, ctx.shapes = casts, (tuple(target1.shape), tuple(target2.shape))
-        return q1, q2
+        return computed
 
     @staticmethod
     def backward(ctx, grad1: Optional[torch.Tensor], grad2: Optional[torch.Tensor]):
         x, scale, shift = ctx.saved_tensors
         (p1, frac1, factor1, check1), (p2, frac2, factor2, check2) = ctx.casts
         if grad2 is None and grad1 is None:
-            return None, None, None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         if grad2 is None:  # q2 unused: the first cast's backward alone
             grad_x, point1, grad_scale, grad_shift, finite = fused.cast_backward(
                 grad1, x, None, p1, scale, shift, point_weights(frac1, factor1), True)
@@ -406,7 +408,7 @@ class _FusedPair(torch.autograd.Function):
             if point is not None and check is not None and not finite:
                 check(point)
             grads.append(point)
-        return grad_x, grad_scale, grad_shift, grads[0], grads[1], None, None, None
+        return grad_x, grad_scale, grad_shift, grads[0], grads[1], None, None
 
 
 _fused_pair_node = direct_apply(_FusedPair)
@@ -433,7 +435,7 @@ def fused_pair_cast(x: torch.Tensor, first: tuple, second: tuple, scale: Optiona
     for (t, bits, target, factor, check), relu in ((first, False), (second, True)):
         if bits.dim() != 0:
             return None
-        frac_bits = t.width - round(float(bits.detach()))
+        frac_bits = t.width - round(float(bits))
         p = fused.fixed_table(t, frac_bits, x.dtype, relu)
         if p is None:
             return None
@@ -442,13 +444,13 @@ def fused_pair_cast(x: torch.Tensor, first: tuple, second: tuple, scale: Optiona
     computed = fused.pair_forward(x.detach(), tables[0], tables[1], _detached(scale), _detached(shift))
     if computed is None:
         return None
-    return _fused_pair_node(x, scale, shift, first[2], second[2], tuple(casts), *computed)
+    return _fused_pair_node(x, scale, shift, first[2], second[2], tuple(casts), computed)
 
 
 class _CastMoments(torch.autograd.Function):
     """Forward ``q = Q(x)`` (one binary point) and the per-channel (dimension 1) ``mean`` and biased ``var`` of
-    ``q``, all computed already (``fused.cast_moments``): a layer's output cast and the batch statistics of the
-    BatchNorm that reads it.
+    ``q``, all computed already (``fused.cast_moments``) and handed over in a tuple, as :class:`_FusedCast`
+    takes its ``q``: a layer's output cast and the batch statistics of the BatchNorm that reads it.
 
     Backward: ``dL/dq' = dL/dq + (dL/dmean + 2 * dL/dvar * (q - mean)) / n`` (``n`` the values per channel: the
     gradient of the statistics, as :class:`qfx.nn.batchnorm._BatchStatistics` forms it), then the cast's
@@ -459,12 +461,14 @@ class _CastMoments(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, target: torch.Tensor, cast: tuple, q: torch.Tensor, mean: torch.Tensor,
-                var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(ctx, x: torch.Tensor, target: torch.Tensor, cast: tuple,
+                computed: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean = computed[1]
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, mean)
         ctx.cast, ctx.shape, ctx.n = cast, tuple(target.shape), x.numel() // mean.numel()
-        return q, mean, var
+        return computed
 
     @staticmethod
     def backward(ctx, grad_q: Optional[torch.Tensor], grad_mean: Optional[torch.Tensor],
@@ -472,7 +476,7 @@ class _CastMoments(torch.autograd.Function):
         x, mean = ctx.saved_tensors
         p, frac_bits, factor, check = ctx.cast
         if grad_q is None and grad_mean is None and grad_var is None:
-            return None, None, None, None, None, None
+            return None, None, None, None
         grad_q = torch.zeros_like(x) if grad_q is None else grad_q
         grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
         grad_var = torch.zeros_like(mean) if grad_var is None else grad_var
@@ -483,7 +487,7 @@ class _CastMoments(torch.autograd.Function):
         point = point.view(ctx.shape) if ctx.needs_input_grad[1] else None
         if point is not None and check is not None and not finite:
             check(point)
-        return grad_x, point, None, None, None, None
+        return grad_x, point, None, None
 
 
 _cast_moments_node = direct_apply(_CastMoments)
@@ -501,12 +505,12 @@ def fused_cast_moments(x: torch.Tensor, cast: tuple) -> Optional[tuple[torch.Ten
     t, bits, target, factor, check = cast
     if bits.dim() != 0 or x.dim() < 2 or not fused.kernels_take(x) or not fused.native.long_runs(x, 1):
         return None
-    frac_bits = t.width - round(float(bits.detach()))
+    frac_bits = t.width - round(float(bits))
     p = fused.fixed_table(t, frac_bits, x.dtype)
     computed = None if p is None else fused.cast_moments(x.detach(), p)
     if computed is None:
         return None
-    return _cast_moments_node(x, target, (p, frac_bits, factor, check), *computed)
+    return _cast_moments_node(x, target, (p, frac_bits, factor, check), computed)
 
 
 class _LearnedWidth(torch.autograd.Function):
