@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_quantize.py
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_train.py
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_train_profile.py
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_emulator.py
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench_bnn.py
 	$(PY) benchmarks/bench_hls.py

@@ -60,6 +60,9 @@ inherited from the parent across ``exec``) and, to separate the training
 working set from the libraries and the model, the growth of that peak
 over the resident size (``VmRSS``) just before the first step.
 
+Where the time goes (phases, convolutions in the network and alone, the
+fixed cost of one block): ``benchmarks/bench_train_profile.py``.
+
 Nothing here asserts on time.  Run::
 
     python benchmarks/bench_train.py                     # batches 64 and 8, 5 steps x 7 repeats
