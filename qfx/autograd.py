@@ -22,7 +22,7 @@ from .functional import (FixedLike, cast_codes, cast_values, in_range_grad, satu
 from .khot import khot_cast_codes
 
 __all__ = ["quantize", "fixed_cast", "learned_int_bits_cast", "fused_training_cast", "fused_pair_cast",
-           "fused_cast_moments", "point_weights", "learned_width", "direct_apply"]
+           "fused_cast_moments", "point_weights", "point_gradient", "learned_width", "direct_apply"]
 
 _LN2 = math.log(2.0)
 
@@ -283,9 +283,7 @@ class _FusedCast(torch.autograd.Function):
         x, q, scale, shift = ctx.saved_tensors
         grad_x, grad_i, grad_scale, grad_shift, finite = fused.cast_backward(
             grad, x, q, ctx.p, scale, shift, point_weights(ctx.frac, ctx.factor), ctx.kernels)
-        grad_i = grad_i.view(ctx.target_shape) if ctx.needs_input_grad[3] else None
-        if grad_i is not None and ctx.check is not None and not finite:
-            ctx.check(grad_i)
+        grad_i = point_gradient(grad_i, ctx.needs_input_grad[3], ctx.target_shape, ctx.check, finite)
         return grad_x, grad_scale, grad_shift, grad_i, None, None, None, None, None, None
 
 
@@ -303,6 +301,18 @@ def _point_weight(frac_bits: int, factor: float) -> float:
         return factor * _LN2 * 2.0 ** (_STEP_POWER * frac_bits)
     except OverflowError:  # past float64: a binary point no gradient can be formed for (it comes out infinite)
         return math.inf
+
+
+def point_gradient(point: Optional[torch.Tensor], needed: bool, shape: tuple[int, ...],
+                   check: Optional[Callable[[torch.Tensor], None]], finite: Optional[bool]) -> Optional[torch.Tensor]:
+    """A fused node's gradient of a binary point, viewed as ``shape`` (its target's), or ``None`` where the target
+    needs none; handed to ``check`` first unless the kernel found it ``finite`` (``None``: nobody looked)."""
+    if not needed or point is None:
+        return None
+    point = point.view(shape)
+    if check is not None and not finite:
+        check(point)
+    return point
 
 
 def _detached(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -401,14 +411,9 @@ class _FusedPair(torch.autograd.Function):
             grad_x, point1, point2, grad_scale, grad_shift, finite = fused.pair_backward(
                 grad1, grad2, x, p1, p2, scale, shift, point_weights(frac1, factor1),
                 point_weights(frac2, factor2))
-        grads = []
-        for point, needed, shape, check in ((point1, ctx.needs_input_grad[3], ctx.shapes[0], check1),
-                                            (point2, ctx.needs_input_grad[4], ctx.shapes[1], check2)):
-            point = point.view(shape) if needed and point is not None else None
-            if point is not None and check is not None and not finite:
-                check(point)
-            grads.append(point)
-        return grad_x, grad_scale, grad_shift, grads[0], grads[1], None, None
+        point1 = point_gradient(point1, ctx.needs_input_grad[3], ctx.shapes[0], check1, finite)
+        point2 = point_gradient(point2, ctx.needs_input_grad[4], ctx.shapes[1], check2, finite)
+        return grad_x, grad_scale, grad_shift, point1, point2, None, None
 
 
 _fused_pair_node = direct_apply(_FusedPair)
@@ -484,10 +489,7 @@ class _CastMoments(torch.autograd.Function):
         offset = grad_mean / ctx.n - slope * mean
         grad_x, point, finite = fused.cast_moments_backward(grad_q, x, p, slope, offset,
                                                             point_weights(frac_bits, factor))
-        point = point.view(ctx.shape) if ctx.needs_input_grad[1] else None
-        if point is not None and check is not None and not finite:
-            check(point)
-        return grad_x, point, None, None
+        return grad_x, point_gradient(point, ctx.needs_input_grad[1], ctx.shape, check, finite), None, None
 
 
 _cast_moments_node = direct_apply(_CastMoments)

@@ -230,7 +230,7 @@ def channel_table(t: FixedType, int_bits: torch.Tensor, dtype: torch.dtype, dim:
     every = _all_rows(t, dtype, relu)
     if every is None:
         return None
-    index = native.point_rows(int_bits, t.width, every.first, every.last - every.first + 1)
+    index = native.point_rows(int_bits, t.width, every.first, len(every.fracs))
     if index is None:
         return None
     return Table(every.rows, every.ints, every.reals, dim, index, every.fracs)
@@ -345,7 +345,7 @@ def cast_moments(x: torch.Tensor, p: Table) -> Optional[tuple[torch.Tensor, torc
 
 
 def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, p: Table, slope: torch.Tensor, offset: torch.Tensor,
-                          weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                          weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """``(dL/dx, point, finite)`` for :func:`cast_moments`: ``dL/dq = (q * slope + offset) + grad`` per channel
     (what the statistics' gradient adds, as :func:`channel_affine` computes it), then :func:`cast_backward` with
     it (``q`` recomputed run by run; ``point`` summed in another order; ``finite`` as there)."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .. import fused
-from ..autograd import direct_apply, point_weights
+from ..autograd import direct_apply, point_gradient, point_weights
 from .config import LayerQConfig, make_quantizer
 from .exact import as_float, cast, cast_output, compact, exact_add, exact_dtype
 from .layer import FixedConstant, QuantizedLayer, fixed_constant
@@ -135,12 +135,8 @@ class _FoldStatistics(torch.autograd.Function):
             computed, finite = fused.fold_backward(grad_scale, grad_shift, (scale, shift, mean, r), gamma, tables,
                                                    weights)
             grad_mean, grad_var, grad_gamma, grad_beta, *found = computed
-            points = [point.view(shape) if needed else None
-                      for point, needed, shape in zip(found, ctx.needs_input_grad[5:7], ctx.target_shapes)]
-            if not finite:
-                for point, check in zip(points, checks):
-                    if point is not None and check is not None:
-                        check(point)
+            points = [point_gradient(point, needed, shape, check, finite) for point, needed, shape, check
+                      in zip(found, ctx.needs_input_grad[5:7], ctx.target_shapes, checks)]
             grad_beta = None if ctx.beta_dtype is None else grad_beta
             return grad_mean, grad_var, grad_gamma, grad_beta, None, points[0], points[1], None
         grad_scale = grad_scale - grad_shift * mean
