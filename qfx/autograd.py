@@ -309,7 +309,8 @@ def point_gradient(point: Optional[torch.Tensor], needed: bool, shape: tuple[int
     needs none; handed to ``check`` first unless the kernel found it ``finite`` (``None``: nobody looked)."""
     if not needed or point is None:
         return None
-    point = point.view(shape)
+    if point.shape != shape:
+        point = point.view(shape)
     if check is not None and not finite:
         check(point)
     return point
@@ -472,7 +473,7 @@ class _CastMoments(torch.autograd.Function):
         mean = computed[1]
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, mean)
-        ctx.cast, ctx.shape, ctx.n = cast, tuple(target.shape), x.numel() // mean.numel()
+        ctx.cast, ctx.shape = cast, tuple(target.shape)
         return computed
 
     @staticmethod
@@ -483,11 +484,7 @@ class _CastMoments(torch.autograd.Function):
         if grad_q is None and grad_mean is None and grad_var is None:
             return None, None, None, None
         grad_q = torch.zeros_like(x) if grad_q is None else grad_q
-        grad_mean = torch.zeros_like(mean) if grad_mean is None else grad_mean
-        grad_var = torch.zeros_like(mean) if grad_var is None else grad_var
-        slope = grad_var * (2 / ctx.n)
-        offset = grad_mean / ctx.n - slope * mean
-        grad_x, point, finite = fused.cast_moments_backward(grad_q, x, p, slope, offset,
+        grad_x, point, finite = fused.cast_moments_backward(grad_q, x, p, grad_mean, grad_var, mean,
                                                             point_weights(frac_bits, factor))
         return grad_x, point_gradient(point, ctx.needs_input_grad[1], ctx.shape, check, finite), None, None
 

@@ -344,14 +344,25 @@ def cast_moments(x: torch.Tensor, p: Table) -> Optional[tuple[torch.Tensor, torc
     return native.cast_moments(x, p)
 
 
-def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, p: Table, slope: torch.Tensor, offset: torch.Tensor,
+def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, p: Table, grad_mean: Optional[torch.Tensor],
+                          grad_var: Optional[torch.Tensor], mean: torch.Tensor,
                           weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """``(dL/dx, point, finite)`` for :func:`cast_moments`: ``dL/dq = (q * slope + offset) + grad`` per channel
-    (what the statistics' gradient adds, as :func:`channel_affine` computes it), then :func:`cast_backward` with
-    it (``q`` recomputed run by run; ``point`` summed in another order; ``finite`` as there)."""
-    if grad.dtype != x.dtype or grad.device != x.device:
-        grad = grad.to(x)
-    return native.cast_moments_backward(grad, x, p, slope.contiguous(), offset.contiguous(), weight)
+    (what the statistics' gradient adds, as :func:`channel_affine` computes it), with ``slope = grad_var * (2 /
+    n)`` and ``offset = grad_mean / n - slope * mean`` (``n`` the values per channel; a missing gradient is
+    zero; rounded as these PyTorch operations round), then :func:`cast_backward` with it (``q`` recomputed run
+    by run; ``point`` 0-d, summed in another order; ``finite`` as there), in one native call."""
+    grad, grad_mean, grad_var = (_as_operand(g, x) for g in (grad, grad_mean, grad_var))
+    return native.cast_moments_backward(grad, x, p, grad_mean, grad_var, mean, weight)
+
+
+def _as_operand(g: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """``g`` in ``x``'s dtype and device, contiguous, as a kernel reads it beside ``x``."""
+    if g is None:
+        return None
+    if g.dtype != x.dtype or g.device != x.device:
+        g = g.to(x)
+    return g.contiguous()
 
 
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -414,8 +425,7 @@ def fold_backward(grad_qscale: torch.Tensor, grad_qshift: torch.Tensor, saved: t
     grad_shift``, each operation rounded once, as PyTorch's are (``grad_gamma`` ``None`` without ``gamma``).
     ``finite`` is ``False`` where some binary point's gradient is not finite.
     """
-    dtype = saved[2].dtype
-    grads = (grad_qscale.to(dtype), grad_qshift.to(dtype))
+    grads = (_as_operand(grad_qscale, saved[2]), _as_operand(grad_qshift, saved[2]))
     computed, status = native.fold_backward(*grads, saved, gamma,
                                             tuple((every, index, weight) for (every, index), weight
                                                   in zip(casts, weights)))

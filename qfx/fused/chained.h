@@ -140,7 +140,7 @@ int pair_backward(const T* g1, const T* g2, const T* x, T* grad_x, int64_t n, in
 // statistics of the BatchNorm that reads it.  Returns the forward cast's status.
 template <class T>
 int cast_moments(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, const T* table,
-                 const int64_t* ints, const double* reals, double* mean, double* var, int threads) {
+                 const int64_t* ints, const double* reals, T* mean, T* var, int threads) {
     const Modes<T> m(ints, reals);
     const ForwardRun<T> cast = forward_run<T, false>(m);
     if (cast == nullptr) return kFallback;
@@ -160,11 +160,23 @@ int cast_moments(const T* x, T* q, int64_t n, int64_t channels, int64_t inner, c
 
 // Its backward pass: g = (q * a[c] + b[c]) + grad_q (the statistics' gradient added to the one q received,
 // as channel_affine computes it), then the cast's backward with g: grad_x and the binary point's sum
-// (point[0], as cast_backward's).  q is recomputed run by run.
+// (point[0], as cast_backward's).  q is recomputed run by run.  The statistics' gradient per channel, from
+// those of mean and var (null: zero) over the count = n / channels values of a channel,
+//     a[c] = grad_var[c] * (2 / count),  b[c] = grad_mean[c] / count - a[c] * mean[c]
+// rounds as qfx.nn.batchnorm._BatchStatistics's PyTorch operations do: 2 / count in double, then every
+// operation in T.
 template <class T>
 int cast_moments_backward(const T* grad_q, const T* x, T* grad_x, int64_t n, int64_t channels, int64_t inner,
-                          const T* a, const T* b, const T* table, const int64_t* ints, const double* reals,
-                          const double* weight, float* point, int threads) {
+                          const T* grad_mean, const T* grad_var, const T* mean, const T* table,
+                          const int64_t* ints, const double* reals, const double* weight, float* point,
+                          int threads) {
+    std::vector<T> a(channels), b(channels);
+    const int64_t values = n / channels;
+    const T twice = T(2.0 / double(values)), count = T(values);
+    for (int64_t c = 0; c < channels; ++c) {
+        a[c] = (grad_var != nullptr ? grad_var[c] : T(0)) * twice;
+        b[c] = (grad_mean != nullptr ? grad_mean[c] : T(0)) / count - a[c] * mean[c];
+    }
     const Modes<T> m(ints, reals);
     const ForwardRun<T> cast = forward_run<T, false>(m);
     const BackwardRun<T> back = backward_run<T, false>(m);

@@ -409,20 +409,22 @@ Moments run_moments(const T* x, int64_t n) {
     return Moments{count, run_mean, m2 - count * offset * offset};
 }
 
-// mean[c] and var[c] from the team's parts (team x channels), merged in thread order.
-void merge_moments(const std::vector<Moments>& parts, int team, int64_t channels, double* mean, double* var) {
+// mean[c] and var[c] from the team's parts (team x channels), merged in thread order, in double, then each
+// rounded once to T (as PyTorch's conversion of the double results rounds them).
+template <class T>
+void merge_moments(const std::vector<Moments>& parts, int team, int64_t channels, T* mean, T* var) {
     for (int64_t c = 0; c < channels; ++c) {
         Moments total;
         for (int t = 0; t < team; ++t) total.merge(parts[t * channels + c]);
-        mean[c] = total.mean;
-        var[c] = total.count > 0 ? total.m2 / total.count : 0.0;
+        mean[c] = T(total.mean);
+        var[c] = T(total.count > 0 ? total.m2 / total.count : 0.0);
     }
 }
 
-// mean[c] and the biased variance var[c] = mean((x - mean)**2), in double, in one pass over memory:
-// each run's own two passes read it from cache, and the runs' moments are merged in order.
+// mean[c] and the biased variance var[c] = mean((x - mean)**2), in double rounded to T, in one pass over
+// memory: each run's own two passes read it from cache, and the runs' moments are merged in order.
 template <class T>
-void channel_moments(const T* x, int64_t n, int64_t channels, int64_t inner, double* mean, double* var,
+void channel_moments(const T* x, int64_t n, int64_t channels, int64_t inner, T* mean, T* var,
                      int threads) {
     const int team = team_size(n, threads);
     std::vector<Moments> parts(team * channels);
@@ -493,21 +495,21 @@ void channel_affine(const T* x, const T* z, T* y, int64_t n, int64_t channels, i
         return point_rows<T>(bits, n, width, first, count, index);                                             \
     }                                                                                                          \
     extern "C" void qfx_channel_moments_##SUFFIX(const T* x, int64_t n, int64_t channels, int64_t inner,        \
-                                                 double* mean, double* var, int threads) {                     \
+                                                 T* mean, T* var, int threads) {                               \
         channel_moments<T>(x, n, channels, inner, mean, var, threads);                                         \
     }                                                                                                          \
     extern "C" int qfx_cast_moments_##SUFFIX(const T* x, T* q, int64_t n, int64_t channels, int64_t inner,      \
                                              const T* table, const int64_t* ints, const double* reals,         \
-                                             double* mean, double* var, int threads) {                         \
+                                             T* mean, T* var, int threads) {                                   \
         return cast_moments<T>(x, q, n, channels, inner, table, ints, reals, mean, var, threads);             \
     }                                                                                                          \
     extern "C" int qfx_cast_moments_backward_##SUFFIX(const T* grad_q, const T* x, T* grad_x, int64_t n,       \
-                                                      int64_t channels, int64_t inner, const T* a, const T* b, \
-                                                      const T* table, const int64_t* ints,                     \
-                                                      const double* reals, const double* weight, float* point, \
-                                                      int threads) {                                           \
-        return cast_moments_backward<T>(grad_q, x, grad_x, n, channels, inner, a, b, table, ints, reals,       \
-                                        weight, point, threads);                                               \
+                                                      int64_t channels, int64_t inner, const T* grad_mean,     \
+                                                      const T* grad_var, const T* mean, const T* table,        \
+                                                      const int64_t* ints, const double* reals,                \
+                                                      const double* weight, float* point, int threads) {       \
+        return cast_moments_backward<T>(grad_q, x, grad_x, n, channels, inner, grad_mean, grad_var, mean,      \
+                                        table, ints, reals, weight, point, threads);                           \
     }                                                                                                          \
     extern "C" int qfx_fold_forward_##SUFFIX(const T* mean, const T* r, const T* gamma, const T* beta,           \
                                             int64_t channels, T* scale, T* shift, T* qscale, T* qshift,        \

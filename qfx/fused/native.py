@@ -46,7 +46,7 @@ _SIGNATURES = {  # name: (argument types, result type)
     "point_rows": ([_P, _N, _N, _N, _N, _P], _INT),
     "channel_moments": ([_P, _N, _N, _N, _P, _P, _INT], None),
     "cast_moments": ([_P, _P, _N, _N, _N, _P, _P, _P, _P, _P, _INT], _INT),
-    "cast_moments_backward": ([_P, _P, _P, _N, _N, _N, _P, _P, _P, _P, _P, _P, _P, _INT], _INT),
+    "cast_moments_backward": ([_P, _P, _P, _N, _N, _N, _P, _P, _P, _P, _P, _P, _P, _P, _INT], _INT),
     "channel_affine": ([_P, _P, _P, _N, _N, _N, _P, _P, _INT], None),
     "fold_forward": ([_P, _P, _P, _P, _N, _P, _P, _P, _P] + [_P, _P, _N, _N, _P, _P, _P] * 2, _INT),
     "fold_backward": ([_P, _P, _P, _P, _P, _P, _P, _N] + [_P, _N, _P, _P, _P, _P, _P] * 2 + [_P, _P, _P, _P], _INT),
@@ -148,9 +148,7 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, table, dim: int, scale: O
                                               point.data_ptr(), base,
                                               None if base is None else base + x.element_size() * channels,
                                               torch.get_num_threads())
-    if per_channel is None:
-        return grad_x, point, None, None, status == 0
-    return grad_x, point, per_channel[0], per_channel[1], status == 0
+    return (grad_x, point, *((None, None) if per_channel is None else per_channel.unbind(0)), status == 0)
 
 
 def pair_forward(x: torch.Tensor, first, second, scale: Optional[torch.Tensor],
@@ -185,9 +183,7 @@ def pair_backward(grad1: Optional[torch.Tensor], grad2: torch.Tensor, x: torch.T
                                               point1.data_ptr(), point2.data_ptr(), base,
                                               None if base is None else base + x.element_size() * channels,
                                               torch.get_num_threads())
-    if per_channel is None:
-        return grad_x, point1, point2, None, None, status == 0
-    return grad_x, point1, point2, per_channel[0], per_channel[1], status == 0
+    return (grad_x, point1, point2, *((None, None) if per_channel is None else per_channel.unbind(0)), status == 0)
 
 
 def _pair_layout(x: torch.Tensor, first, scale: Optional[torch.Tensor]) -> tuple[int, int, int]:
@@ -232,11 +228,11 @@ def point_rows(bits: torch.Tensor, width: int, first: int, count: int) -> Option
 def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (dimension 1) mean and biased variance of ``x``, in ``x``'s dtype."""
     n, channels, inner = layout(x, 1)
-    moments = torch.empty(2, channels, dtype=torch.float64)
-    library().channel_moments[x.dtype](x.data_ptr(), n, channels, inner, moments[0].data_ptr(),
-                                       moments[1].data_ptr(), torch.get_num_threads())
-    moments = moments.to(x.dtype)
-    return moments[0], moments[1]
+    moments = torch.empty(2, channels, dtype=x.dtype)
+    base = moments.data_ptr()
+    library().channel_moments[x.dtype](x.data_ptr(), n, channels, inner, base, base + x.element_size() * channels,
+                                       torch.get_num_threads())
+    return moments.unbind(0)
 
 
 def cast_moments(x: torch.Tensor, table) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -244,26 +240,26 @@ def cast_moments(x: torch.Tensor, table) -> Optional[tuple[torch.Tensor, torch.T
     cast."""
     n, channels, inner = layout(x, 1)
     q = torch.empty_like(x)
-    moments = torch.empty(2, channels, dtype=torch.float64)
+    moments = torch.empty(2, channels, dtype=x.dtype)
+    base = moments.data_ptr()
     status = library().cast_moments[x.dtype](x.data_ptr(), q.data_ptr(), n, channels, inner, table.rows.data_ptr(),
-                                             table.ints, table.reals, moments[0].data_ptr(), moments[1].data_ptr(),
+                                             table.ints, table.reals, base, base + x.element_size() * channels,
                                              torch.get_num_threads())
-    if status:
-        return None
-    mean, var = moments.to(x.dtype).unbind(0)
-    return q, mean, var
+    return None if status else (q, *moments.unbind(0))
 
 
-def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, table, slope: torch.Tensor, offset: torch.Tensor,
+def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, table, grad_mean: Optional[torch.Tensor],
+                          grad_var: Optional[torch.Tensor], mean: torch.Tensor,
                           weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """``(dL/dx, point, finite)`` of :func:`qfx.fused.cast_moments_backward`."""
-    grad = grad.contiguous()
+    """``(dL/dx, point, finite)`` of :func:`qfx.fused.cast_moments_backward` (``point`` 0-d; the gradients contiguous,
+    in ``x``'s dtype)."""
     grad_x = torch.empty_like(x)
-    point = torch.empty(1, dtype=torch.float32)
+    point = torch.empty((), dtype=torch.float32)
     status = library().cast_moments_backward[x.dtype](grad.data_ptr(), x.data_ptr(), grad_x.data_ptr(),
-                                                      *layout(x, 1), slope.data_ptr(), offset.data_ptr(),
-                                                      table.rows.data_ptr(), table.ints, table.reals,
-                                                      weight.data_ptr(), point.data_ptr(), torch.get_num_threads())
+                                                      *layout(x, 1), _ptr(grad_mean), _ptr(grad_var),
+                                                      mean.data_ptr(), table.rows.data_ptr(), table.ints,
+                                                      table.reals, weight.data_ptr(), point.data_ptr(),
+                                                      torch.get_num_threads())
     return grad_x, point, status == 0
 
 
@@ -297,20 +293,20 @@ def fold_forward(mean: torch.Tensor, r: torch.Tensor, gamma: Optional[torch.Tens
 def fold_backward(grad_qscale: torch.Tensor, grad_qshift: torch.Tensor, saved: tuple, gamma: Optional[torch.Tensor],
                   casts: tuple) -> tuple[tuple[torch.Tensor, ...], int]:
     """``((grad_mean, grad_var, grad_gamma, grad_beta, point_scale, point_shift), status)`` of
-    :func:`qfx.fused.fold_backward`; ``saved`` is ``(scale, shift, mean, r)``, ``casts`` ``(rows, index, weight)`` for
-    the scale and the shift; ``status`` is 1 where some binary point's gradient is not finite."""
+    :func:`qfx.fused.fold_backward` (the two gradients contiguous, in ``mean``'s dtype); ``saved`` is ``(scale, shift,
+    mean, r)``, ``casts`` ``(rows, index, weight)`` for the scale and the shift; ``status`` is 1 where some binary
+    point's gradient is not finite."""
     scale, shift, mean, r = saved
-    grad_qscale, grad_qshift = grad_qscale.contiguous(), grad_qshift.contiguous()
     channels = mean.numel()
-    grads = torch.empty(4, channels, dtype=mean.dtype)
-    points = torch.empty(2, channels, dtype=torch.float32).unbind(0)
+    single = mean.dtype == torch.float32  # the points (float32) in the same allocation as the gradients
+    grads = torch.empty(6 if single else 4, channels, dtype=mean.dtype).unbind(0)
+    points = grads[4:] if single else torch.empty(2, channels, dtype=torch.float32).unbind(0)
     arguments = []
     for (every, index, weight), point in zip(casts, points):
         arguments += [every.rows.data_ptr(), len(every.fracs), every.ints, every.reals, index.data_ptr(),
                       weight.data_ptr(), point.data_ptr()]
-    base, step = grads.data_ptr(), mean.element_size() * channels
     status = library().fold_backward[mean.dtype](
         grad_qscale.data_ptr(), grad_qshift.data_ptr(), scale.data_ptr(), shift.data_ptr(),
-        mean.data_ptr(), r.data_ptr(), _ptr(gamma), channels, *arguments, base, base + step,
-        None if gamma is None else base + 2 * step, base + 3 * step)
-    return (*grads.unbind(0), *points), status
+        mean.data_ptr(), r.data_ptr(), _ptr(gamma), channels, *arguments, grads[0].data_ptr(), grads[1].data_ptr(),
+        None if gamma is None else grads[2].data_ptr(), grads[3].data_ptr())
+    return (*grads[:4], *points), status
