@@ -19,7 +19,14 @@ so that a change in the machine's load hits both alike:
 4. **fixed cost per block**: one convolution (16 to 16 channels, 3x3),
    BatchNorm and ReLU, quantized as above, on a 2x16x4x4 input, where every
    kernel takes microseconds, on one thread: forward and backward, the cost
-   a layer pays whatever the batch.
+   a layer pays whatever the batch;
+5. **one small operation**: a multiplication of 64 values timed right
+   after every convolution layer of a step (a forward hook), then the same
+   multiplication once more, and in a loop.  The first pays for code and
+   data the convolution has just pushed out of the caches; the second and
+   the loop do not.  Each different small operation a quantized layer adds
+   (per-channel bookkeeping, allocations, kernel calls) pays that once per
+   layer, which a loop over one operation never shows.
 
 Nothing here asserts on time.  Run::
 
@@ -178,6 +185,45 @@ def block_cost(rounds: int) -> None:
         row(phase, samples, [q / f for q, f in zip(samples["qfx"], samples["float"])])
 
 
+# ------------------------------------------------------- one small operation
+def small_operation(models: dict[str, nn.Module], steps: dict[str, Callable[[], None]], rounds: int) -> None:
+    """One small PyTorch operation (64 values times 0.5) timed right after every convolution layer of a step,
+    twice in a row, and the same operation in a loop: what a small operation costs where a quantized layer
+    runs its own, right after a convolution, against what a loop over it shows."""
+    probe = torch.ones(64)
+    samples: dict[str, list[float]] = {}
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        t0 = time.perf_counter()
+        probe.mul(0.5)
+        t1 = time.perf_counter()
+        probe.mul(0.5)
+        t2 = time.perf_counter()
+        samples.setdefault("first", []).append(t1 - t0)
+        samples.setdefault("second", []).append(t2 - t1)
+
+    times = {key: {v: [] for v in models} for key in ("first", "second", "loop")}
+    for _ in range(rounds):
+        for v, model in models.items():
+            handles = [m.register_forward_hook(hook) for m in model.modules() if type(m).__name__.endswith("Conv2d")]
+            samples.clear()
+            steps[v]()
+            for handle in handles:
+                handle.remove()
+            for key in ("first", "second"):
+                times[key][v].append(statistics.median(samples[key]))
+            t0 = time.perf_counter()
+            for _ in range(1000):
+                probe.mul(0.5)
+            times["loop"][v].append((time.perf_counter() - t0) / 1000)
+    print("\none small operation (64 values x 0.5), median per call (wall)")
+    print(f"{'':<34} {'float us':>10} {'qfx us':>10}")
+    labels = {"first": "after a convolution layer", "second": "right after that one", "loop": "in a loop"}
+    for key, label in labels.items():
+        print(f"{label:<34} {1e6 * statistics.median(times[key]['float']):10.1f} "
+              f"{1e6 * statistics.median(times[key]['qfx']):10.1f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8, help="images per step (default 8)")
@@ -203,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     alone(steps, args.rounds)
     log("one block")
     block_cost(args.rounds)
+    log("one small operation")
+    small_operation(models, steps, args.rounds)
     load = os.getloadavg()
     print(f"\nload average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
     return 0
