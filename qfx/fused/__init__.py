@@ -272,6 +272,15 @@ def cast_forward(x: torch.Tensor, p: Union[NearestEven, Table], scale: Optional[
     return q.sub_(p.magic).clamp_(p.lo, p.hi)
 
 
+def _as_operand(g: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
+    """``g`` in ``x``'s dtype and device, contiguous, as a kernel reads it beside ``x``."""
+    if g is None:
+        return None
+    if g.dtype != x.dtype or g.device != x.device:
+        g = g.to(x)
+    return g.contiguous()
+
+
 def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union[NearestEven, Table],
                   scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], weight: torch.Tensor,
                   kernels: Optional[bool] = None,
@@ -291,12 +300,11 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, q: torch.Tensor, p: Union
     looked at).
     """
     if isinstance(p, Table):
-        if grad.dtype != x.dtype or grad.device != x.device:
-            grad = grad.to(x)
-        return native.cast_backward(grad, x, p, 1 if scale is not None else p.dim, scale, shift, weight)
+        return native.cast_backward(_as_operand(grad, x), x, p, 1 if scale is not None else p.dim, scale, shift,
+                                    weight)
     if (kernels_take(x, scale, shift) if kernels is None else kernels) and grad.dtype == x.dtype \
             and grad.device == x.device:
-        return native.cast_backward(grad, x, p.table, -1 if scale is None else 1, scale, shift, weight)
+        return native.cast_backward(grad.contiguous(), x, p.table, -1 if scale is None else 1, scale, shift, weight)
     v = _affine(x, scale, shift)
     kept = torch.ops.aten.hardtanh_backward(grad, v, p.below, p.above)
     point = torch.dot(grad.reshape(-1), q.reshape(-1)) - torch.dot(kept.reshape(-1), v.reshape(-1))
@@ -330,11 +338,8 @@ def pair_backward(grad1: Optional[torch.Tensor], grad2: torch.Tensor, x: torch.T
     ``point2`` one), the input gradient bit for bit, the sums of the second cast in another order; ``finite``
     as :func:`cast_backward` gives it.
     """
-    if grad1 is not None and (grad1.dtype != x.dtype or grad1.device != x.device):
-        grad1 = grad1.to(x)
-    if grad2.dtype != x.dtype or grad2.device != x.device:
-        grad2 = grad2.to(x)
-    return native.pair_backward(grad1, grad2, x, first, second, scale, shift, weight1, weight2)
+    return native.pair_backward(_as_operand(grad1, x), _as_operand(grad2, x), x, first, second, scale, shift,
+                                weight1, weight2)
 
 
 def cast_moments(x: torch.Tensor, p: Table) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -354,15 +359,6 @@ def cast_moments_backward(grad: torch.Tensor, x: torch.Tensor, p: Table, grad_me
     by run; ``point`` 0-d, summed in another order; ``finite`` as there), in one native call."""
     grad, grad_mean, grad_var = (_as_operand(g, x) for g in (grad, grad_mean, grad_var))
     return native.cast_moments_backward(grad, x, p, grad_mean, grad_var, mean, weight)
-
-
-def _as_operand(g: Optional[torch.Tensor], x: torch.Tensor) -> Optional[torch.Tensor]:
-    """``g`` in ``x``'s dtype and device, contiguous, as a kernel reads it beside ``x``."""
-    if g is None:
-        return None
-    if g.dtype != x.dtype or g.device != x.device:
-        g = g.to(x)
-    return g.contiguous()
 
 
 def batch_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -134,8 +134,8 @@ def cast_backward(grad: torch.Tensor, x: torch.Tensor, table, dim: int, scale: O
                   ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor], bool]:
     """``(dL/dx, point, dL/dscale, dL/dshift, finite)`` of :func:`qfx.fused.cast_backward`; ``weight`` (float64)
     has one entry per table row, ``point`` (float32) one per binary point (per row, or per channel with an
-    index); ``finite`` is ``False`` where some entry of ``point`` is not finite."""
-    grad = grad.contiguous()
+    index); ``finite`` is ``False`` where some entry of ``point`` is not finite.  ``grad`` contiguous, in ``x``'s
+    dtype."""
     grad_x = torch.empty_like(x)
     n, channels, inner = layout(x, dim)
     rows = table.rows
@@ -167,9 +167,7 @@ def pair_backward(grad1: Optional[torch.Tensor], grad2: torch.Tensor, x: torch.T
                   scale: Optional[torch.Tensor], shift: Optional[torch.Tensor], weight1: torch.Tensor,
                   weight2: torch.Tensor):
     """``(dL/dx, point1, point2, dL/dscale, dL/dshift, finite)`` of :func:`qfx.fused.pair_backward` (``finite``
-    ``False`` where some entry of a point is not finite)."""
-    grad2 = grad2.contiguous()
-    grad1 = None if grad1 is None else grad1.contiguous()
+    ``False`` where some entry of a point is not finite; the gradients contiguous, in ``x``'s dtype)."""
     grad_x = torch.empty_like(x)
     n, channels, inner = _pair_layout(x, first, scale)
     point1 = torch.empty(first.rows.shape[0], dtype=torch.float32)
