@@ -11,6 +11,10 @@ so that a change in the machine's load hits both alike:
    the convolutions' forward (``aten::mkldnn_convolution``) and backward
    (``aten::convolution_backward``) kernels, and the number of ATen
    operations a step dispatches;
+   Then each convolution's call timed by the wall clock in the network
+   (the function wrapped, no profiler), layer by layer in call order: the
+   first, whose input qfx's input cast has just written, runs faster than
+   float's; the later ones slower;
 3. **the same convolutions alone**: every ``aten::convolution`` of one
    step, captured with its operands, run again one by one outside the
    network (timed by the profiler as in 2); a difference that exists in the network and not alone comes
@@ -113,6 +117,41 @@ def in_network(steps: dict[str, Callable[[], None]], rounds: int) -> None:
         row(key, conv[key], [q / f for q, f in zip(conv[key]["qfx"], conv[key]["float"])])
     print(f"ATen operations per step (profiler, nested ones included): float {ops['float']:.0f}, "
           f"qfx {ops['qfx']:.0f}")
+
+
+def per_layer(steps: dict[str, Callable[[], None]], rounds: int) -> None:
+    """Each convolution's call timed by the wall clock in the network, layer by layer in call order.
+
+    The function both models call (``F.conv2d``, which ``nn.Conv2d`` looks up at each call and
+    ``QConv2d`` holds as ``_conv``) is wrapped for the measurement: no profiler, whose own work between
+    the operations would change what surrounds them."""
+    from qfx.nn.linear import QConv2d
+
+    original, held = F.conv2d, QConv2d.__dict__["_conv"]
+    calls: list[float] = []
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = original(*args, **kwargs)
+        calls.append(time.perf_counter() - t0)
+        return out
+
+    times: dict[str, list[list[float]]] = {v: [] for v in steps}
+    F.conv2d, QConv2d._conv = timed, staticmethod(timed)
+    try:
+        for _ in range(rounds):
+            for v, step in steps.items():
+                calls.clear()
+                step()
+                times[v].append(list(calls))
+    finally:
+        F.conv2d, QConv2d._conv = original, held
+    layers = range(len(times["float"][0]))
+    each = {v: [statistics.median(r[i] for r in times[v]) for i in layers] for v in steps}
+    header("convolutions in the network, each call's wall time (forward; no profiler)")
+    row(f"all {len(layers)}, summed", {v: [sum(r) for r in times[v]] for v in steps},
+        [sum(q) / sum(f) for q, f in zip(times["qfx"], times["float"])])
+    print("qfx/float per layer, in call order: " + " ".join(f"{q / f:.2f}" for q, f in zip(each["qfx"], each["float"])))
 
 
 class _Capture(TorchDispatchMode):
@@ -245,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     phases(models, x, y, args.rounds)
     log("convolutions in the network")
     in_network(steps, args.rounds)
+    per_layer(steps, args.rounds)
     log("convolutions alone")
     alone(steps, args.rounds)
     log("one block")
