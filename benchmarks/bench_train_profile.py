@@ -10,11 +10,11 @@ so that a change in the machine's load hits both alike:
 2. **convolutions in the network**: the PyTorch profiler's time per step in
    the convolutions' forward (``aten::mkldnn_convolution``) and backward
    (``aten::convolution_backward``) kernels, and the number of ATen
-   operations a step dispatches;
-   Then each convolution's call timed by the wall clock in the network
-   (the function wrapped, no profiler), layer by layer in call order: the
-   first, whose input qfx's input cast has just written, runs faster than
-   float's; the later ones slower;
+   operations a step dispatches; then the wall clock without the profiler,
+   whose own work between the operations changes what surrounds them: each
+   convolution's forward call (the function wrapped), layer by layer in call
+   order, and the backward pass node by node (a hook before and after every
+   node of the step's graph), summed per kind of node;
 3. **the same convolutions alone**: every ``aten::convolution`` of one
    step, captured with its operands, run again one by one outside the
    network (timed by the profiler as in 2); a difference that exists in the network and not alone comes
@@ -154,6 +154,55 @@ def per_layer(steps: dict[str, Callable[[], None]], rounds: int) -> None:
     print("qfx/float per layer, in call order: " + " ".join(f"{q / f:.2f}" for q, f in zip(each["qfx"], each["float"])))
 
 
+def _graph_nodes(root) -> list:
+    """Every node of the autograd graph below ``root``."""
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(f for f, _ in node.next_functions)
+    return list(seen)
+
+
+def backward_nodes(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, rounds: int) -> None:
+    """The backward pass node by node: a hook before and after every node of the step's graph, the wall time
+    between them summed per kind of node (the hooks' own cost, a few microseconds a node, included)."""
+    optimizers = {v: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for v, m in models.items()}
+    sums: dict[str, dict[str, list[float]]] = {v: {} for v in models}
+    counts: dict[str, dict[str, int]] = {v: {} for v in models}
+    for _ in range(rounds):
+        for v, model in models.items():
+            optimizers[v].zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            spent: dict[str, float] = {}
+            started: dict = {}
+            handles = []
+            counts[v] = {}
+            for node in _graph_nodes(loss.grad_fn):
+                kind = node.name().rpartition("::")[2]
+                counts[v][kind] = counts[v].get(kind, 0) + 1
+                handles.append(node.register_prehook(
+                    lambda grads, node=node: started.__setitem__(node, time.perf_counter())))
+                handles.append(node.register_hook(lambda inputs, outputs, node=node, kind=kind: spent.__setitem__(
+                    kind, spent.get(kind, 0.0) + time.perf_counter() - started[node])))
+            loss.backward()
+            for handle in handles:  # a parameter's AccumulateGrad node outlives the step
+                handle.remove()
+            optimizers[v].step()
+            for kind, seconds in spent.items():
+                sums[v].setdefault(kind, []).append(seconds)
+    per_kind = {kind: {v: median_ms(sums[v][kind]) if kind in sums[v] else 0.0 for v in models}
+                for kind in {kind for v in models for kind in sums[v]}}
+    print("\nbackward by node (wall; hooks before and after each node), per step")
+    print(f"{'':<34} {'float ms':>10} {'qfx ms':>10} {'nodes':>10}")
+    for kind, ms in sorted(per_kind.items(), key=lambda item: -max(item[1].values())):
+        if max(ms.values()) >= 0.05:
+            nodes = "/".join(str(counts[v].get(kind, 0)) for v in models)
+            print(f"{kind:<34} {ms['float']:10.2f} {ms['qfx']:10.2f} {nodes:>10}")
+    print(f"{'all, summed':<34} " + " ".join(f"{sum(ms[v] for ms in per_kind.values()):10.2f}" for v in models))
+
+
 class _Capture(TorchDispatchMode):
     """Every ``aten.convolution`` of one step, with detached copies of its operands."""
 
@@ -285,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     log("convolutions in the network")
     in_network(steps, args.rounds)
     per_layer(steps, args.rounds)
+    backward_nodes(models, x, y, args.rounds)
     log("convolutions alone")
     alone(steps, args.rounds)
     log("one block")
