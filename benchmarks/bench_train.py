@@ -61,7 +61,8 @@ working set from the libraries and the model, the growth of that peak
 over the resident size (``VmRSS``) just before the first step.
 
 Where the time goes (phases, convolutions in the network and alone, the
-fixed cost of one block): ``benchmarks/bench_train_profile.py``.
+backward pass node by node, the fixed cost of one block, one small
+operation after a convolution): ``benchmarks/bench_train_profile.py``.
 
 Nothing here asserts on time.  Run::
 
